@@ -1,0 +1,8 @@
+"""cnnexp: config-driven CNN image-classification experiments."""
+
+__version__ = "0.1.0"
+
+from cnnexp.runs import register_resolvers as _register_resolvers
+
+# Registered on import so that Hydra launchers running jobs in other processes resolve run folders too.
+_register_resolvers()

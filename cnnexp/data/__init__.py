@@ -1,0 +1,20 @@
+"""Datasets: a registry of factories that each return an in-memory `ImageData`.
+
+Add a dataset by dropping a module into this package that decorates a factory with
+`@register_dataset`; the factory takes the `dataset` config node and the run's seed.
+"""
+
+from cnnexp.data.image_data import ImageData, Split
+from cnnexp.registry import Registry
+
+DATASETS = Registry("dataset", "cnnexp.data")
+register_dataset = DATASETS.register
+list_datasets = DATASETS.names
+
+
+def create_dataset(cfg, seed: int = 0) -> ImageData:
+    """Build the dataset named by `cfg.name` from its config node."""
+    return DATASETS.create(cfg.name, cfg=cfg, seed=seed)
+
+
+__all__ = ["ImageData", "Split", "create_dataset", "list_datasets", "register_dataset"]

@@ -1,0 +1,57 @@
+"""Olivetti faces: the 20 x 20 grid GIF (400 faces, 57 x 47, 40 people) embedded in the package."""
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnexp.data import register_dataset
+from cnnexp.data.image_data import ImageData, Split
+from cnnexp.errors import UserError
+
+FACE_H, FACE_W, GRID = 57, 47, 20
+FACES_PER_PERSON = 10
+
+
+def embedded_gif() -> Path:
+    return Path(str(resources.files("cnnexp.data") / "assets" / "olivettifaces.gif"))
+
+
+def read_faces(path: Path) -> np.ndarray:
+    """Cut the GIF into 400 uint8 faces (row-major: faces 0-9 are person 0, ...)."""
+    try:
+        grid = np.asarray(Image.open(path).convert("L"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read Olivetti GIF {path}: {exc}; point dataset.root at olivettifaces.gif")
+    height, width = FACE_H * GRID, FACE_W * GRID
+    if grid.shape[0] < height or grid.shape[1] < width:
+        raise UserError(f"{path} is {grid.shape[1]}x{grid.shape[0]}, smaller than the {width}x{height} Olivetti grid")
+    faces = grid[:height, :width].reshape(GRID, FACE_H, GRID, FACE_W).transpose(0, 2, 1, 3)
+    return faces.reshape(GRID * GRID, FACE_H, FACE_W).copy()
+
+
+def split_per_person(faces: np.ndarray, per_person: list[int]) -> dict[str, Split]:
+    """The tutorial's split: per person, the first n_train faces train, the next n_val validate, the rest test."""
+    if len(per_person) != 3 or sum(per_person) != FACES_PER_PERSON or min(per_person) < 0:
+        raise UserError(f"dataset.per_person={list(per_person)} must be three counts summing to 10, e.g. [8,1,1]")
+    bounds = np.cumsum([0, *per_person])
+    people = faces.reshape(-1, FACES_PER_PERSON, 1, FACE_H, FACE_W)
+    splits = {}
+    for name, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:]):
+        images = torch.from_numpy(people[:, lo:hi].reshape(-1, 1, FACE_H, FACE_W).copy())
+        labels = torch.arange(people.shape[0]).repeat_interleave(int(hi - lo))
+        splits[name] = Split(images, labels)
+    return splits
+
+
+@register_dataset
+def olivetti(cfg, seed: int = 0) -> ImageData:
+    path = Path(cfg.root) if cfg.get("root") else embedded_gif()
+    if not path.exists():
+        raise UserError(f"Olivetti GIF not found at {path}; remove dataset.root to use the embedded copy")
+    faces = read_faces(path)
+    splits = split_per_person(faces, list(cfg.per_person))
+    names = [f"person_{i:02d}" for i in range(len(faces) // FACES_PER_PERSON)]
+    return ImageData(splits, names, meta={"source": str(path)})

@@ -1,0 +1,114 @@
+"""Where a run reports: history.csv, TensorBoard, and the rich console."""
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid
+
+HISTORY_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_error", "test_error", "lr", "images_per_second"]
+
+
+def write_json_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class HistoryCSV:
+    """history.csv: one row per evaluation, flushed as it is written."""
+
+    def __init__(self, path: Path, previous_rows: list[dict] = ()):
+        self.path = path
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(previous_rows)
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, HISTORY_COLUMNS).writerow({k: row.get(k) for k in HISTORY_COLUMNS})
+
+
+class TensorBoardLogger:
+    """Scalars under train/, val/, test/ and perf/; an input grid; hparams with the final metrics."""
+
+    def __init__(self, run_dir: Path):
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+
+    def scalars(self, values: dict, step: int) -> None:
+        for tag, value in values.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+
+    def image_grid(self, tag: str, images: torch.Tensor, step: int = 0) -> None:
+        """images: float 0..255, N x C x H x W."""
+        grid = make_grid(images[:64].detach().cpu() / 255.0, nrow=8, padding=2)
+        self.writer.add_image(tag, grid.clamp(0, 1), step)
+
+    def hparams(self, hparams: dict, metrics: dict) -> None:
+        clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        numbers = {f"hparam/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.writer.add_hparams(clean, numbers, run_name=".")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def percent(fraction) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.2f} %"
+
+
+class ConsoleReporter:
+    """The run as a user watches it: key config, a progress bar per epoch, a row per evaluation."""
+
+    ROW = "{epoch:>6} {step:>8} {train_loss:>10} {val_loss:>9} {val_error:>9} {test_error:>10} {lr:>9} {ips:>9}"
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console()
+        self.header_printed = False
+
+    def start(self, summary: dict) -> None:
+        table = Table(title="cnnexp train", show_header=False, box=None)
+        for key, value in summary.items():
+            table.add_row(f"[bold]{key}[/]", str(value))
+        self.console.print(table)
+
+    def progress(self) -> Progress:
+        return Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"),
+            TimeElapsedColumn(), console=self.console, transient=True, disable=not self.console.is_terminal,
+        )
+
+    def eval_row(self, row: dict, improved: bool) -> None:
+        if not self.header_printed:
+            self.console.print(self.ROW.format(epoch="epoch", step="step", train_loss="train loss",
+                                               val_loss="val loss", val_error="val err", test_error="test err",
+                                               lr="lr", ips="img/s"), style="bold")
+            self.header_printed = True
+        text = self.ROW.format(
+            epoch=row["epoch"], step=row["step"], train_loss=f"{row['train_loss']:.4f}",
+            val_loss=f"{row['val_loss']:.4f}", val_error=percent(row["val_error"]),
+            test_error=percent(row["test_error"]), lr=f"{row['lr']:.3g}", ips=f"{row['images_per_second']:.0f}",
+        )
+        self.console.print(text + ("  *" if improved else ""), highlight=False)
+
+    def finish(self, metrics: dict, run_dir: Path) -> None:
+        if metrics.get("best_epoch") is not None:
+            self.console.print(
+                f"Best validation error of {percent(metrics['best_val_error'])} at epoch {metrics['best_epoch']} "
+                f"(iteration {metrics['best_step']}), with test error {percent(metrics['test_error'])}",
+                style="bold green", highlight=False,
+            )
+        self.console.print(
+            f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} s "
+            f"({metrics['images_per_second']:.0f} img/s); run folder: {run_dir}", highlight=False,
+        )

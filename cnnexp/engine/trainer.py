@@ -1,0 +1,268 @@
+"""The training loop: one function per epoch, validation every `eval_every` steps, checkpoints,
+early stopping and divergence detection.
+
+The trainer is told a config, an in-memory dataset and a run folder; it knows nothing of the CLI.
+"""
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cnnexp.data.batches import TensorBatches
+from cnnexp.data.image_data import ImageData
+from cnnexp.data.pipeline import Augmentation, Normalizer, Pipeline
+from cnnexp.engine.build import build_optimizer, build_scheduler, seed_everything, select_device, to_plain
+from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
+from cnnexp.engine.early_stopping import make_early_stopping
+from cnnexp.engine.evaluation import evaluate
+from cnnexp.engine.loggers import ConsoleReporter, HistoryCSV, TensorBoardLogger, write_json_atomic
+from cnnexp.errors import Diverged, UserError
+from cnnexp.models import create_model, model_kwargs
+
+SMOOTHING = 0.9  # weight of the past in the moving-average training loss
+
+
+@dataclass
+class TrainState:
+    """Everything about progress that a checkpoint must carry to resume exactly."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimizer steps
+    batch_in_epoch: int = 0
+    best_val_error: float = math.inf
+    best_epoch: int | None = None
+    best_step: int | None = None
+    test_error: float | None = None
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    smooth_loss: float | None = None
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg, data: ImageData, run_dir: Path, reporter: ConsoleReporter | None = None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.reporter = reporter or ConsoleReporter()
+        self.device = select_device(cfg.device)
+        seed_everything(int(cfg.seed))
+        self.data = data.to(self.device)
+        self.class_names = data.class_names
+        train_split = self.data.split("train")
+        self._check_batch_size(len(train_split))
+
+        augmentation = Augmentation(cfg.augmentation, data.image_shape)
+        self.normalizer = Normalizer.fit(cfg.dataset.normalize, train_split.images)
+        channels_last = bool(cfg.device.channels_last)
+        self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
+        self.input_shape = augmentation.out_shape
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = create_model(cfg.model.name, self.input_shape, data.num_classes, **model_kwargs(cfg.model))
+        self.model.to(self.device, memory_format=memory_format)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
+        self.scheduler = build_scheduler(cfg.scheduler, self.optimizer)
+
+        self.train_batches = TensorBatches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle))
+        self.eval_batch_size = int(cfg.trainer.eval_batch_size)
+        self.generator = torch.Generator(device=self.device).manual_seed(int(cfg.seed))
+        self.stopper = make_early_stopping(cfg.trainer)
+        self.state = TrainState()
+        self.epoch_order: torch.Tensor | None = None
+        self.interval = {"loss_sum": 0.0, "batches": 0}
+        self.stop_reason: str | None = None
+
+    def _check_batch_size(self, n_train: int) -> None:
+        batch_size = int(self.cfg.trainer.batch_size)
+        if not 1 <= batch_size <= n_train:
+            raise UserError(
+                f"trainer.batch_size={batch_size} does not fit the training split of {n_train} images; "
+                f"use 1 to {n_train}"
+            )
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epoch": self.state.epoch,
+            "step": self.state.step,
+            "epoch_order": self.epoch_order.cpu() if self.epoch_order is not None else None,
+            "train_state": asdict(self.state),
+            "early_stopping": self.stopper.state_dict(),
+            "rng": rng_state(self.generator),
+            "config": to_plain(self.cfg),
+            "class_names": list(self.class_names),
+            "normalization": self.normalizer.state_dict(),
+            "input_shape": list(self.input_shape),
+            "image_shape": list(self.data.image_shape),
+        }
+
+    def save(self, which: str) -> None:
+        save_atomic(self.checkpoint(), self.run_dir / "checkpoints" / f"{which}.pt")
+
+    def load(self, ckpt: dict) -> None:
+        """Continue from a checkpoint of the same configuration (resume)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler and ckpt["scheduler"]:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state = TrainState(**ckpt["train_state"])
+        self.stopper.load_state_dict(ckpt["early_stopping"])
+        order = ckpt["epoch_order"]
+        self.epoch_order = order.to(self.device) if order is not None and self.state.batch_in_epoch else None
+        restore_rng(ckpt["rng"], self.generator)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict:
+        self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
+        self.tensorboard = TensorBoardLogger(self.run_dir)
+        try:
+            self._log_input_grid()
+            while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
+                self.train_one_epoch()
+            return self.finish(diverged=False)
+        except Diverged:
+            self.finish(diverged=True)
+            raise
+        finally:
+            self.tensorboard.close()
+
+    def train_one_epoch(self) -> None:
+        trainer_cfg = self.cfg.trainer
+        epoch = self.state.epoch + 1
+        if self.epoch_order is None:
+            self.epoch_order = self.train_batches.order(self.generator)
+        start_time, start_images = time.perf_counter(), 0
+        with self.reporter.progress() as progress:
+            task = progress.add_task("train", total=len(self.train_batches), completed=self.state.batch_in_epoch,
+                                     epoch=epoch, loss=float("nan"), ips=0.0)
+            for images, labels in self.train_batches.iterate(self.epoch_order, self.state.batch_in_epoch):
+                loss = self.train_step(self.pipeline(images, train=True, generator=self.generator), labels)
+                self.state.step += 1
+                self.state.batch_in_epoch += 1
+                start_images += len(labels)
+                self.state.images_seen += len(labels)
+                self._track_loss(loss, epoch)
+                ips = start_images / max(time.perf_counter() - start_time, 1e-9)
+                progress.update(task, advance=1, loss=self.state.smooth_loss, ips=ips)
+                if trainer_cfg.eval_every and self.state.step % int(trainer_cfg.eval_every) == 0:
+                    self.state.train_seconds += time.perf_counter() - start_time
+                    self.validate(epoch, ips)
+                    start_time, start_images = time.perf_counter(), 0
+                if trainer_cfg.checkpoint_every and self.state.step % int(trainer_cfg.checkpoint_every) == 0:
+                    self.save("last")
+                if self.stopper.should_stop(self.state.step, epoch - 1):
+                    self.stop_reason = "early stopping"
+                    break
+        elapsed = time.perf_counter() - start_time
+        self.state.train_seconds += elapsed
+        stopped_mid_epoch = self.stop_reason is not None
+        self.state.epoch, self.state.batch_in_epoch, self.epoch_order = epoch, 0, None
+        if not trainer_cfg.eval_every and not stopped_mid_epoch:
+            self.validate(epoch, start_images / max(elapsed, 1e-9))
+        self._step_scheduler()
+        if self.stop_reason is None and self.stopper.should_stop(self.state.step, epoch):
+            self.stop_reason = "early stopping"
+        self.save("last")
+
+    def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.model.train()
+        loss = F.cross_entropy(self.model(inputs), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.trainer.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.trainer.grad_clip))
+        self.optimizer.step()
+        return loss.detach()
+
+    def _track_loss(self, loss: torch.Tensor, epoch: int) -> None:
+        value = loss.item()
+        if not math.isfinite(value):
+            raise Diverged(f"Model diverged with loss = {value} at epoch {epoch}, step {self.state.step}")
+        previous = self.state.smooth_loss
+        self.state.smooth_loss = value if previous is None else SMOOTHING * previous + (1 - SMOOTHING) * value
+        self.interval["loss_sum"] += value
+        self.interval["batches"] += 1
+        self.tensorboard.scalars({"train/loss": value, "train/loss_smooth": self.state.smooth_loss}, self.state.step)
+
+    def _step_scheduler(self) -> None:
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            last = self.state.history[-1]["val_error"] if self.state.history else math.inf
+            self.scheduler.step(last)
+        else:
+            self.scheduler.step()
+
+    def validate(self, epoch: int, images_per_second: float) -> None:
+        val_loss, val_error = evaluate(self.model, self.data.split("val"), self.pipeline, self.eval_batch_size)
+        best_before = self.state.best_val_error
+        improved = val_error < best_before
+        test_error = None
+        if improved:
+            _, test_error = evaluate(self.model, self.data.split("test"), self.pipeline, self.eval_batch_size)
+            self.state.best_val_error, self.state.test_error = val_error, test_error
+            self.state.best_epoch, self.state.best_step = epoch, self.state.step
+        self.stopper.update(improved, val_error, best_before, self.state.step, epoch)
+        row = {
+            "epoch": epoch, "step": self.state.step,
+            "train_loss": self.interval["loss_sum"] / max(self.interval["batches"], 1),
+            "val_loss": val_loss, "val_error": val_error, "test_error": test_error,
+            "lr": self.optimizer.param_groups[0]["lr"], "images_per_second": images_per_second,
+        }
+        self.interval = {"loss_sum": 0.0, "batches": 0}
+        self.state.history.append(row)
+        self.history.append(row)
+        self.tensorboard.scalars({"val/loss": val_loss, "val/error": val_error, "test/error": test_error,
+                                  "lr": row["lr"], "perf/images_per_second": images_per_second}, self.state.step)
+        self.reporter.eval_row(row, improved)
+        if improved:
+            self.save("best")
+
+    def _log_input_grid(self) -> None:
+        images = self.data.split("train").images[: min(64, self.train_batches.batch_size * 4)]
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        self.tensorboard.image_grid("inputs/train", self.pipeline.views(images, True, generator))
+
+    # ---- the end -----------------------------------------------------------------------------
+    def metrics(self, diverged: bool) -> dict:
+        state = self.state
+        return {
+            "best_val_error": state.best_val_error if math.isfinite(state.best_val_error) else None,
+            "best_epoch": state.best_epoch,
+            "best_step": state.best_step,
+            "test_error": state.test_error,
+            "epochs_run": state.epoch,
+            "steps": state.step,
+            "train_seconds": state.train_seconds,
+            "images_per_second": state.images_seen / max(state.train_seconds, 1e-9),
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "stopped_early": self.stop_reason == "early stopping",
+            "diverged": diverged,
+        }
+
+    def finish(self, diverged: bool) -> dict:
+        metrics = self.metrics(diverged)
+        write_json_atomic(metrics, self.run_dir / "metrics.json")
+        self.tensorboard.hparams(hparam_summary(self.cfg), {k: v for k, v in metrics.items()
+                                                            if k in ("best_val_error", "test_error", "best_epoch")
+                                                            and v is not None})
+        if not diverged:
+            self.reporter.finish(metrics, self.run_dir)
+        return metrics
+
+
+def hparam_summary(cfg) -> dict:
+    """The knobs worth comparing across runs, flattened to `group.key` names."""
+    plain = to_plain(cfg)
+    flat = {"seed": plain["seed"]}
+    for group in ("dataset", "model", "optimizer", "scheduler", "augmentation", "trainer"):
+        for key, value in (plain.get(group) or {}).items():
+            if key not in ("root", "resume", "path") and value is not None:
+                flat[f"{group}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat

@@ -1,0 +1,83 @@
+"""The LeNet family: the deeplearning.net LeNet (conv+max-pool layers, tanh, one hidden layer) and
+the classic LeNet-5 (6-16-120-84)."""
+
+import math
+
+from torch import nn
+
+from cnnexp.errors import UserError
+from cnnexp.models import register_model
+from cnnexp.models._layers import flat_size, make_activation
+
+
+class LeNet(nn.Module):
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential):
+        super().__init__()
+        self.features = features
+        self.classifier = classifier
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+def theano_init(model: LeNet, pool: int):
+    """The Theano tutorial's init: uniform +-sqrt(6 / (fan_in + fan_out)) with conv fan_out divided by
+    the pooling area, zero biases, and a zero-initialised softmax layer."""
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    for conv in convs:
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        fan_in, fan_out = conv.in_channels * k, conv.out_channels * k / pool**2
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        nn.init.uniform_(conv.weight, -bound, bound)
+        nn.init.zeros_(conv.bias)
+    for hidden in linears[:-1]:
+        bound = math.sqrt(6.0 / (hidden.in_features + hidden.out_features))
+        nn.init.uniform_(hidden.weight, -bound, bound)
+        nn.init.zeros_(hidden.bias)
+    nn.init.zeros_(linears[-1].weight)
+    nn.init.zeros_(linears[-1].bias)
+
+
+@register_model
+def lenet(in_shape, num_classes, nkerns=(20, 50), kernel_size=5, pool=2, hidden=500,
+          activation="tanh", init="theano", dropout=0.0):
+    """N conv (`nkerns`, `kernel_size`) + max-pool (`pool`) layers, a `hidden` layer, softmax output."""
+    nkerns = list(nkerns)
+    if not nkerns or min(nkerns) < 1:
+        raise UserError(f"model.nkerns={nkerns} must list at least one positive kernel count, e.g. [20,50]")
+    layers, channels = [], in_shape[0]
+    for width in nkerns:
+        layers += [nn.Conv2d(channels, width, kernel_size), nn.MaxPool2d(pool), make_activation(activation)]
+        channels = width
+    features = nn.Sequential(*layers)
+    n_flat = flat_size(features, in_shape, f"lenet with nkerns={nkerns}")
+    classifier = nn.Sequential(
+        nn.Linear(n_flat, hidden), make_activation(activation), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+    )
+    model = LeNet(features, classifier)
+    if init == "theano":
+        theano_init(model, pool)
+    elif init != "pytorch":
+        raise UserError(f"model.init={init} is not one of: theano, pytorch")
+    return model
+
+
+@register_model
+def lenet5(in_shape, num_classes, activation="tanh", pool_type="avg", dropout=0.0):
+    """LeCun et al. 1998: conv 6@5x5 ('same' on the input, as the 32x32 padding of the paper), pool,
+    conv 16@5x5, pool, dense 120, 84, output."""
+    pooling = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+    if pool_type not in pooling:
+        raise UserError(f"model.pool_type={pool_type} is not one of: avg, max")
+    features = nn.Sequential(
+        nn.Conv2d(in_shape[0], 6, 5, padding=2), make_activation(activation), pooling[pool_type](2),
+        nn.Conv2d(6, 16, 5), make_activation(activation), pooling[pool_type](2),
+    )
+    n_flat = flat_size(features, in_shape, "lenet5")
+    classifier = nn.Sequential(
+        nn.Linear(n_flat, 120), make_activation(activation), nn.Dropout(dropout),
+        nn.Linear(120, 84), make_activation(activation), nn.Dropout(dropout),
+        nn.Linear(84, num_classes),
+    )
+    return LeNet(features, classifier)

@@ -1,0 +1,53 @@
+"""Run folders: `outputs/<command>/<timestamp>[-N]`, never two runs in one folder."""
+
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from cnnexp.errors import UserError
+
+
+def claim_run_dir(base: str) -> str:
+    """Create and return a fresh `<base>/<timestamp>` folder, adding `-2`, `-3`... when taken.
+
+    `mkdir(exist_ok=False)` makes the claim atomic, so parallel runs started in the same second
+    still get folders of their own. Registered as the `cnnexp_run_dir` resolver (cached per config)."""
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    path, n = Path(base) / stamp, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return str(path)
+        except FileExistsError:
+            n += 1
+            path = Path(base) / f"{stamp}-{n}"
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("cnnexp_run_dir"):
+        OmegaConf.register_new_resolver("cnnexp_run_dir", claim_run_dir, use_cache=True)
+
+
+def current_run_dir() -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def refuse_used_run_dir(run_dir: Path) -> None:
+    """A run folder that already holds a run's results is never written into again."""
+    for name in ("metrics.json", "checkpoints", "history.csv"):
+        if (run_dir / name).exists():
+            raise UserError(f"{run_dir} already holds a run ({name} exists); choose a new hydra.run.dir")
+
+
+def save_config(cfg, run_dir: Path) -> None:
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def load_run_config(run_dir: Path):
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{run_dir} is not a cnnexp run folder (no config.yaml); give outputs/train/<run>")
+    return OmegaConf.load(path)

@@ -1,0 +1,96 @@
+"""`cnnexp train`: build the dataset and model a config names, train, and write a run folder."""
+
+from omegaconf import OmegaConf, open_dict
+
+from cnnexp.data import create_dataset
+from cnnexp.engine.checkpoint import load_checkpoint
+from cnnexp.engine.loggers import ConsoleReporter
+from cnnexp.engine.trainer import Trainer
+from cnnexp.errors import UserError
+from cnnexp.runs import current_run_dir, refuse_used_run_dir, save_config
+
+CONFIG_NAME = "train"
+HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
+
+
+def run(cfg) -> dict:
+    run_dir = current_run_dir()
+    refuse_used_run_dir(run_dir)
+    checkpoint = None
+    if cfg.trainer.resume:
+        checkpoint = load_checkpoint(cfg.trainer.resume, "last")
+        cfg = resumed_config(checkpoint["config"], cfg, task_overrides())
+    check_config(cfg)
+    data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
+    save_config(cfg, run_dir)
+    reporter = ConsoleReporter()
+    trainer = Trainer(cfg, data, run_dir, reporter)
+    if checkpoint is not None:
+        trainer.load(checkpoint)
+    reporter.start(run_summary(cfg, data, trainer, run_dir))
+    return trainer.fit()
+
+
+def task_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
+def resumed_config(saved: dict, cfg, overrides: list[str]):
+    """The config the checkpoint was trained with, plus the keys this command overrides explicitly
+    (e.g. `trainer.epochs=4`); changing a whole group would not be the same run, so it is refused."""
+    base = OmegaConf.create(saved)
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "trainer.resume" or key.startswith("hydra"):
+            continue
+        if "/" in key or key in GROUPS:
+            raise UserError(f"cannot change '{key}' when resuming; start a new run, or override single keys")
+        with open_dict(base):
+            OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
+    with open_dict(base):
+        base.trainer.resume = cfg.trainer.resume
+    return base
+
+
+def require(cfg, key: str, minimum: float = 1, optional: bool = False, kind=int) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum
+    if kind is int:
+        ok = ok and isinstance(value, int)
+    if not ok:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"{key}={value!r} must be {what} >= {minimum}" + (" or null" if optional else ""))
+
+
+def check_config(cfg) -> None:
+    """Reject values that would otherwise fail deep inside the loop."""
+    require(cfg, "seed", 0)
+    require(cfg, "trainer.epochs", 1)
+    require(cfg, "trainer.batch_size", 1)
+    require(cfg, "trainer.eval_batch_size", 1)
+    require(cfg, "trainer.eval_every", 1, optional=True)
+    require(cfg, "trainer.checkpoint_every", 0)
+    require(cfg, "trainer.grad_clip", 0, optional=True, kind=float)
+    require(cfg, "dataset.limit", 1, optional=True)
+    require(cfg, "optimizer.lr", 0, kind=float)
+    require(cfg, "optimizer.weight_decay", 0, optional=True, kind=float)
+
+
+def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:
+    sizes = " / ".join(f"{len(data.splits[s])}" for s in ("train", "val", "test"))
+    shape = "x".join(map(str, trainer.input_shape))
+    optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1]
+    return {
+        "dataset": f"{cfg.dataset.name}  train/val/test {sizes}  input {shape}  {data.num_classes} classes",
+        "model": f"{cfg.model.name}  {sum(p.numel() for p in trainer.model.parameters()):,} parameters",
+        "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.get('weight_decay', 0)}",
+        "trainer": f"{cfg.trainer.epochs} epochs  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
+                   f"early stopping {cfg.trainer.early_stopping}",
+        "device": f"{trainer.device}  seed {cfg.seed}",
+        "run folder": str(run_dir),
+    }
