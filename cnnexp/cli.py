@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return launch(name, module, args)
     except (UserError, Diverged) as exc:
         return fail(str(exc), exc.exit_code)
+    except SystemExit as exc:  # raised inside a Hydra job (guarded) or by Hydra itself
+        return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except Exception as exc:  # a bug, not a user error: keep it short unless debugging

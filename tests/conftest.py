@@ -1,0 +1,67 @@
+"""Shared fixtures: run the CLI in-process (fast) or as a subprocess (real exit codes, no traceback)."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+MNIST_ROOT = SHARED / "mnist"
+OLIVETTI_GIF = SHARED / "olivetti" / "olivettifaces.gif"
+CATS_DOGS = SHARED / "cats_and_dogs_small"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run commands from an empty folder so outputs/ lands in tmp."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def cnnexp(workdir, capsys):
+    """cnnexp(*args) -> Result, in this process."""
+    from cnnexp.cli import main
+
+    def run(*args: str) -> Result:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def cnnexp_process(workdir):
+    """cnnexp(*args) -> Result, as a separate process (what a user's shell sees)."""
+
+    def run(*args: str, timeout: int = 300) -> Result:
+        env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
+        proc = subprocess.run([sys.executable, "-m", "cnnexp", *args], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def only_run(base: Path) -> Path:
+    """The single run folder under base (e.g. outputs/train)."""
+    runs = sorted(p for p in base.iterdir() if p.is_dir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
