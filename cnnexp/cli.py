@@ -71,7 +71,7 @@ def check_composes(config_name: str, args: list[str]) -> None:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(one_line(exc)) from exc
+        raise UserError(one_line(exc).replace("<command>", config_name)) from exc
 
 
 def guarded(run, cfg):

@@ -106,9 +106,9 @@ class ConsoleReporter:
             self.console.print(
                 f"Best validation error of {percent(metrics['best_val_error'])} at epoch {metrics['best_epoch']} "
                 f"(iteration {metrics['best_step']}), with test error {percent(metrics['test_error'])}",
-                style="bold green", highlight=False,
+                style="bold green", highlight=False, soft_wrap=True,
             )
         self.console.print(
             f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} s "
-            f"({metrics['images_per_second']:.0f} img/s); run folder: {run_dir}", highlight=False,
+            f"({metrics['images_per_second']:.0f} img/s); run folder: {run_dir}", highlight=False, soft_wrap=True,
         )

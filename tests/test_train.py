@@ -1,0 +1,214 @@
+"""cnnexp train end to end: the run folder, TensorBoard, checkpoints, resume, divergence."""
+
+import csv
+
+import pytest
+import torch
+from conftest import only_run, read_json
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+QUICK = ("dataset.limit=80", "trainer.batch_size=20")  # 80 training faces, 4 steps an epoch
+
+
+def history_rows(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_olivetti_run_folder(cnnexp, workdir):
+    result = cnnexp("train", "dataset=olivetti", "model=lenet", "trainer.epochs=3")
+    assert result.code == 0, result.err
+    run = only_run(workdir / "outputs" / "train")
+
+    rows = history_rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert set(rows[0]) == {"epoch", "step", "train_loss", "val_loss", "val_error", "test_error", "lr",
+                            "images_per_second"}
+    assert rows[-1]["step"] == str(3 * 320 // 40)
+
+    metrics = read_json(run / "metrics.json")
+    for key in ("best_val_error", "best_epoch", "best_step", "test_error", "epochs_run", "train_seconds",
+                "images_per_second", "params"):
+        assert metrics[key] is not None, key
+    assert metrics["epochs_run"] == 3 and metrics["diverged"] is False
+    assert metrics["best_val_error"] == min(float(r["val_error"]) for r in rows)
+    best_row = next(r for r in rows if int(r["step"]) == metrics["best_step"])
+    assert float(best_row["test_error"]) == metrics["test_error"]
+
+    for which in ("last", "best"):
+        ckpt = torch.load(run / "checkpoints" / f"{which}.pt", weights_only=True)
+        assert ckpt["config"]["model"]["nkerns"] == [20, 50]
+        assert len(ckpt["class_names"]) == 40 and ckpt["input_shape"] == [1, 57, 47]
+        assert {"model", "optimizer", "rng", "normalization", "epoch", "step"} <= set(ckpt)
+    assert (run / "config.yaml").exists()
+
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/loss_smooth", "val/loss", "val/error", "test/error", "lr",
+            "perf/images_per_second"} <= set(tags["scalars"])
+    assert "inputs/train" in tags["images"]
+    assert len(events.Scalars("val/error")) == 3
+
+    assert "Best validation error of" in result.out and "with test error" in result.out
+    assert str(run.name) in result.out
+
+
+def test_hparams_written(cnnexp, workdir):
+    assert cnnexp("train", "trainer.epochs=1", *QUICK).code == 0
+    run = only_run(workdir / "outputs" / "train")
+    plugins = EventAccumulator(str(run)).Reload().PluginTagToContent("hparams")
+    assert plugins, "hparams summary missing"
+
+
+def final_weights(run):
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+RESUME_CFG = (*QUICK, "trainer.shuffle=true", "model.dropout=0.5", "augmentation=patch", "scheduler=staircase",
+              "scheduler.step_size=1", "optimizer=momentum")
+
+
+def test_resume_gives_identical_weights(cnnexp, workdir):
+    assert cnnexp("train", *RESUME_CFG, "trainer.epochs=4", "hydra.run.dir=straight").code == 0
+    assert cnnexp("train", *RESUME_CFG, "trainer.epochs=2", "hydra.run.dir=first").code == 0
+    result = cnnexp("train", "trainer.resume=first", "trainer.epochs=4", "hydra.run.dir=resumed")
+    assert result.code == 0, result.err
+    assert_same_weights(final_weights(workdir / "straight"), final_weights(workdir / "resumed"))
+    assert len(history_rows(workdir / "resumed")) == 4
+    assert read_json(workdir / "resumed" / "metrics.json") | {"train_seconds": 0, "images_per_second": 0} == \
+        read_json(workdir / "straight" / "metrics.json") | {"train_seconds": 0, "images_per_second": 0}
+
+
+def test_resume_from_mid_epoch_checkpoint(cnnexp, workdir, monkeypatch):
+    """A crash after a `checkpoint_every` save, mid-epoch, resumes to the same weights."""
+    from cnnexp.engine.trainer import Trainer
+
+    assert cnnexp("train", *RESUME_CFG, "trainer.epochs=3", "hydra.run.dir=straight").code == 0
+    original_step = Trainer.train_step
+
+    def crash_at_step_7(self, inputs, labels):
+        if self.state.step == 6:
+            raise RuntimeError("simulated crash")
+        return original_step(self, inputs, labels)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_at_step_7)
+    crashed = cnnexp("train", *RESUME_CFG, "trainer.epochs=3", "trainer.checkpoint_every=3",
+                     "hydra.run.dir=crashed")
+    assert crashed.code != 0
+    ckpt = torch.load(workdir / "crashed" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 6 and ckpt["train_state"]["batch_in_epoch"] == 2
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    assert cnnexp("train", "trainer.resume=crashed", "hydra.run.dir=resumed").code == 0
+    assert_same_weights(final_weights(workdir / "straight"), final_weights(workdir / "resumed"))
+
+
+def test_resume_refuses_group_change(cnnexp, workdir):
+    assert cnnexp("train", *QUICK, "trainer.epochs=1", "hydra.run.dir=first").code == 0
+    result = cnnexp("train", "trainer.resume=first", "model=lenet5")
+    assert result.code == 2 and "cannot change 'model' when resuming" in result.err
+
+
+def test_divergence_stops_with_exit_3(cnnexp, workdir):
+    result = cnnexp("train", *QUICK, "trainer.epochs=3", "trainer.eval_every=1", "optimizer.lr=1e12",
+                    "model.activation=relu", "model.init=pytorch", "hydra.run.dir=run")
+    assert result.code == 3
+    assert "Model diverged with loss = nan at epoch 1, step" in result.err
+    metrics = read_json(workdir / "run" / "metrics.json")
+    assert metrics["diverged"] is True
+    assert (workdir / "run" / "checkpoints" / "best.pt").exists()
+
+
+def test_tutorial_early_stopping_stops_when_patience_runs_out(cnnexp, workdir):
+    result = cnnexp("train", *QUICK, "trainer.epochs=50", "trainer.early_stopping=tutorial",
+                    "trainer.patience_iterations=6", "trainer.patience_increase=1", "hydra.run.dir=run")
+    assert result.code == 0, result.err
+    metrics = read_json(workdir / "run" / "metrics.json")
+    assert metrics["stopped_early"] and metrics["steps"] == 6
+
+
+def test_epoch_patience_rule():
+    from cnnexp.engine.early_stopping import EpochPatience
+
+    rule = EpochPatience(patience=2)
+    rule.update(True, 0.5, 1.0, step=10, epoch=1)
+    rule.update(False, 0.6, 0.5, step=20, epoch=2)
+    assert not rule.should_stop(20, 2)
+    assert rule.should_stop(30, 3)
+
+
+def test_tutorial_rule_extends_patience_only_on_significant_improvement():
+    from cnnexp.engine.early_stopping import TutorialPatience
+
+    rule = TutorialPatience(patience=100, patience_increase=2, improvement_threshold=0.995)
+    rule.update(True, 0.0999, best_before=0.1, step=80, epoch=1)  # 0.1 % better: not significant
+    assert rule.patience == 100
+    rule.update(True, 0.09, best_before=0.1, step=80, epoch=1)
+    assert rule.patience == 160 and not rule.should_stop(159, 2) and rule.should_stop(160, 2)
+
+
+def test_multirun_makes_one_folder_per_job(cnnexp, workdir):
+    result = cnnexp("train", "-m", "optimizer.lr=0.1,0.01", "trainer.epochs=1", *QUICK)
+    assert result.code == 0, result.err
+    sweep = only_run(workdir / "outputs" / "multirun")
+    lrs = sorted(read_json(sweep / job / "metrics.json")["params"] and
+                 torch.load(sweep / job / "checkpoints/last.pt", weights_only=True)["config"]["optimizer"]["lr"]
+                 for job in ("0", "1"))
+    assert lrs == [0.01, 0.1]
+
+
+def test_cfg_job_prints_config_and_writes_nothing(cnnexp, workdir):
+    result = cnnexp("train", "model.nkerns=[5,10]", "--cfg", "job")
+    assert result.code == 0
+    assert "nkerns:\n  - 5\n  - 10" in result.out
+    assert not (workdir / "outputs").exists()
+
+
+def test_help_lists_commands_and_groups(cnnexp):
+    top = cnnexp("--help")
+    assert "train" in top.out
+    groups = cnnexp("train", "--help")
+    assert "optimizer: adadelta, adam, momentum, sgd" in groups.out
+    assert "scheduler: cosine, none, plateau, staircase, step" in groups.out
+
+
+@pytest.mark.parametrize("override, message", [
+    (("dataset=nope",), "unknown dataset 'nope'; choose one of:"),
+    (("optimizer=rmsprop",), "unknown optimizer 'rmsprop'"),
+    (("trainer.epoch=3",), "unknown key 'trainer.epoch'"),
+    (("trainer.epochs=abc",), "trainer.epochs='abc' must be an integer"),
+    (("trainer.batch_size=1000",), "trainer.batch_size=1000 does not fit the training split of 320 images"),
+    (("model.nkerns=[20,50,60,70]",), "does not fit 57x47 inputs"),
+    (("model.nkerns=[]",), "model.nkerns=[] must list at least one"),
+    (("+model.hiden=10",), "model 'lenet' got a wrong config key"),
+    (("dataset=mnist", "dataset.root=/no/such/dir", "dataset.download=false"), "MNIST not found under /no/such/dir"),
+    (("dataset.root=/no/such.gif",), "Olivetti GIF not found at /no/such.gif"),
+    (("trainer.resume=/no/such/run",), "/no/such/run does not exist"),
+    (("augmentation=patch", "augmentation.crop_size=[80,80]"), "must fit inside the 57x47 images"),
+])
+def test_bad_input_is_one_line_exit_2(cnnexp, workdir, override, message):
+    result = cnnexp("train", *override)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.err
+    assert not any((workdir / "outputs" / "train").glob("*")) if (workdir / "outputs" / "train").exists() else True
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(cnnexp_process):
+    result = cnnexp_process("train", "model=resnet9000")
+    assert result.code == 2
+    assert result.err.strip().startswith("error: unknown model 'resnet9000'")
+    assert "Traceback" not in result.err + result.out
+
+
+def test_existing_run_folder_is_never_overwritten(cnnexp, workdir):
+    assert cnnexp("train", *QUICK, "trainer.epochs=1", "hydra.run.dir=run").code == 0
+    before = (workdir / "run" / "metrics.json").read_bytes()
+    result = cnnexp("train", *QUICK, "trainer.epochs=2", "hydra.run.dir=run")
+    assert result.code == 2 and "already holds a run" in result.err
+    assert (workdir / "run" / "metrics.json").read_bytes() == before
