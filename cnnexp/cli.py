@@ -16,6 +16,7 @@ from cnnexp.errors import Diverged, UserError
 
 COMMANDS = {
     "train": "cnnexp.train",
+    "data": "cnnexp.datatools",
 }
 
 HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc",

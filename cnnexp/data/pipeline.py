@@ -4,7 +4,10 @@ Everything works on whole batches with per-sample random parameters drawn from o
 `torch.Generator`, so the training loop has no per-image Python and runs where the data lives.
 """
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from cnnexp.errors import UserError
 
@@ -20,16 +23,22 @@ class Normalizer:
         self.mode, self.mean, self.std = mode, list(mean), list(std)
 
     @classmethod
-    def fit(cls, mode: str, train_images: torch.Tensor) -> "Normalizer":
-        """Channel mean and std (in 0..255 units) of a uint8 N x C x H x W tensor, in chunks."""
+    def fit(cls, mode: str, train_images, stats: tuple[list, list] | None = None) -> "Normalizer":
+        """Channel mean and std (in 0..255 units) of the uint8 N x C x H x W training images, read in
+        chunks of about 16M values (so streamed images are never all in memory); `stats` given
+        (e.g. the mean stored in an HDF5 file) skips the pass."""
         channels = train_images.shape[1]
+        if stats is not None:
+            return cls(mode, *stats)
+        if mode in ("none", "scale") and not isinstance(train_images, torch.Tensor):
+            return cls(mode, [0.0] * channels, [1.0] * channels)  # streamed: no pass for unused statistics
         total = torch.zeros(channels, dtype=torch.float64)
         total_sq = torch.zeros(channels, dtype=torch.float64)
-        for chunk in train_images.split(4096):
+        for chunk in train_images.split(max(1, 2**24 // math.prod(train_images.shape[1:]))):
             values = chunk.to(torch.float64).transpose(0, 1).reshape(channels, -1)
             total += values.sum(1).cpu()
             total_sq += (values**2).sum(1).cpu()
-        count = train_images.numel() // channels
+        count = max(train_images.numel() // channels, 1)
         mean = total / count
         std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
         return cls(mode, mean.tolist(), std.tolist())
@@ -45,8 +54,8 @@ class Normalizer:
             return x / 255.0
         shape = (1, -1, 1, 1)
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape)
-        if self.mode == "mean":
-            return (x - mean) / 255.0
+        if self.mode == "mean":  # the tutorial's MeanPreprocessor: 0..255 units, centred
+            return x - mean
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape)
         return (x - mean) / std
 
@@ -75,11 +84,27 @@ def random_flips(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+FILL_MODES = {"nearest": "border", "constant": "zeros", "reflect": "reflection"}  # Keras fill_mode -> grid_sample
+
+
+def _uniform(u: torch.Tensor, bound: float) -> torch.Tensor:
+    """u in [0, 1) -> uniform in [-bound, bound)."""
+    return (2 * u - 1) * bound
+
+
 class Augmentation:
     """Training-time augmentation of float batches; evaluation sees the deterministic centre view.
 
-    Knobs (the `augmentation` config group): `crop_size` [H, W] for random patches (centre crop at
-    evaluation, so models size themselves from the crop) and `flip` for random horizontal mirrors.
+    Knobs (the `augmentation` config group, each with a default in every choice so any combination
+    works by override): `crop_size` [H, W] for random patches (centre crop at evaluation, so models
+    size themselves from the crop), `flip` for random horizontal mirrors, and Keras
+    ImageDataGenerator's affine ranges: `rotation` (degrees), `zoom` (per axis, 1 +- zoom),
+    `width_shift`/`height_shift` (fractions of the patch), `shear` (degrees, as Keras) and `fill`
+    (nearest | constant | reflect) for pixels from outside the image.
+
+    With any affine range set, patch, flip and warp are one matrix per sample and one `grid_sample`
+    over the batch: the patch is taken first and warped about its own centre, as the tutorial
+    augments 227 patches, but fill pixels come from the image around the patch where there are any.
     """
 
     def __init__(self, cfg, image_shape: tuple[int, int, int]):
@@ -87,13 +112,26 @@ class Augmentation:
         self.flip = bool(cfg.get("flip", False))
         crop = cfg.get("crop_size")
         _, h, w = image_shape
+        self.image_size = (h, w)
         self.crop_size = (h, w) if crop is None else (int(crop[0]), int(crop[1]))
         if not (0 < self.crop_size[0] <= h and 0 < self.crop_size[1] <= w):
             raise UserError(f"augmentation.crop_size={list(self.crop_size)} must fit inside the {h}x{w} images")
         self.out_shape = (image_shape[0], *self.crop_size)
         self.crops = self.crop_size != (h, w)
+        self.ranges = {key: float(cfg.get(key) or 0.0)
+                       for key in ("rotation", "zoom", "width_shift", "height_shift", "shear")}
+        for key, value in self.ranges.items():
+            if value < 0 or (key == "zoom" and value >= 1):
+                raise UserError(f"augmentation.{key}={value} must be >= 0" + (" and < 1" if key == "zoom" else ""))
+        fill = cfg.get("fill", "nearest")
+        if fill not in FILL_MODES:
+            raise UserError(f"augmentation.fill={fill} is not one of: {', '.join(FILL_MODES)}")
+        self.padding = FILL_MODES[fill]
+        self.warps = any(self.ranges.values())
 
     def train(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.warps:
+            return self.warp(x, generator)
         if self.crops:
             x = random_crops(x, self.crop_size, generator)
         if self.flip:
@@ -102,6 +140,36 @@ class Augmentation:
 
     def eval(self, x: torch.Tensor) -> torch.Tensor:
         return center_crop(x, self.crop_size) if self.crops else x
+
+    def warp(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, c = x.shape[:2]
+        theta = self.matrices(n, generator).to(x.device, x.dtype)
+        grid = F.affine_grid(theta, [n, c, *self.crop_size], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode=self.padding, align_corners=False)
+
+    def matrices(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n x 2 x 3 `affine_grid` matrices: output (patch) coordinates -> input coordinates, both
+        normalised to [-1, 1]. In pixels, a point p of the patch, relative to its centre, samples
+        the image at  patch centre + A F p + t,  A = rotation . shear . zoom, F the optional mirror,
+        t = rotation . shift (Keras composes the same way)."""
+        (h, w), (ch, cw), r = self.image_size, self.crop_size, self.ranges
+        u = torch.rand(n, 9, generator=generator, device=generator.device).double().cpu()
+        angle, shear = torch.deg2rad(_uniform(u[:, 0], r["rotation"])), torch.deg2rad(_uniform(u[:, 1], r["shear"]))
+        zoom_x, zoom_y = 1 + _uniform(u[:, 2], r["zoom"]), 1 + _uniform(u[:, 3], r["zoom"])
+        shift = torch.stack([_uniform(u[:, 4], r["width_shift"]) * cw, _uniform(u[:, 5], r["height_shift"]) * ch], 1)
+        mirror = torch.where((u[:, 6] < 0.5) & self.flip, -1.0, 1.0)
+        left, top = (u[:, 7] * (w - cw + 1)).floor(), (u[:, 8] * (h - ch + 1)).floor()
+        cos, sin = angle.cos(), angle.sin()
+        rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+        shear_zoom = torch.zeros(n, 2, 2, dtype=torch.float64)
+        shear_zoom[:, 0, 0], shear_zoom[:, 0, 1] = zoom_x, -shear.sin() * zoom_y
+        shear_zoom[:, 1, 1] = shear.cos() * zoom_y
+        a = rotation @ shear_zoom
+        to_unit = torch.tensor([2 / w, 2 / h], dtype=torch.float64)  # pixels -> normalised input units
+        linear = a * to_unit[None, :, None] * torch.stack([mirror * cw / 2, torch.full_like(mirror, ch / 2)], 1)[:, None, :]
+        centre = torch.stack([left + cw / 2 - w / 2, top + ch / 2 - h / 2], 1)
+        offset = (centre + (rotation @ shift[:, :, None])[:, :, 0]) * to_unit
+        return torch.cat([linear, offset[:, :, None]], 2).float()
 
 
 class Pipeline:

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnexp.data.batches import TensorBatches
 from cnnexp.data.image_data import ImageData
 from cnnexp.data.pipeline import Augmentation, Normalizer, Pipeline
+from cnnexp.data.stream import make_batches
 from cnnexp.engine.build import build_optimizer, build_scheduler, seed_everything, select_device, to_plain
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
@@ -55,7 +55,7 @@ class Trainer:
         self._check_batch_size(len(train_split))
 
         augmentation = Augmentation(cfg.augmentation, data.image_shape)
-        self.normalizer = Normalizer.fit(cfg.dataset.normalize, train_split.images)
+        self.normalizer = Normalizer.fit(cfg.dataset.normalize, train_split.images, data.meta.get("channel_stats"))
         channels_last = bool(cfg.device.channels_last)
         self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
         self.input_shape = augmentation.out_shape
@@ -65,7 +65,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer)
 
-        self.train_batches = TensorBatches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle))
+        self.train_batches = make_batches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle))
         self.eval_batch_size = int(cfg.trainer.eval_batch_size)
         self.generator = torch.Generator(device=self.device).manual_seed(int(cfg.seed))
         self.stopper = make_early_stopping(cfg.trainer)

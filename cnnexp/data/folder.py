@@ -1,0 +1,125 @@
+"""`dataset=folder`: a folder of class folders (or of train/ validation/ test/ class folders).
+
+Every file is decoded once up front, in worker processes: into memory when the decoded images fit
+(`dataset.in_memory=auto`), otherwise only to check it, and the training loop then streams from the
+files. Either way an unreadable file is found before training starts, skipped with one warning that
+counts them (or, with `dataset.strict=true`, reported by name), and never fails mid-epoch.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnexp.data import register_dataset
+from cnnexp.data.image_data import ImageData, Split
+from cnnexp.data.images import (UnreadableImage, assign_splits, check_options, image_size, read_image,
+                                scan_folder)
+from cnnexp.data.stream import LazyImages, fits_in_memory
+from cnnexp.errors import UserError
+
+PROBE_SIZE = (8, 8)  # checking a JPEG decodes it at 1/8 scale: every byte read, little work
+
+
+class FileImages(LazyImages):
+    """Image files decoded to one channel count and size when read."""
+
+    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: str, workers: int = 2):
+        super().__init__((len(paths), channels, *size), workers)
+        self.paths, self.channels, self.size, self.resize = list(paths), channels, size, resize
+
+    def decode(self, i: int, size=None) -> np.ndarray:
+        return read_image(self.paths[i], self.channels, size or self.size, self.resize)
+
+    def read(self, index: np.ndarray) -> torch.Tensor:
+        arrays = [self.decode(int(i)) for i in index]
+        if not arrays:
+            return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def subset(self, keep: list[int]) -> "FileImages":
+        return FileImages([self.paths[i] for i in keep], self.channels, self.size, self.resize, self.workers)
+
+
+class _Attempt(FileImages):
+    """`read` that reports failures instead of raising: (images of the readable files, their
+    positions, [(position, reason)] of the others). `probe` checks without keeping pixels."""
+
+    def __init__(self, files: FileImages, probe: bool):
+        super().__init__(files.paths, files.channels, files.size, files.resize, files.workers)
+        self.probe = probe
+
+    def read(self, index: np.ndarray):
+        good, arrays, bad = [], [], []
+        for i in map(int, index):
+            try:
+                array = self.decode(i, PROBE_SIZE if self.probe else None)
+            except UnreadableImage as exc:
+                bad.append((i, str(exc)))
+                continue
+            good.append(i)
+            arrays.append(array)
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) if arrays and not self.probe else None
+        return images, good, bad
+
+
+def decode_all(files: FileImages, keep_pixels: bool) -> tuple[torch.Tensor | None, list[int], list[str]]:
+    """Decode (or, without keep_pixels, check) every file in the workers: (images, readable positions,
+    reasons for the unreadable ones)."""
+    attempt = _Attempt(files, probe=not keep_pixels)
+    n = len(files)
+    chunks = [np.arange(i, min(i + 32, n)) for i in range(0, n, 32)]
+    images, good, bad = [], [], []
+    for chunk_images, chunk_good, chunk_bad in attempt.reads(chunks):
+        good += chunk_good
+        bad += [reason for _, reason in chunk_bad]
+        if chunk_images is not None:
+            images.append(chunk_images)
+    pixels = torch.cat(images) if images else torch.empty((0, *files.shape[1:]), dtype=torch.uint8)
+    return (pixels if keep_pixels else None), good, bad
+
+
+def report_unreadable(bad: list[str], root: Path, strict: bool, key: str = "dataset.strict") -> None:
+    """One warning counting the skipped files; with strict, an error naming the first."""
+    if not bad:
+        return
+    if strict:
+        raise UserError(f"cannot read {bad[0]}; remove it, or set {key}=false to skip unreadable files")
+    sys.stderr.write(f"warning: skipped {len(bad)} unreadable or non-image file{'s' if len(bad) > 1 else ''} "
+                     f"under {root} (first: {bad[0]}); {key}=true makes this an error\n")
+
+
+def user_path(value, key: str) -> Path:
+    """A path from the command line, relative to where the user ran cnnexp."""
+    if not value:
+        raise UserError(f"{key} is not set; give {key}=<path>")
+    from hydra.utils import to_absolute_path
+
+    return Path(to_absolute_path(str(Path(str(value)).expanduser())))
+
+
+def load_split(files: FileImages, labels: list[int], in_memory: bool, bad: list[str]) -> Split:
+    pixels, good, unreadable = decode_all(files, keep_pixels=in_memory)
+    bad += unreadable
+    kept = torch.tensor([labels[i] for i in good], dtype=torch.int64)
+    return Split(pixels if in_memory else files.subset(good), kept)
+
+
+@register_dataset
+def folder(cfg, seed: int = 0) -> ImageData:
+    root = user_path(cfg.root, "dataset.root")
+    size, channels, resize = image_size(cfg.size), int(cfg.channels), str(cfg.resize)
+    check_options(channels, resize)
+    names, found = scan_folder(root)
+    samples = assign_splits(found, cfg.split, seed)
+    n_bytes = sum(map(len, samples.values())) * channels * size[0] * size[1]
+    in_memory = fits_in_memory(cfg.in_memory, n_bytes, cfg.memory_limit_mb)
+    splits, bad = {}, []
+    for name, items in samples.items():
+        files = FileImages([path for path, _ in items], channels, size, resize, cfg.workers)
+        splits[name] = load_split(files, [label for _, label in items], in_memory, bad)
+    report_unreadable(bad, root, bool(cfg.strict))
+    if len(splits["train"]) == 0:
+        raise UserError(f"no readable training images under {root}")
+    return ImageData(splits, names, meta={"source": str(root), "in_memory": in_memory, "skipped": len(bad)})

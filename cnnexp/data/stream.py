@@ -1,0 +1,132 @@
+"""Images that stay in their files (an image folder, an HDF5 file) and are read batch by batch in
+DataLoader worker processes, for datasets too large to hold in memory.
+
+`LazyImages` stands in for the uint8 N x C x H x W tensor of an in-memory `Split` wherever the
+engine touches one (shape, slicing, `.split(n)` for evaluation, `.to(device)`), so training and
+evaluation code is the same for both; `make_batches` picks index batching or streaming.
+Augmentation and normalisation stay on the training device for both (the same `Pipeline`), so a
+streamed run sees exactly the inputs an in-memory run would.
+"""
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cnnexp.data.batches import TensorBatches
+
+
+class _Reads(Dataset):
+    """Item i = source.read(batches[i]): one DataLoader item is a whole batch."""
+
+    def __init__(self, source, batches: list[np.ndarray]):
+        self.source, self.batches = source, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.source.read(self.batches[i])
+
+
+class LazyImages:
+    """uint8 N x C x H x W images read on demand; subclasses implement `read(index)`.
+
+    `contiguous` sources (HDF5) read consecutive rows far faster than scattered ones, so shuffled
+    training reads them in shuffled blocks of consecutive rows (the file itself was shuffled when built).
+    """
+
+    contiguous = False
+
+    def __init__(self, shape: tuple[int, int, int, int], workers: int = 2, device="cpu"):
+        self._shape = torch.Size(shape)
+        self.workers = int(workers)
+        self.device = torch.device(device)
+        self.dtype = torch.uint8
+
+    def read(self, index: np.ndarray) -> torch.Tensor:
+        """uint8 len(index) x C x H x W on the CPU (runs in a worker process)."""
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> torch.Size:
+        return self._shape
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def numel(self) -> int:
+        return self._shape.numel()
+
+    def to(self, device) -> "LazyImages":
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__, device=torch.device(device))
+        return clone
+
+    def __getitem__(self, key) -> torch.Tensor:
+        index = np.arange(len(self))[key] if isinstance(key, slice) else torch.as_tensor(key).cpu().numpy()
+        return self.read(np.atleast_1d(index)).to(self.device)
+
+    def reads(self, index_batches: list[np.ndarray]):
+        """Yield read(index) for each index batch, in order, computed by the workers. The loader gets
+        a generator of its own: it would otherwise draw its worker seed from the global RNG, and a
+        streamed run would see other dropout masks than the same run in memory."""
+        yield from DataLoader(_Reads(self, index_batches), batch_size=None, shuffle=False,
+                              num_workers=min(self.workers, len(index_batches)),
+                              pin_memory=self.device.type == "cuda", generator=torch.Generator())
+
+    def batches(self, index_batches: list[np.ndarray]):
+        """The images of each index batch, on the device."""
+        for images in self.reads(index_batches):
+            yield images.to(self.device, non_blocking=True)
+
+    def split(self, size: int):
+        """Consecutive chunks of at most `size` images, as `Tensor.split` (used by evaluation)."""
+        n = len(self)
+        yield from self.batches([np.arange(i, min(i + size, n)) for i in range(0, n, size)])
+
+    def load(self, chunk: int = 64) -> torch.Tensor:
+        """All images as one in-memory tensor."""
+        if len(self) == 0:
+            return torch.empty(self.shape, dtype=torch.uint8)
+        return torch.cat([x.cpu() for x in self.split(chunk)])
+
+
+def block_order(n: int, block: int, generator: torch.Generator) -> torch.Tensor:
+    """A shuffled order of whole blocks of `block` consecutive rows (the short last block stays last,
+    so every batch is one contiguous read)."""
+    full = n // block
+    blocks = torch.randperm(full, generator=generator, device=generator.device).cpu()
+    order = (blocks[:, None] * block + torch.arange(block)).reshape(-1)
+    return torch.cat([order, torch.arange(full * block, n)])
+
+
+class StreamBatches(TensorBatches):
+    """`TensorBatches` for a split whose images are `LazyImages`: the same order/iterate interface,
+    with batches decoded in DataLoader workers (a fresh pool per epoch, so a resumed epoch starts
+    at its batch)."""
+
+    def order(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        images = self.split.images
+        if self.shuffle and images.contiguous:
+            return block_order(len(images), self.batch_size, generator)
+        return super().order(generator).cpu()
+
+    def iterate(self, order: torch.Tensor, start: int = 0):
+        order = order.cpu()
+        index = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(start, len(self))]
+        labels = self.split.labels
+        for images, rows in zip(self.split.images.batches([i.numpy() for i in index]), index):
+            yield images, labels[rows.to(labels.device)]
+
+
+def make_batches(split, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> TensorBatches:
+    """Index batches over in-memory tensors, or streamed batches over `LazyImages`."""
+    kind = StreamBatches if isinstance(split.images, LazyImages) else TensorBatches
+    return kind(split, batch_size, shuffle, drop_last)
+
+
+def fits_in_memory(setting, n_bytes: int, limit_mb: float) -> bool:
+    """`dataset.in_memory`: true, false, or auto (decoded size at most `dataset.memory_limit_mb`)."""
+    if setting in (True, False):
+        return setting
+    return n_bytes <= float(limit_mb) * 2**20

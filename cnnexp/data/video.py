@@ -1,0 +1,100 @@
+"""Faces from a video, as the TensorFlow 2 walkthrough builds its dataset: every k-th frame, the
+largest face OpenCV's Haar cascade finds, cropped with a margin and resized, one PNG per frame
+into `out/<label>/` (one folder per person, ready for `dataset=folder`)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnexp.data.folder import user_path
+from cnnexp.errors import UserError
+
+CASCADE = "haarcascade_frontalface_default.xml"
+
+
+@dataclass
+class VideoReport:
+    folder: Path
+    frames: int = 0  # frames in the video
+    read: int = 0  # frames looked at (every k-th)
+    faces: int = 0
+    written: int = 0
+
+
+def largest_face(cascade, frame: np.ndarray, opts) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the largest detected face, or None."""
+    import cv2
+
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    boxes = cascade.detectMultiScale(cv2.equalizeHist(grey), scaleFactor=float(opts.scale_factor),
+                                     minNeighbors=int(opts.min_neighbors), minSize=(opts.min_face, opts.min_face))
+    if len(boxes) == 0:
+        return None
+    return tuple(int(v) for v in max(boxes, key=lambda b: b[2] * b[3]))
+
+
+def crop_face(frame: np.ndarray, box, margin: float) -> np.ndarray:
+    """The box grown by `margin` of its size on every side, clipped to the frame."""
+    x, y, w, h = box
+    dx, dy = int(round(w * margin)), int(round(h * margin))
+    top, left = max(0, y - dy), max(0, x - dx)
+    return frame[top : min(frame.shape[0], y + h + dy), left : min(frame.shape[1], x + w + dx)]
+
+
+def check_options(opts) -> None:
+    label = str(opts.label or "")
+    if not label or "/" in label or "\\" in label or label.startswith("."):
+        raise UserError(f"label={opts.label!r} must be a folder name for the person, e.g. label=alice")
+    for key in ("every", "width", "height", "min_face", "min_neighbors"):
+        if not isinstance(opts[key], int) or opts[key] < 1:
+            raise UserError(f"{key}={opts[key]!r} must be a positive integer")
+    if not 0 <= float(opts.margin) <= 1 or float(opts.scale_factor) <= 1:
+        raise UserError(f"margin={opts.margin} must be in [0, 1] and scale_factor={opts.scale_factor} above 1")
+
+
+def open_video(path: Path):
+    import cv2
+
+    if not path.is_file():
+        raise UserError(f"video {path} not found; give video=<file> (e.g. an .mp4 or .avi)")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"cannot read {path} as a video (OpenCV could not decode it); convert it to .mp4 or .avi")
+    return capture
+
+
+def faces_from_video(opts, progress) -> VideoReport:
+    """`cnnexp data from-video`: opts is the merged `conf/data_from_video.yaml` node."""
+    import cv2
+
+    check_options(opts)
+    video = user_path(opts.video, "video")
+    capture = open_video(video)
+    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / CASCADE))
+    folder = user_path(opts.out, "out") / str(opts.label)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = VideoReport(folder)
+    task = progress.add_task("frames", total=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None)
+    while capture.grab():  # grab every frame, decode only the ones looked at
+        index, report.frames = report.frames, report.frames + 1
+        progress.advance(task)
+        if index % opts.every:
+            continue
+        ok, frame = capture.retrieve()
+        if not ok:
+            continue
+        report.read += 1
+        box = largest_face(cascade, frame, opts)
+        if box is None:
+            continue
+        report.faces += 1
+        face = cv2.resize(crop_face(frame, box, float(opts.margin)), (opts.width, opts.height),
+                          interpolation=cv2.INTER_AREA)
+        if opts.grey and face.ndim == 3:
+            face = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+        report.written += bool(cv2.imwrite(str(folder / f"{video.stem}-{index:06d}.png"), face))
+    capture.release()
+    if report.read == 0:
+        raise UserError(f"{video} has no frames OpenCV can decode; convert it to .mp4 or .avi")
+    return report

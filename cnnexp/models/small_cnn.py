@@ -1,0 +1,27 @@
+"""A small CNN for photos on a CPU: conv-BN-ReLU blocks, each halving the resolution, then global
+average pooling, so any input size works (the dogs-vs-cats experiment's stand-in for AlexNet)."""
+
+from torch import nn
+
+from cnnexp.errors import UserError
+from cnnexp.models import register_model
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+@register_model
+def small_cnn(in_shape, num_classes, widths=(32, 64, 128, 256), stem_stride=2, dropout=0.5):
+    """`widths[0]` channels with a `stem_stride` 3x3 conv, then one 3x3 conv per further width; a 2x2
+    max-pool after every conv."""
+    widths = list(widths)
+    if not widths or min(widths) < 1 or int(stem_stride) < 1:
+        raise UserError(f"model.widths={widths} must list positive channel counts and model.stem_stride must be >= 1")
+    layers, channels = [], in_shape[0]
+    for i, width in enumerate(widths):
+        layers += conv_bn_relu(channels, width, int(stem_stride) if i == 0 else 1)
+        layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)
