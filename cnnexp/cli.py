@@ -16,6 +16,8 @@ from cnnexp.errors import Diverged, UserError
 
 COMMANDS = {
     "train": "cnnexp.train",
+    "eval": "cnnexp.evaluate",
+    "predict": "cnnexp.predict",
     "data": "cnnexp.datatools",
 }
 

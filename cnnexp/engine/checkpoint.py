@@ -40,8 +40,10 @@ def load_checkpoint(run_or_file, which: str = "last") -> dict:
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
         raise UserError(f"{path} is not a safe cnnexp checkpoint ({first[:160]}); load only checkpoints cnnexp wrote")
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:160]}); it may be truncated")
+    except Exception as exc:  # arbitrary bytes fail in many ways (KeyError on a bad magic number, EOFError, ...)
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}{': ' if reason else ''}"
+                        f"{reason}); it may be truncated or another kind of file")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a cnnexp checkpoint (no '{FORMAT}' marker); use a file written by cnnexp train")
     return ckpt

@@ -1,0 +1,124 @@
+"""`cnnexp eval`: score a trained run on a split, plain and (--tencrop) ten-crop, and write the
+report: eval.json, per-class precision/recall/F1, a confusion matrix and the misclassified images."""
+
+from pathlib import Path
+
+from rich.console import Console
+
+from cnnexp import jobdirs
+from cnnexp.engine.loggers import write_json_atomic
+from cnnexp.errors import UserError
+from cnnexp.reports import (per_class_table, plot_confusion, plot_image_grid, results_table, write_confusion_csv,
+                            write_per_class_csv)
+from cnnexp.restore import Restored, hydra_dataset_overrides, restore
+from cnnexp.runs import current_run_dir
+from cnnexp.scoring import (REDUCTIONS, confusion_matrix, per_class, plain_scores, require_crops, summary,
+                            tencrop_scores)
+
+CONFIG_NAME = "eval"
+HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop"
+FLAGS = {"--tencrop": "eval.tencrop=true"}
+LISTED = 10  # misclassified images named on the console
+
+jobdirs.register()
+
+
+def run(cfg) -> dict:
+    out = current_run_dir()
+    try:
+        return evaluate_run(cfg, out)
+    finally:
+        jobdirs.prune_empty(out, levels=2)  # a failed eval leaves no empty <run>/eval/<split> behind
+
+
+def evaluate_run(cfg, out: Path) -> dict:
+    check_options(cfg)
+    restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    if cfg.eval.tencrop:
+        require_crops(restored.pipeline, restored.image_shape)
+    split = restored.load_data().split(cfg.split).to(restored.device)
+    batch_size = int(cfg.trainer.batch_size or restored.config.trainer.eval_batch_size)
+    plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)
+    tencrop = None
+    if cfg.eval.tencrop:
+        tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
+                                 cfg.eval.tencrop_reduce)
+    return report(cfg, restored, split, plain, tencrop, out)
+
+
+def check_options(cfg) -> None:
+    if cfg.split not in jobdirs.SPLITS:
+        raise UserError(f"split={cfg.split} is not one of: {', '.join(jobdirs.SPLITS)}")
+    if cfg.eval.tencrop_reduce not in REDUCTIONS:
+        raise UserError(f"eval.tencrop_reduce={cfg.eval.tencrop_reduce} is not one of: {', '.join(REDUCTIONS)}")
+    size = cfg.trainer.batch_size
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise UserError(f"trainer.batch_size={size!r} must be an integer >= 1 or null")
+    if not isinstance(cfg.eval.max_images, int) or cfg.eval.max_images < 0:
+        raise UserError(f"eval.max_images={cfg.eval.max_images!r} must be an integer >= 0")
+
+
+def report(cfg, restored: Restored, split, plain, tencrop, out: Path) -> dict:
+    """Print and write everything; the per-class report and pictures use the ten-crop predictions
+    when there are any (the better-informed answer), else the centre view's."""
+    names, labels = restored.class_names, split.labels.cpu()
+    top_p, predicted = (tencrop or plain).probs.cpu().max(1)
+    matrix = confusion_matrix(labels, predicted, len(names))
+    wrong = (predicted != labels).nonzero().flatten().tolist()
+    result = eval_record(cfg, restored, plain, tencrop, labels)
+    result.update(predictions="tencrop" if tencrop is not None else "centre", per_class=per_class(matrix, names),
+                  misclassified=[{"index": i, "true": names[labels[i]], "predicted": names[predicted[i]],
+                                  "prob": round(top_p[i].item(), 4)} for i in wrong])
+    write_files(cfg, restored, result, matrix, split.images, out)
+    print_report(cfg, restored, result, out)
+    return result
+
+
+def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path) -> None:
+    names = restored.class_names
+    title = f"{restored.config.model.name} on {restored.config.dataset.name} {cfg.split}" + (
+        f", ten-crop ({cfg.eval.tencrop_reduce})" if result["tencrop"] else "")
+    write_json_atomic(result, out / "eval.json")
+    write_per_class_csv(result["per_class"], out / "per_class.csv")
+    write_confusion_csv(matrix, names, out / "confusion_matrix.csv")
+    plot_confusion(matrix, names, out / "confusion_matrix.png", title)
+    wrong = result["misclassified"]
+    shown = wrong[: int(cfg.eval.max_images)]
+    grid_title = f"{title}: {len(wrong)} of {result['n']} misclassified" + (
+        f" (first {len(shown)} shown)" if len(shown) < len(wrong) else "")
+    plot_image_grid(images[[m["index"] for m in shown]], [f"{m['true']} -> {m['predicted']} ({m['prob']:.2f})"
+                                                          for m in shown], out / "misclassified.png", grid_title)
+
+
+def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
+    record = {"split": cfg.split, "n": len(labels), **summary(plain, labels),
+              "run": str(cfg.run) if cfg.run is not None else None, "checkpoint": str(restored.checkpoint_path),
+              "epoch": restored.epoch, "step": restored.step, "tencrop": tencrop is not None}
+    if tencrop is not None:
+        record["tencrop_reduce"] = cfg.eval.tencrop_reduce
+        record.update({f"tencrop_{k}": v for k, v in summary(tencrop, labels).items()})
+    return record
+
+
+def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(f"[bold]cnnexp eval[/]  {restored.checkpoint_path} (epoch {restored.epoch}, step {restored.step})  "
+                  f"{cfg.split} split, {result['n']} images")
+    plain_numbers = {k: result[k] for k in ("error", "accuracy", "rank1", "rank5", "loss")}
+    tencrop_numbers = {k: result[f"tencrop_{k}"] for k in plain_numbers} if result["tencrop"] else None
+    console.print(results_table(plain_numbers, tencrop_numbers, f"ten-crop ({cfg.eval.tencrop_reduce})"))
+    source = "ten-crop" if result["tencrop"] else "centre view"
+    console.print(per_class_table(result["per_class"], f"per class ({source})"))
+    wrong = result["misclassified"]
+    listed = ", ".join(f"#{m['index']} {m['true']} -> {m['predicted']} ({m['prob']:.2f})" for m in wrong[:LISTED])
+    more = f", ... ({len(wrong) - LISTED} more in eval.json)" if len(wrong) > LISTED else ""
+    console.print(f"misclassified ({source}): {len(wrong)} of {result['n']}" + (f": {listed}{more}" if wrong else ""))
+    console.print(f"wrote eval.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, misclassified.png "
+                  f"to {display_path(out)}")
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

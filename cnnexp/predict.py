@@ -1,0 +1,196 @@
+"""`cnnexp predict`: a trained run's best guesses for image files, printed as the age/gender
+tutorial does (`Guess @1 <label>, prob = 0.93`), as a table for many images or as JSON lines; and
+`image=olivetti`, the Olivetti tutorial's last step: all 400 faces, listing the misclassified ones."""
+
+import json
+import sys
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cnnexp import jobdirs
+from cnnexp.data.olivetti import FACES_PER_PERSON, embedded_gif, read_faces
+from cnnexp.errors import UserError
+from cnnexp.inputs import UnreadableImage, image_files, load
+from cnnexp.restore import Restored, restore
+from cnnexp.runs import current_run_dir
+from cnnexp.scoring import plain_scores, require_crops, tencrop_scores
+
+CONFIG_NAME = "predict"
+HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"
+FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
+BATCH = 256  # images decoded and classified at a time
+OLIVETTI = [f"person_{i:02d}" for i in range(40)]
+
+jobdirs.register()
+
+
+def run(cfg) -> None:
+    out = current_run_dir()
+    try:
+        predict_run(cfg)
+    finally:
+        if jobdirs.is_scratch(out):
+            jobdirs.prune_empty(out, levels=1)
+
+
+def predict_run(cfg) -> None:
+    check_options(cfg)
+    restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
+    if cfg.tencrop:
+        require_crops(restored.pipeline, restored.image_shape)
+    if str(cfg.image) == "olivetti":
+        predict_olivetti(cfg, restored)
+    else:
+        predict_files(cfg, restored)
+
+
+def check_options(cfg) -> None:
+    if cfg.image is None:
+        raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
+    if not isinstance(cfg.topk, int) or isinstance(cfg.topk, bool) or cfg.topk < 1:
+        raise UserError(f"topk={cfg.topk!r} must be an integer >= 1")
+    if cfg.resize not in ("aspect", "simple"):
+        raise UserError(f"resize={cfg.resize} is not one of: aspect, simple")
+    if not isinstance(cfg.face_margin, (int, float)) or cfg.face_margin < 0:
+        raise UserError(f"face_margin={cfg.face_margin!r} must be a number >= 0")
+
+
+def class_probs(cfg, restored: Restored, images: torch.Tensor) -> torch.Tensor:
+    """N x K probabilities for uint8 images of the run's training size."""
+    images = images.to(restored.device)
+    score = tencrop_scores if cfg.tencrop else plain_scores
+    return score(restored.model, images, None, restored.pipeline, BATCH).probs.cpu()
+
+
+def top_guesses(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+    return [[{"label": names[i], "prob": round(p, 4)} for p, i in zip(row_p, row_i)]
+            for row_p, row_i in zip(values.tolist(), indices.tolist())]
+
+
+# ---- image files ---------------------------------------------------------------------------------
+def predict_files(cfg, restored: Restored) -> None:
+    """Decode and classify BATCH files at a time; in a folder or glob, undecodable files are skipped
+    (each named on stderr, counted at the end); a single file that cannot be decoded is an error."""
+    files = image_files(cfg.image)
+    rows, skipped = [], []
+    for start in range(0, len(files), BATCH):
+        chunk = []
+        for path in files[start : start + BATCH]:
+            try:
+                chunk.append((path, *load(path, restored.image_shape, cfg.resize, cfg.detect_face, cfg.face_margin)))
+            except UnreadableImage as exc:
+                if len(files) == 1:
+                    raise
+                skipped.append(path)
+                sys.stderr.write(f"skipped: {exc}\n")
+        rows += classify_chunk(cfg, restored, chunk)
+    if skipped:
+        sys.stderr.write(f"skipped {len(skipped)} of {len(files)} files that could not be decoded\n")
+    if not rows:
+        raise UserError(f"none of the {len(files)} files in image={cfg.image} could be decoded as an image")
+    if cfg.json:
+        return
+    if len(files) == 1:
+        print_single(rows[0], cfg.detect_face)
+    else:
+        print_table(rows, cfg)
+
+
+def classify_chunk(cfg, restored: Restored, chunk: list) -> list[dict]:
+    """One result per file: {"image", "face", "top"} ("top" is None when no face was found)."""
+    found = [i for i, (_, tensor, _) in enumerate(chunk) if tensor is not None]
+    guesses = {}
+    if found:
+        probs = class_probs(cfg, restored, torch.stack([chunk[i][1] for i in found]))
+        guesses = dict(zip(found, top_guesses(probs, restored.class_names, cfg.topk)))
+    rows = []
+    for i, (path, _, box) in enumerate(chunk):
+        row = {"image": str(path), "top": guesses.get(i)}
+        if cfg.detect_face:
+            row["face"] = list(box) if box is not None else None
+        rows.append(row)
+        if cfg.json:
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def print_single(row: dict, detect_face: bool) -> None:
+    face = ""
+    if detect_face and row["face"] is not None:
+        x, y, w, h = row["face"]
+        face = f"  (face at x={x} y={y} w={w} h={h})"
+    print(f"{row['image']}{face}")
+    if row["top"] is None:
+        print("no face found")
+        return
+    for rank, guess in enumerate(row["top"], 1):
+        print(f"Guess @{rank} {guess['label']}, prob = {guess['prob']:.2f}")
+
+
+def print_table(rows: list[dict], cfg) -> None:
+    table = Table(box=None, pad_edge=False)
+    table.add_column("image", overflow="fold")
+    if cfg.detect_face:
+        table.add_column("face (x y w h)")
+    k = max((len(r["top"]) for r in rows if r["top"]), default=cfg.topk)
+    for rank in range(1, k + 1):
+        table.add_column(f"guess @{rank}")
+        table.add_column("prob", justify="right")
+    for row in rows:
+        cells = [row["image"]]
+        if cfg.detect_face:
+            cells.append(" ".join(map(str, row["face"])) if row["face"] else "no face found")
+        for guess in row["top"] or []:
+            cells += [guess["label"], f"{guess['prob']:.2f}"]
+        table.add_row(*cells)
+    Console(soft_wrap=True, highlight=False).print(table)
+
+
+# ---- image=olivetti ------------------------------------------------------------------------------
+def predict_olivetti(cfg, restored: Restored) -> None:
+    """All 400 embedded faces; the true person of face i is i // 10."""
+    if restored.class_names != OLIVETTI or restored.image_shape != (1, 57, 47):
+        raise UserError(f"image=olivetti needs a run trained on dataset=olivetti (40 people, 1x57x47 faces); this "
+                        f"run has {len(restored.class_names)} classes of {'x'.join(map(str, restored.image_shape))}")
+    if cfg.detect_face:
+        raise UserError("detect_face applies to image files; the Olivetti faces are already cropped")
+    faces = torch.from_numpy(read_faces(embedded_gif())).unsqueeze(1)
+    labels = torch.arange(len(faces)) // FACES_PER_PERSON
+    probs = class_probs(cfg, restored, faces)
+    guesses = top_guesses(probs, restored.class_names, cfg.topk)
+    splits = olivetti_splits(restored.config)
+    rows = [{"index": i, "true": OLIVETTI[label], "split": splits[i % FACES_PER_PERSON],
+             "correct": guesses[i][0]["label"] == OLIVETTI[label], "top": guesses[i]}
+            for i, label in enumerate(labels.tolist())]
+    if cfg.json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    print_olivetti(rows)
+
+
+def olivetti_splits(config) -> list[str]:
+    """Which split each of a person's ten faces was in when the run trained (dataset.per_person)."""
+    per_person = list(config.dataset.get("per_person") or (8, 1, 1))
+    return [name for name, count in zip(("train", "val", "test"), per_person) for _ in range(count)]
+
+
+def print_olivetti(rows: list[dict]) -> None:
+    console = Console(soft_wrap=True, highlight=False)
+    wrong = [r for r in rows if not r["correct"]]
+    by_split = ", ".join(f"{split} {sum(1 for r in wrong if r['split'] == split)} of "
+                         f"{sum(1 for r in rows if r['split'] == split)}" for split in ("train", "val", "test"))
+    console.print(f"olivetti (embedded GIF): {len(rows)} faces, {len(rows) - len(wrong)} correct "
+                  f"({100 * (len(rows) - len(wrong)) / len(rows):.2f} %); misclassified {len(wrong)} ({by_split})")
+    if not wrong:
+        return
+    table = Table(box=None, pad_edge=False)
+    for name in ("face", "person", "split", *[f"guess @{k + 1}" for k in range(len(wrong[0]["top"]))]):
+        table.add_column(name, justify="right" if name == "face" else "left")
+    for row in wrong:
+        table.add_row(str(row["index"]), row["true"], row["split"],
+                      *[f"{g['label']} ({g['prob']:.2f})" for g in row["top"]])
+    console.print(table)
