@@ -16,6 +16,7 @@ from cnnexp.errors import Diverged, UserError
 
 COMMANDS = {
     "train": "cnnexp.train",
+    "sweep": "cnnexp.sweep",
     "eval": "cnnexp.evaluate",
     "predict": "cnnexp.predict",
     "data": "cnnexp.datatools",
