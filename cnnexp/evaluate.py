@@ -3,13 +3,12 @@ report: eval.json, per-class precision/recall/F1, a confusion matrix and the mis
 
 from pathlib import Path
 
-from rich.console import Console
 
 from cnnexp import jobdirs
 from cnnexp.engine.loggers import write_json_atomic
 from cnnexp.errors import UserError
-from cnnexp.reports import (per_class_table, plot_confusion, plot_image_grid, results_table, write_confusion_csv,
-                            write_per_class_csv)
+from cnnexp.reports import (console, per_class_table, plot_confusion, plot_image_grid, results_table,
+                            write_confusion_csv, write_per_class_csv)
 from cnnexp.restore import Restored, hydra_dataset_overrides, restore
 from cnnexp.runs import current_run_dir
 from cnnexp.scoring import (REDUCTIONS, confusion_matrix, per_class, plain_scores, require_crops, summary,
@@ -86,8 +85,9 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
     shown = wrong[: int(cfg.eval.max_images)]
     grid_title = f"{title}: {len(wrong)} of {result['n']} misclassified" + (
         f" (first {len(shown)} shown)" if len(shown) < len(wrong) else "")
-    plot_image_grid(images[[m["index"] for m in shown]], [f"{m['true']} -> {m['predicted']} ({m['prob']:.2f})"
-                                                          for m in shown], out / "misclassified.png", grid_title)
+    pictures = images[[m["index"] for m in shown]] if shown else None
+    captions = [f"{m['true']} -> {m['predicted']} ({m['prob']:.2f})" for m in shown]
+    plot_image_grid(pictures, captions, out / "misclassified.png", grid_title)
 
 
 def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
@@ -101,19 +101,19 @@ def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
 
 
 def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
-    console = Console(soft_wrap=True, highlight=False)
-    console.print(f"[bold]cnnexp eval[/]  {restored.checkpoint_path} (epoch {restored.epoch}, step {restored.step})  "
+    screen = console()
+    screen.print(f"[bold]cnnexp eval[/]  {restored.checkpoint_path} (epoch {restored.epoch}, step {restored.step})  "
                   f"{cfg.split} split, {result['n']} images")
     plain_numbers = {k: result[k] for k in ("error", "accuracy", "rank1", "rank5", "loss")}
     tencrop_numbers = {k: result[f"tencrop_{k}"] for k in plain_numbers} if result["tencrop"] else None
-    console.print(results_table(plain_numbers, tencrop_numbers, f"ten-crop ({cfg.eval.tencrop_reduce})"))
+    screen.print(results_table(plain_numbers, tencrop_numbers, f"ten-crop ({cfg.eval.tencrop_reduce})"))
     source = "ten-crop" if result["tencrop"] else "centre view"
-    console.print(per_class_table(result["per_class"], f"per class ({source})"))
+    screen.print(per_class_table(result["per_class"], f"per class ({source})"))
     wrong = result["misclassified"]
     listed = ", ".join(f"#{m['index']} {m['true']} -> {m['predicted']} ({m['prob']:.2f})" for m in wrong[:LISTED])
     more = f", ... ({len(wrong) - LISTED} more in eval.json)" if len(wrong) > LISTED else ""
-    console.print(f"misclassified ({source}): {len(wrong)} of {result['n']}" + (f": {listed}{more}" if wrong else ""))
-    console.print(f"wrote eval.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, misclassified.png "
+    screen.print(f"misclassified ({source}): {len(wrong)} of {result['n']}" + (f": {listed}{more}" if wrong else ""))
+    screen.print(f"wrote eval.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, misclassified.png "
                   f"to {display_path(out)}")
 
 

@@ -6,13 +6,13 @@ import json
 import sys
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from cnnexp import jobdirs
 from cnnexp.data.olivetti import FACES_PER_PERSON, embedded_gif, read_faces
 from cnnexp.errors import UserError
 from cnnexp.inputs import UnreadableImage, image_files, load
+from cnnexp.reports import console
 from cnnexp.restore import Restored, restore
 from cnnexp.runs import current_run_dir
 from cnnexp.scoring import plain_scores, require_crops, tencrop_scores
@@ -51,8 +51,8 @@ def check_options(cfg) -> None:
         raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
     if not isinstance(cfg.topk, int) or isinstance(cfg.topk, bool) or cfg.topk < 1:
         raise UserError(f"topk={cfg.topk!r} must be an integer >= 1")
-    if cfg.resize not in ("aspect", "simple"):
-        raise UserError(f"resize={cfg.resize} is not one of: aspect, simple")
+    if cfg.resize not in (None, "aspect", "simple"):
+        raise UserError(f"resize={cfg.resize} is not one of: aspect, simple, null (the run's dataset.resize)")
     if not isinstance(cfg.face_margin, (int, float)) or cfg.face_margin < 0:
         raise UserError(f"face_margin={cfg.face_margin!r} must be a number >= 0")
 
@@ -75,12 +75,13 @@ def predict_files(cfg, restored: Restored) -> None:
     """Decode and classify BATCH files at a time; in a folder or glob, undecodable files are skipped
     (each named on stderr, counted at the end); a single file that cannot be decoded is an error."""
     files = image_files(cfg.image)
+    resize = cfg.resize or restored.config.dataset.get("resize") or "aspect"
     rows, skipped = [], []
     for start in range(0, len(files), BATCH):
         chunk = []
         for path in files[start : start + BATCH]:
             try:
-                chunk.append((path, *load(path, restored.image_shape, cfg.resize, cfg.detect_face, cfg.face_margin)))
+                chunk.append((path, *load(path, restored.image_shape, resize, cfg.detect_face, cfg.face_margin)))
             except UnreadableImage as exc:
                 if len(files) == 1:
                     raise
@@ -146,7 +147,7 @@ def print_table(rows: list[dict], cfg) -> None:
         for guess in row["top"] or []:
             cells += [guess["label"], f"{guess['prob']:.2f}"]
         table.add_row(*cells)
-    Console(soft_wrap=True, highlight=False).print(table)
+    console().print(table)
 
 
 # ---- image=olivetti ------------------------------------------------------------------------------
@@ -179,11 +180,11 @@ def olivetti_splits(config) -> list[str]:
 
 
 def print_olivetti(rows: list[dict]) -> None:
-    console = Console(soft_wrap=True, highlight=False)
+    screen = console()
     wrong = [r for r in rows if not r["correct"]]
     by_split = ", ".join(f"{split} {sum(1 for r in wrong if r['split'] == split)} of "
                          f"{sum(1 for r in rows if r['split'] == split)}" for split in ("train", "val", "test"))
-    console.print(f"olivetti (embedded GIF): {len(rows)} faces, {len(rows) - len(wrong)} correct "
+    screen.print(f"olivetti (embedded GIF): {len(rows)} faces, {len(rows) - len(wrong)} correct "
                   f"({100 * (len(rows) - len(wrong)) / len(rows):.2f} %); misclassified {len(wrong)} ({by_split})")
     if not wrong:
         return
@@ -193,4 +194,4 @@ def print_olivetti(rows: list[dict]) -> None:
     for row in wrong:
         table.add_row(str(row["index"]), row["true"], row["split"],
                       *[f"{g['label']} ({g['prob']:.2f})" for g in row["top"]])
-    console.print(table)
+    screen.print(table)

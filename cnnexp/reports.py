@@ -6,16 +6,23 @@ Figures use matplotlib's object API with the Agg canvas, so no GUI backend is to
 
 import csv
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from rich.console import Console
 from rich.table import Table
 
 MAX_TICK_LABELS = 60  # more classes than this: the heat map shows no class names
 GRID_COLUMNS = 8
+
+
+def console() -> Console:
+    """Rich output that is not wrapped at 80 columns when it goes to a file or a pipe."""
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 
 
 def save_figure(fig: Figure, path: Path) -> None:
@@ -61,7 +68,7 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path, title: st
 
 
 def plot_image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str) -> None:
-    """uint8 N x C x H x W images (grey or RGB), one caption under each."""
+    """uint8 N x C x H x W images (grey or RGB; None when there are none), one caption under each."""
     n = len(captions)
     cols = max(1, min(GRID_COLUMNS, math.ceil(math.sqrt(n))))
     rows = max(1, math.ceil(n / cols))

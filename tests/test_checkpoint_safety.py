@@ -39,6 +39,7 @@ def assert_one_line_error(result, *fragments):
         assert fragment in result.err, result.err
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on plain pickle.dump files
 @pytest.mark.parametrize("command", ["eval", "predict"])
 @pytest.mark.parametrize("save", ["pickle", "torch"])
 def test_pickle_with_code_is_refused_and_not_run(cnnexp, workdir, command, save):
