@@ -39,7 +39,6 @@ def assert_one_line_error(result, *fragments):
         assert fragment in result.err, result.err
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on plain pickle.dump files
 @pytest.mark.parametrize("command", ["eval", "predict"])
 @pytest.mark.parametrize("save", ["pickle", "torch"])
 def test_pickle_with_code_is_refused_and_not_run(cnnexp, workdir, command, save):
@@ -57,7 +56,8 @@ def test_pickle_with_code_is_refused_and_not_run(cnnexp, workdir, command, save)
 def test_pickle_with_code_in_a_subprocess(cnnexp_process, workdir):
     """What a user's shell sees: exit code 2, one line, no traceback, the command never ran."""
     marker = workdir / "pwned"
-    torch.save(Exploit(marker), workdir / "evil.pt")
+    with open(workdir / "evil.pt", "wb") as f:
+        pickle.dump(Exploit(marker), f)
     result = cnnexp_process("eval", "checkpoint=evil.pt")
     assert_one_line_error(result, "is not a safe cnnexp checkpoint")
     assert not marker.exists()

@@ -3,6 +3,7 @@
 import os
 import pickle
 import random
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,10 +37,11 @@ def load_checkpoint(run_or_file, which: str = "last") -> dict:
     """Load safely: anything `torch.load(weights_only=True)` refuses (code, foreign objects) is an error."""
     path = find_checkpoint(run_or_file, which)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain-pickle file also gets a protocol warning: one line is enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise UserError(f"{path} is not a safe cnnexp checkpoint ({first[:160]}); load only checkpoints cnnexp wrote")
+        raise UserError(f"{path} is not a safe cnnexp checkpoint ({refused(exc)}); load only checkpoints cnnexp wrote")
     except Exception as exc:  # arbitrary bytes fail in many ways (KeyError on a bad magic number, EOFError, ...)
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
         raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}{': ' if reason else ''}"
@@ -47,6 +49,14 @@ def load_checkpoint(run_or_file, which: str = "last") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a cnnexp checkpoint (no '{FORMAT}' marker); use a file written by cnnexp train")
     return ckpt
+
+
+def refused(exc: Exception) -> str:
+    """What the weights-only unpickler refused. torch's message opens with advice to retry with
+    weights_only=False, which is exactly what must not be done; keep only the line naming the object."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "nsupported" in line]
+    return (named or ["it holds objects other than tensors and plain values"])[0][:160]
 
 
 def rng_state(generator: torch.Generator) -> dict:
