@@ -72,7 +72,7 @@ def test_show_prints_counts_and_writes_a_grid(cnnexp, workdir):
                     "augmentation=keras", "augmentation.crop_size=[40,40]", "samples=4", "out=grid.png")
     assert result.code == 0, result.err
     assert "cats" in result.out and "dogs" in result.out and "3x48x48" in result.out
-    assert "train mean [" in result.out and "model input 3x40x40" in result.out
+    assert "train mean [" in result.out and "augmentation=keras: model input 3x40x40" in result.out
     grid = Image.open(workdir / "grid.png")
     assert grid.size[0] > 300 and grid.size[1] > 300
 

@@ -154,22 +154,30 @@ class Augmentation:
         t = rotation . shift (Keras composes the same way)."""
         (h, w), (ch, cw), r = self.image_size, self.crop_size, self.ranges
         u = torch.rand(n, 9, generator=generator, device=generator.device).double().cpu()
-        angle, shear = torch.deg2rad(_uniform(u[:, 0], r["rotation"])), torch.deg2rad(_uniform(u[:, 1], r["shear"]))
-        zoom_x, zoom_y = 1 + _uniform(u[:, 2], r["zoom"]), 1 + _uniform(u[:, 3], r["zoom"])
+        rotation = rotation_matrices(torch.deg2rad(_uniform(u[:, 0], r["rotation"])))
+        a = rotation @ shear_zoom_matrices(torch.deg2rad(_uniform(u[:, 1], r["shear"])),
+                                           1 + _uniform(u[:, 2], r["zoom"]), 1 + _uniform(u[:, 3], r["zoom"]))
         shift = torch.stack([_uniform(u[:, 4], r["width_shift"]) * cw, _uniform(u[:, 5], r["height_shift"]) * ch], 1)
         mirror = torch.where((u[:, 6] < 0.5) & self.flip, -1.0, 1.0)
         left, top = (u[:, 7] * (w - cw + 1)).floor(), (u[:, 8] * (h - ch + 1)).floor()
-        cos, sin = angle.cos(), angle.sin()
-        rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
-        shear_zoom = torch.zeros(n, 2, 2, dtype=torch.float64)
-        shear_zoom[:, 0, 0], shear_zoom[:, 0, 1] = zoom_x, -shear.sin() * zoom_y
-        shear_zoom[:, 1, 1] = shear.cos() * zoom_y
-        a = rotation @ shear_zoom
         to_unit = torch.tensor([2 / w, 2 / h], dtype=torch.float64)  # pixels -> normalised input units
-        linear = a * to_unit[None, :, None] * torch.stack([mirror * cw / 2, torch.full_like(mirror, ch / 2)], 1)[:, None, :]
+        from_unit = torch.stack([mirror * cw / 2, torch.full_like(mirror, ch / 2)], 1)  # normalised patch -> pixels
+        linear = to_unit[None, :, None] * a * from_unit[:, None, :]
         centre = torch.stack([left + cw / 2 - w / 2, top + ch / 2 - h / 2], 1)
         offset = (centre + (rotation @ shift[:, :, None])[:, :, 0]) * to_unit
         return torch.cat([linear, offset[:, :, None]], 2).float()
+
+
+def rotation_matrices(angle: torch.Tensor) -> torch.Tensor:
+    cos, sin = angle.cos(), angle.sin()
+    return torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+
+
+def shear_zoom_matrices(shear: torch.Tensor, zoom_x: torch.Tensor, zoom_y: torch.Tensor) -> torch.Tensor:
+    """Keras' shear matrix [[1, -sin s], [0, cos s]] times diag(zoom_x, zoom_y)."""
+    out = torch.zeros(len(shear), 2, 2, dtype=torch.float64)
+    out[:, 0, 0], out[:, 0, 1], out[:, 1, 1] = zoom_x, -shear.sin() * zoom_y, shear.cos() * zoom_y
+    return out
 
 
 class Pipeline:

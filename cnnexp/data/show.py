@@ -40,8 +40,9 @@ def describe(cfg) -> tuple[ImageData, Group]:
     lines = [
         f"images {'x'.join(map(str, data.image_shape))} (C x H x W) uint8, {storage}",
         f"train mean [{', '.join(f'{v:.2f}' for v in stats.mean)}], "
-        f"std [{', '.join(f'{v:.2f}' for v in stats.std)}] (0..255); dataset.normalize={cfg.dataset.normalize}",
-        f"augmentation {augmentation.name}: model input {'x'.join(map(str, augmentation.out_shape))}",
+        f"std [{', '.join(f'{v:.2f}' for v in stats.std)}] (0..255)",
+        f"dataset.normalize={cfg.dataset.normalize}; augmentation={augmentation.name}: "
+        f"model input {'x'.join(map(str, augmentation.out_shape))}",
     ]
     if data.meta.get("skipped"):
         lines.append(f"{data.meta['skipped']} unreadable files skipped")

@@ -2,6 +2,9 @@
 largest face OpenCV's Haar cascade finds, cropped with a margin and resized, one PNG per frame
 into `out/<label>/` (one folder per person, ready for `dataset=folder`)."""
 
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +56,28 @@ def check_options(opts) -> None:
         raise UserError(f"margin={opts.margin} must be in [0, 1] and scale_factor={opts.scale_factor} above 1")
 
 
+@contextmanager
+def native_stderr_silenced():
+    """FFmpeg inside OpenCV prints its own complaints (e.g. "moov atom not found") to file
+    descriptor 2; the user gets our one-line error instead."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def open_video(path: Path):
     import cv2
 
     if not path.is_file():
         raise UserError(f"video {path} not found; give video=<file> (e.g. an .mp4 or .avi)")
-    capture = cv2.VideoCapture(str(path))
+    with native_stderr_silenced():
+        capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise UserError(f"cannot read {path} as a video (OpenCV could not decode it); convert it to .mp4 or .avi")
     return capture
