@@ -135,3 +135,12 @@ def test_folder_without_classes_is_an_error(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"")
     with pytest.raises(UserError, match="no class folders"):
         create_dataset(folder_cfg(tmp_path), seed=0)
+
+
+def test_a_file_spoilt_after_the_check_is_a_clear_error(tmp_path):
+    photo_folder(tmp_path, per_class=4)
+    images = create_dataset(folder_cfg(tmp_path, in_memory=False, workers=2), seed=0).splits["train"].images
+    images.paths[1].write_text("overwritten\n")
+    with pytest.raises(UserError, match=r"^cannot read .*changed after the start of the run") as caught:
+        list(images.split(2))
+    assert "\n" not in str(caught.value)

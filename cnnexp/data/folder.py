@@ -33,7 +33,10 @@ class FileImages(LazyImages):
         return read_image(self.paths[i], self.channels, size or self.size, self.resize)
 
     def read(self, index: np.ndarray) -> torch.Tensor:
-        arrays = [self.decode(int(i)) for i in index]
+        try:
+            arrays = [self.decode(int(i)) for i in index]
+        except UnreadableImage as exc:  # checked before training: the file changed since
+            raise UserError(f"cannot read {exc} (it changed after the start of the run); restore it and resume")
         if not arrays:
             return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

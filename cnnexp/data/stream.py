@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cnnexp.data.batches import TensorBatches
+from cnnexp.errors import UserError
 
 
 class _Reads(Dataset):
@@ -70,9 +71,13 @@ class LazyImages:
         """Yield read(index) for each index batch, in order, computed by the workers. The loader gets
         a generator of its own: it would otherwise draw its worker seed from the global RNG, and a
         streamed run would see other dropout masks than the same run in memory."""
-        yield from DataLoader(_Reads(self, index_batches), batch_size=None, shuffle=False,
-                              num_workers=min(self.workers, len(index_batches)),
-                              pin_memory=self.device.type == "cuda", generator=torch.Generator())
+        loader = DataLoader(_Reads(self, index_batches), batch_size=None, shuffle=False,
+                            num_workers=min(self.workers, len(index_batches)),
+                            pin_memory=self.device.type == "cuda", generator=torch.Generator())
+        try:
+            yield from loader
+        except UserError as exc:  # from a worker: its message comes wrapped in the worker's traceback
+            raise UserError(str(exc).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from exc
 
     def batches(self, index_batches: list[np.ndarray]):
         """The images of each index batch, on the device."""
