@@ -89,12 +89,6 @@ class LazyImages:
         n = len(self)
         yield from self.batches([np.arange(i, min(i + size, n)) for i in range(0, n, size)])
 
-    def load(self, chunk: int = 64) -> torch.Tensor:
-        """All images as one in-memory tensor."""
-        if len(self) == 0:
-            return torch.empty(self.shape, dtype=torch.uint8)
-        return torch.cat([x.cpu() for x in self.split(chunk)])
-
 
 def block_order(n: int, block: int, generator: torch.Generator) -> torch.Tensor:
     """A shuffled order of whole blocks of `block` consecutive rows (the short last block stays last,

@@ -45,6 +45,16 @@ def crop_face(frame: np.ndarray, box, margin: float) -> np.ndarray:
     return frame[top : min(frame.shape[0], y + h + dy), left : min(frame.shape[1], x + w + dx)]
 
 
+def save_face(frame: np.ndarray, box, opts, path: Path) -> bool:
+    import cv2
+
+    face = cv2.resize(crop_face(frame, box, float(opts.margin)), (opts.width, opts.height),
+                      interpolation=cv2.INTER_AREA)
+    if opts.grey and face.ndim == 3:
+        face = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    return bool(cv2.imwrite(str(path), face))
+
+
 def check_options(opts) -> None:
     label = str(opts.label or "")
     if not label or "/" in label or "\\" in label or label.startswith("."):
@@ -108,11 +118,7 @@ def faces_from_video(opts, progress) -> VideoReport:
         if box is None:
             continue
         report.faces += 1
-        face = cv2.resize(crop_face(frame, box, float(opts.margin)), (opts.width, opts.height),
-                          interpolation=cv2.INTER_AREA)
-        if opts.grey and face.ndim == 3:
-            face = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
-        report.written += bool(cv2.imwrite(str(folder / f"{video.stem}-{index:06d}.png"), face))
+        report.written += save_face(frame, box, opts, folder / f"{video.stem}-{index:06d}.png")
     capture.release()
     if report.read == 0:
         raise UserError(f"{video} has no frames OpenCV can decode; convert it to .mp4 or .avi")
