@@ -105,7 +105,7 @@ def test_tencrop_report_matches_direct_computation(cnnexp, crop_run):
 
 def test_vote_reduction(cnnexp, crop_run):
     assert cnnexp("eval", f"run={crop_run}", "--tencrop", "eval.tencrop_reduce=vote").code == 0
-    report = read_json(crop_run / "eval" / "test-tencrop" / "eval.json")
+    report = read_json(crop_run / "eval" / "test-tencrop-vote" / "eval.json")
     x, labels = olivetti_test_split()
     probs = hand_tencrop(direct_model(crop_run), x)
     votes = F.one_hot(probs.argmax(2), 40).sum(0).float()
