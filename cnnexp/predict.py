@@ -75,18 +75,9 @@ def predict_files(cfg, restored: Restored) -> None:
     """Decode and classify BATCH files at a time; in a folder or glob, undecodable files are skipped
     (each named on stderr, counted at the end); a single file that cannot be decoded is an error."""
     files = image_files(cfg.image)
-    resize = cfg.resize or restored.config.dataset.get("resize") or "aspect"
     rows, skipped = [], []
     for start in range(0, len(files), BATCH):
-        chunk = []
-        for path in files[start : start + BATCH]:
-            try:
-                chunk.append((path, *load(path, restored.image_shape, resize, cfg.detect_face, cfg.face_margin)))
-            except UnreadableImage as exc:
-                if len(files) == 1:
-                    raise
-                skipped.append(path)
-                sys.stderr.write(f"skipped: {exc}\n")
+        chunk = read_chunk(cfg, restored, files[start : start + BATCH], strict=len(files) == 1, skipped=skipped)
         rows += classify_chunk(cfg, restored, chunk)
     if skipped:
         sys.stderr.write(f"skipped {len(skipped)} of {len(files)} files that could not be decoded\n")
@@ -98,6 +89,21 @@ def predict_files(cfg, restored: Restored) -> None:
         print_single(rows[0], cfg.detect_face)
     else:
         print_table(rows, cfg)
+
+
+def read_chunk(cfg, restored: Restored, paths: list, strict: bool, skipped: list) -> list[tuple]:
+    """(path, uint8 C x H x W tensor or None when no face was found, face box or None) per readable file."""
+    resize = cfg.resize or restored.config.dataset.get("resize") or "aspect"
+    chunk = []
+    for path in paths:
+        try:
+            chunk.append((path, *load(path, restored.image_shape, resize, cfg.detect_face, cfg.face_margin)))
+        except UnreadableImage as exc:
+            if strict:
+                raise
+            skipped.append(path)
+            sys.stderr.write(f"skipped: {exc}\n")
+    return chunk
 
 
 def classify_chunk(cfg, restored: Restored, chunk: list) -> list[dict]:

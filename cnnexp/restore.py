@@ -64,16 +64,14 @@ def restore(run=None, checkpoint=None, which: str = "best", device_cfg=None,
     config = load_run_config(Path(str(run)).expanduser()) if run is not None else OmegaConf.create(ckpt["config"])
     apply_dataset_overrides(config, dataset_overrides or {})
     device_cfg = device_cfg if device_cfg is not None else OmegaConf.create({"type": "auto"})
-    device = select_device(device_cfg)
-    channels_last = bool(device_cfg.get("channels_last", False))
     image_shape = tuple(int(v) for v in ckpt["image_shape"])
-    augmentation = Augmentation(config.augmentation, image_shape)
-    model = build_model(config, augmentation.out_shape, ckpt, path)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format).eval()
-    normalizer = Normalizer(**ckpt["normalization"])
-    return Restored(config, path, int(ckpt.get("epoch", 0)), int(ckpt.get("step", 0)), model,
-                    Pipeline(augmentation, normalizer, channels_last), list(ckpt["class_names"]), image_shape, device)
+    pipeline = Pipeline(Augmentation(config.augmentation, image_shape), Normalizer(**ckpt["normalization"]),
+                        bool(device_cfg.get("channels_last", False)))
+    model = build_model(config, pipeline.augmentation.out_shape, ckpt, path)
+    device = select_device(device_cfg)
+    model.to(device, memory_format=pipeline.memory_format).eval()
+    return Restored(config, path, int(ckpt.get("epoch", 0)), int(ckpt.get("step", 0)), model, pipeline,
+                    list(ckpt["class_names"]), image_shape, device)
 
 
 def checkpoint_path(run, checkpoint, which: str) -> Path:
