@@ -14,10 +14,11 @@ import itertools
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from cnnexp.errors import Diverged, UserError
 
@@ -205,7 +206,11 @@ def finished_runs(sweep_dir: Path, plan: Plan) -> set[tuple]:
 
 # ---- the job Hydra runs for each point ---------------------------------------------------------
 def run_point(cfg):
-    """One sweep run: skipped when its folder already holds a result; an interrupted run is resumed."""
+    """One sweep run: skipped when its folder already holds a result; an interrupted run starts again.
+
+    The interrupted run is restarted rather than resumed: `train` refuses to resume with a group
+    override such as `experiment=...` (it cannot tell a changed group from a repeated one), and a
+    seeded run started again reaches the same numbers."""
     from cnnexp import train
     from cnnexp.engine.loggers import write_json_atomic
     from cnnexp.runs import current_run_dir
@@ -214,10 +219,7 @@ def run_point(cfg):
     if (folder / "metrics.json").exists() or (folder / "failed.json").exists():
         print(f"already done: {folder}")
         return None
-    partial = set_aside(folder)
-    if partial is not None and (partial / "checkpoints" / "last.pt").exists():
-        with open_dict(cfg):
-            cfg.trainer.resume = str(partial)
+    set_aside(folder)
     try:
         return train.run(cfg)
     except (UserError, Diverged):
@@ -228,13 +230,13 @@ def run_point(cfg):
         return None
 
 
-def set_aside(folder: Path) -> Path | None:
-    """Move what an interrupted run left (checkpoints, history, events) into `interrupted[-N]/`,
-    so the run can start again in its own folder, resuming from that copy's last checkpoint."""
+def set_aside(folder: Path) -> None:
+    """Move what an interrupted run left (checkpoints, history, events) into `interrupted[-N]/`, so
+    the run can start again in its own folder and nothing already written is lost."""
     leftovers = [p for p in folder.iterdir() if p.name in ("checkpoints", "history.csv", "config.yaml")
                  or p.name.startswith("events.out.tfevents")]
     if not any(p.name in ("checkpoints", "history.csv") for p in leftovers):
-        return None
+        return
     target, n = folder / "interrupted", 1
     while target.exists():
         n += 1
@@ -242,8 +244,7 @@ def set_aside(folder: Path) -> Path | None:
     target.mkdir()
     for path in leftovers:
         path.rename(target / path.name)
-    print(f"resuming the interrupted run set aside in {target}")
-    return target
+    print(f"restarting the interrupted run; what it had written is kept in {target}")
 
 
 # ---- the command -------------------------------------------------------------------------------
@@ -301,7 +302,9 @@ def main(argv: list[str]) -> int:
     announce(plan, sweep_dir, len(todo))
     if todo:
         write_sweep_json(sweep_dir, plan, metric)
+        started = time.perf_counter()
         launch(plan, sweep_dir, hydra_args)
+        print(f"ran {len(todo)} runs in {(time.perf_counter() - started) / 60:.1f} min")
     summarize(sweep_dir, metric)
     return 0
 

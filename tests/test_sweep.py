@@ -172,8 +172,8 @@ def test_sweep_end_to_end_then_resume_skips_everything(cnnexp, workdir):
     assert changed.err.count("\n") == 1
 
 
-def test_interrupted_run_is_resumed_in_its_folder(cnnexp, workdir):
-    args = ("optimizer.lr=0.05", "trainer.epochs=2", *QUICK)
+def test_interrupted_run_starts_again_in_its_folder(cnnexp, workdir):
+    args = ("experiment=olivetti_lenet", "optimizer.lr=0.05", "trainer.epochs=2", *QUICK)  # a group, too
     assert cnnexp("sweep", *args).code == 0
     sweep_dir = only_run(workdir / "outputs" / "sweep")
     run = sweep_dir / "seed=0"
@@ -182,10 +182,11 @@ def test_interrupted_run_is_resumed_in_its_folder(cnnexp, workdir):
 
     result = cnnexp("sweep", *args, f"sweep.dir={sweep_dir}")
     assert result.code == 0, result.err
-    assert "resuming the interrupted run" in result.out
+    assert "restarting the interrupted run" in result.out
     assert (run / "interrupted" / "checkpoints" / "last.pt").exists()
     again = read_json(run / "metrics.json")
     assert again["test_error"] == first["test_error"] and again["epochs_run"] == 2
+    assert not (run / "failed.json").exists()
 
 
 def test_failed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(cnnexp, workdir):
