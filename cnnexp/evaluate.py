@@ -41,7 +41,7 @@ def evaluate_run(cfg, out: Path) -> dict:
     tencrop = None
     if cfg.eval.tencrop:
         tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
-                                 cfg.eval.tencrop_reduce)
+                                 cfg.eval.tencrop_reduce, cfg.eval.tencrop_mirror)
     return report(cfg, restored, split, plain, tencrop, out)
 
 
@@ -53,6 +53,8 @@ def check_options(cfg) -> None:
     size = cfg.trainer.batch_size
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
         raise UserError(f"trainer.batch_size={size!r} must be an integer >= 1 or null")
+    if not isinstance(cfg.eval.tencrop_mirror, bool):
+        raise UserError(f"eval.tencrop_mirror={cfg.eval.tencrop_mirror!r} must be true or false")
     if not isinstance(cfg.eval.max_images, int) or cfg.eval.max_images < 0:
         raise UserError(f"eval.max_images={cfg.eval.max_images!r} must be an integer >= 0")
 
@@ -76,7 +78,7 @@ def report(cfg, restored: Restored, split, plain, tencrop, out: Path) -> dict:
 def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path) -> None:
     names = restored.class_names
     title = f"{restored.config.model.name} on {restored.config.dataset.name} {cfg.split}" + (
-        f", ten-crop ({cfg.eval.tencrop_reduce})" if result["tencrop"] else "")
+        f", {views_label(cfg)}" if result["tencrop"] else "")
     write_json_atomic(result, out / "eval.json")
     write_per_class_csv(result["per_class"], out / "per_class.csv")
     write_confusion_csv(matrix, names, out / "confusion_matrix.csv")
@@ -95,7 +97,7 @@ def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
               "run": str(cfg.run) if cfg.run is not None else None, "checkpoint": str(restored.checkpoint_path),
               "epoch": restored.epoch, "step": restored.step, "tencrop": tencrop is not None}
     if tencrop is not None:
-        record["tencrop_reduce"] = cfg.eval.tencrop_reduce
+        record.update(tencrop_reduce=cfg.eval.tencrop_reduce, tencrop_views=10 if cfg.eval.tencrop_mirror else 5)
         record.update({f"tencrop_{k}": v for k, v in summary(tencrop, labels).items()})
     return record
 
@@ -106,8 +108,8 @@ def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
                   f"{cfg.split} split, {result['n']} images")
     plain_numbers = {k: result[k] for k in ("error", "accuracy", "rank1", "rank5", "loss")}
     tencrop_numbers = {k: result[f"tencrop_{k}"] for k in plain_numbers} if result["tencrop"] else None
-    screen.print(results_table(plain_numbers, tencrop_numbers, f"ten-crop ({cfg.eval.tencrop_reduce})"))
-    source = "ten-crop" if result["tencrop"] else "centre view"
+    screen.print(results_table(plain_numbers, tencrop_numbers, views_label(cfg)))
+    source = views_label(cfg).split()[0] if result["tencrop"] else "centre view"
     screen.print(per_class_table(result["per_class"], f"per class ({source})"))
     wrong = result["misclassified"]
     listed = ", ".join(f"#{m['index']} {m['true']} -> {m['predicted']} ({m['prob']:.2f})" for m in wrong[:LISTED])
@@ -115,6 +117,10 @@ def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
     screen.print(f"misclassified ({source}): {len(wrong)} of {result['n']}" + (f": {listed}{more}" if wrong else ""))
     screen.print(f"wrote eval.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, misclassified.png "
                   f"to {display_path(out)}")
+
+
+def views_label(cfg) -> str:
+    return f"{'ten' if cfg.eval.tencrop_mirror else 'five'}-crop ({cfg.eval.tencrop_reduce})"
 
 
 def display_path(path: Path) -> str:

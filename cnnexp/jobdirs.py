@@ -1,8 +1,8 @@
 """Output folders for commands that read a run instead of starting one (eval, predict).
 
 Hydra creates `hydra.run.dir` before a job starts, so the folder is computed by a resolver from the
-job's own keys: `eval` writes into `<run>/eval/<split>[-tencrop[-vote]][-<checkpoint>]`; `predict` only
-prints, so it gets an empty scratch folder that it removes again. When the run named does not
+job's own keys: `eval` writes into `<run>/eval/<split>[-tencrop|-fivecrop[-vote]][-<checkpoint>]`;
+`predict` only prints, so it gets an empty scratch folder that it removes again. When the run named does not
 exist, the resolver answers with a scratch folder too: the job then fails with a one-line error and
 nothing is left behind, neither under outputs/ nor beside a mistyped path.
 """
@@ -31,8 +31,8 @@ def checkpoint_home(checkpoint: Path) -> Path:
     return folder.parent if folder.name == "checkpoints" else folder
 
 
-def eval_dir(run, checkpoint, which, split, tencrop, reduce) -> str:
-    """`<run>/eval/<split>[-tencrop[-vote]][-<checkpoint name>]`; the name is left out for best.pt."""
+def eval_dir(run, checkpoint, which, split, tencrop, reduce, mirror) -> str:
+    """`<run>/eval/<split>[-tencrop|-fivecrop[-vote]][-<checkpoint name>]`; the name is left out for best.pt."""
     if split not in SPLITS or (tencrop and reduce not in ("mean", "vote")):
         return scratch_dir()
     if run is not None and Path(str(run)).expanduser().is_dir():
@@ -42,7 +42,7 @@ def eval_dir(run, checkpoint, which, split, tencrop, reduce) -> str:
     else:
         return scratch_dir()
     stem = Path(str(checkpoint)).stem if checkpoint is not None else str(which)
-    views = ("-tencrop" + ("" if reduce == "mean" else f"-{reduce}")) if tencrop else ""
+    views = ("-tencrop" if mirror else "-fivecrop") + ("" if reduce == "mean" else f"-{reduce}") if tencrop else ""
     name = split + views + ("" if stem == "best" else f"-{stem}")
     return str((home / "eval" / name).resolve())
 

@@ -60,8 +60,10 @@ def check_options(cfg) -> None:
 def class_probs(cfg, restored: Restored, images: torch.Tensor) -> torch.Tensor:
     """N x K probabilities for uint8 images of the run's training size."""
     images = images.to(restored.device)
-    score = tencrop_scores if cfg.tencrop else plain_scores
-    return score(restored.model, images, None, restored.pipeline, BATCH).probs.cpu()
+    if cfg.tencrop:
+        return tencrop_scores(restored.model, images, None, restored.pipeline, BATCH,
+                              mirror=bool(cfg.tencrop_mirror)).probs.cpu()
+    return plain_scores(restored.model, images, None, restored.pipeline, BATCH).probs.cpu()
 
 
 def top_guesses(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:

@@ -36,28 +36,29 @@ def require_crops(pipeline: Pipeline, image_shape) -> None:
         )
 
 
-def ten_crops(x: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
-    """The four corner windows and the centre window of `size`, then the mirror of each (10 views).
-    The centre window is the one the pipeline's plain evaluation sees."""
+def ten_crops(x: torch.Tensor, size: tuple[int, int], mirror: bool = True) -> list[torch.Tensor]:
+    """The four corner windows and the centre window of `size`, then the mirror of each (10 views;
+    the five windows alone without `mirror`). The centre window is the one plain evaluation sees."""
     h, w = x.shape[-2:]
     ch, cw = size
     corners = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
     crops = [x[..., top : top + ch, left : left + cw] for top, left in corners]
-    return crops + [crop.flip(-1) for crop in crops]
+    return crops + [crop.flip(-1) for crop in crops] if mirror else crops
 
 
 @torch.no_grad()
 def tencrop_scores(model, images: torch.Tensor, labels: torch.Tensor | None, pipeline: Pipeline, batch_size: int,
-                   reduce: str = "mean") -> Scores:
+                   reduce: str = "mean", mirror: bool = True) -> Scores:
     """`mean`: the softmax averaged over the ten views. `vote`: each view votes for its top class and
     the ranking is by votes, ties broken by the mean softmax (scores = (votes + mean) / 11). The loss is
-    the cross-entropy of the mean softmax in both cases."""
+    the cross-entropy of the mean softmax in both cases. `mirror=False` leaves out the mirrored views,
+    for data whose mirror image belongs to another class (digits, text)."""
     model.eval()
     size = pipeline.augmentation.crop_size
     probs, log_mean = [], []
     for chunk in images.split(batch_size):
         views = [pipeline.normalizer(v).contiguous(memory_format=pipeline.memory_format)
-                 for v in ten_crops(chunk.float(), size)]
+                 for v in ten_crops(chunk.float(), size, mirror)]
         log_p = torch.stack([F.log_softmax(model(v).float(), 1) for v in views])  # V x n x K
         chunk_log_mean = torch.logsumexp(log_p, 0) - math.log(len(views))
         log_mean.append(chunk_log_mean)

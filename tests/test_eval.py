@@ -77,7 +77,7 @@ def test_tencrop_report_matches_direct_computation(cnnexp, crop_run):
     assert report["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-4)
 
     mean = hand_tencrop(model, x).mean(0)
-    assert report["tencrop_reduce"] == "mean"
+    assert report["tencrop_reduce"] == "mean" and report["tencrop_views"] == 10
     assert report["tencrop_error"] == pytest.approx(rate(mean.argmax(1) != labels), abs=1e-9)
     top5 = mean.topk(5, 1).indices
     assert report["tencrop_rank5"] == pytest.approx(rate((top5 == labels[:, None]).any(1)), abs=1e-9)
@@ -112,6 +112,17 @@ def test_vote_reduction(cnnexp, crop_run):
     predicted = (votes + probs.mean(0)).argmax(1)  # most votes; the mean softmax breaks ties
     assert report["tencrop_reduce"] == "vote"
     assert report["tencrop_error"] == pytest.approx(rate(predicted != labels), abs=1e-9)
+
+
+def test_five_crops_without_mirrors(cnnexp, crop_run):
+    result = cnnexp("eval", f"run={crop_run}", "--tencrop", "eval.tencrop_mirror=false")
+    assert result.code == 0, result.err
+    report = read_json(crop_run / "eval" / "test-fivecrop" / "eval.json")
+    x, labels = olivetti_test_split()
+    mean = hand_tencrop(direct_model(crop_run), x)[:5].mean(0)  # the first five views are the unmirrored ones
+    assert report["tencrop_views"] == 5 and "five-crop (mean)" in result.out
+    assert report["tencrop_error"] == pytest.approx(rate(mean.argmax(1) != labels), abs=1e-9)
+    assert report["tencrop_loss"] == pytest.approx(F.nll_loss(mean.log(), labels).item(), rel=1e-4)
 
 
 def test_plain_eval_of_other_split_and_checkpoint(cnnexp, crop_run):
