@@ -333,7 +333,7 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
 
 
 def write_sweep_json(sweep_dir: Path, plan: Plan, metric: str) -> None:
-    """The grid as asked, merged with an earlier one in the same folder (a grid may grow on resume);
+    """The grid as asked, merged with an earlier one in the same folder (a grid may grow when a sweep is continued);
     the summary uses it to order keys and values."""
     from cnnexp.engine.loggers import write_json_atomic
 
