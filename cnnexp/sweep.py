@@ -298,7 +298,8 @@ def main(argv: list[str]) -> int:
     plan = make_plan(settings, train_args)
     check_plan(plan)
     sweep_dir = sweep_folder(settings.sweep.dir)
-    todo = [run for run in plan.runs() if run not in finished_runs(sweep_dir, plan)]
+    finished = finished_runs(sweep_dir, plan)
+    todo = [run for run in plan.runs() if run not in finished]
     announce(plan, sweep_dir, len(todo))
     if todo:
         write_sweep_json(sweep_dir, plan, metric)
@@ -325,7 +326,7 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
     points, total = len(plan.points()), len(plan.runs())
     keys = ", ".join(plan.grid) or "no swept keys"
     print(f"sweep: {points} point{'s' * (points != 1)} ({keys}) x {len(plan.seeds)} seed"
-          f"{'s' * (len(plan.seeds) != 1)} = {total} runs in {sweep_dir}")
+          f"{'s' * (len(plan.seeds) != 1)} = {total} run{'s' * (total != 1)} in {sweep_dir}")
     if todo == 0:
         print(f"all {points} points already done ({total} runs); nothing to run")
     elif todo < total:
@@ -333,8 +334,8 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
 
 
 def write_sweep_json(sweep_dir: Path, plan: Plan, metric: str) -> None:
-    """The grid as asked, merged with an earlier one in the same folder (a grid may grow when a sweep is continued);
-    the summary uses it to order keys and values."""
+    """The grid as asked, merged with an earlier one in the same folder (a continued sweep may add
+    values or seeds); the summary uses it to order keys and values."""
     from cnnexp.engine.loggers import write_json_atomic
 
     old = read_json(sweep_dir / "sweep.json") or {}
@@ -467,7 +468,9 @@ def run_record(run: Run) -> dict:
 def fmt(value, name: str) -> str:
     if value is None:
         return "-"
-    return f"{100 * value:.2f}" if name.endswith("error") else f"{value:.1f}" if isinstance(value, float) else str(value)
+    if name.endswith("error"):
+        return f"{100 * value:.2f}"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def mean_std(stat: dict, name: str) -> str:
