@@ -2,7 +2,9 @@
 
 __version__ = "0.1.0"
 
+from cnnexp import jobdirs as _jobdirs
 from cnnexp.runs import register_resolvers as _register_resolvers
 
 # Registered on import so that Hydra launchers running jobs in other processes resolve run folders too.
 _register_resolvers()
+_jobdirs.register()

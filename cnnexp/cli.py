@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from cnnexp.errors import Diverged, UserError
+from cnnexp.runs import claimed_run_dirs
 
 COMMANDS = {
     "train": "cnnexp.train",
@@ -78,6 +79,17 @@ def check_composes(config_name: str, args: list[str]) -> None:
         raise UserError(one_line(exc).replace("<command>", config_name)) from exc
 
 
+def describe(exc: BaseException) -> tuple[str, int]:
+    """The one line a user sees for a failure, and the exit code."""
+    if isinstance(exc, UserError):
+        return f"error: {exc}", exc.exit_code
+    if isinstance(exc, Diverged):
+        return str(exc), exc.exit_code
+    if os.environ.get(DEBUG):
+        traceback.print_exception(exc)
+    return f"internal error: {exc.__class__.__name__}: {exc} (set {DEBUG}=1 for the traceback)", 1
+
+
 def guarded(run, cfg):
     """Run a command's job; in a multirun, a failed job is recorded in its folder and the sweep goes on."""
     from hydra.core.hydra_config import HydraConfig
@@ -87,22 +99,25 @@ def guarded(run, cfg):
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         return run(cfg)
-    except (UserError, Diverged) as exc:
-        message = f"error: {exc}" if isinstance(exc, UserError) else str(exc)
+    except Exception as exc:
+        message, code = describe(exc)
         sys.stderr.write(message + "\n")
         if multirun:
             from cnnexp.engine.loggers import write_json_atomic
 
-            write_json_atomic({"error": str(exc), "exit_code": exc.exit_code}, out / "failed.json")
+            write_json_atomic({"error": str(exc), "exit_code": code}, out / "failed.json")
             return None
-        remove_if_empty(out)
-        sys.exit(exc.exit_code)
+        remove_if_unused(out)
+        sys.exit(code)
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """A run that failed before producing anything leaves no folder behind (only Hydra's own files)."""
-    hydra_only = {".hydra", "config.yaml", f"{run_dir.name}.log"} | {p.name for p in run_dir.glob("*.log")}
-    if run_dir.is_dir() and all(p.name in hydra_only for p in run_dir.iterdir()):
+def remove_if_unused(run_dir: Path) -> None:
+    """A run that failed before producing anything leaves no folder behind: only a folder this process
+    claimed itself (never a user's `hydra.run.dir`), and only while it holds nothing but Hydra's files."""
+    if not run_dir.is_dir() or str(run_dir.resolve()) not in claimed_run_dirs():
+        return
+    hydra_only = {".hydra", "config.yaml"} | {p.name for p in run_dir.glob("*.log")}
+    if all(p.name in hydra_only for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -143,6 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except Exception as exc:  # a bug, not a user error: keep it short unless debugging
-        if os.environ.get(DEBUG):
-            traceback.print_exc()
-        return fail(f"internal error: {exc.__class__.__name__}: {exc} (set {DEBUG}=1 for the traceback)", 1)
+        message, code = describe(exc)
+        sys.stderr.write(message + "\n")
+        return code

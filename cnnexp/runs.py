@@ -7,6 +7,8 @@ from omegaconf import OmegaConf
 
 from cnnexp.errors import UserError
 
+_CLAIMED: set[str] = set()
+
 
 def claim_run_dir(base: str) -> str:
     """Create and return a fresh `<base>/<timestamp>` folder, adding `-2`, `-3`... when taken.
@@ -18,10 +20,16 @@ def claim_run_dir(base: str) -> str:
     while True:
         try:
             path.mkdir(parents=True, exist_ok=False)
+            _CLAIMED.add(str(path.resolve()))
             return str(path)
         except FileExistsError:
             n += 1
             path = Path(base) / f"{stamp}-{n}"
+
+
+def claimed_run_dirs() -> set[str]:
+    """Absolute paths of the run folders this process created."""
+    return set(_CLAIMED)
 
 
 def register_resolvers() -> None:

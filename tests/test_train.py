@@ -100,7 +100,8 @@ def test_resume_from_mid_epoch_checkpoint(cnnexp, workdir, monkeypatch):
     monkeypatch.setattr(Trainer, "train_step", crash_at_step_7)
     crashed = cnnexp("train", *RESUME_CFG, "trainer.epochs=3", "trainer.checkpoint_every=3",
                      "hydra.run.dir=crashed")
-    assert crashed.code != 0
+    assert crashed.code == 1
+    assert crashed.err.strip() == "internal error: RuntimeError: simulated crash (set CNNEXP_DEBUG=1 for the traceback)"
     ckpt = torch.load(workdir / "crashed" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] == 6 and ckpt["train_state"]["batch_in_epoch"] == 2
     monkeypatch.setattr(Trainer, "train_step", original_step)
@@ -212,3 +213,17 @@ def test_existing_run_folder_is_never_overwritten(cnnexp, workdir):
     result = cnnexp("train", *QUICK, "trainer.epochs=2", "hydra.run.dir=run")
     assert result.code == 2 and "already holds a run" in result.err
     assert (workdir / "run" / "metrics.json").read_bytes() == before
+
+
+def test_failed_run_keeps_a_users_own_folder(cnnexp, workdir):
+    mine = workdir / "mine"
+    mine.mkdir()
+    (mine / "notes.log").write_text("my notes")
+    result = cnnexp("train", "trainer.batch_size=1000", "hydra.run.dir=mine")
+    assert result.code == 2
+    assert (mine / "notes.log").read_text() == "my notes"
+
+
+def test_failed_run_leaves_no_folder_of_its_own(cnnexp, workdir):
+    assert cnnexp("train", "trainer.batch_size=1000").code == 2
+    assert not any((workdir / "outputs" / "train").iterdir())
