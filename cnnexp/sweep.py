@@ -301,8 +301,8 @@ def main(argv: list[str]) -> int:
     finished = finished_runs(sweep_dir, plan)
     todo = [run for run in plan.runs() if run not in finished]
     announce(plan, sweep_dir, len(todo))
+    write_sweep_json(sweep_dir, plan, metric)
     if todo:
-        write_sweep_json(sweep_dir, plan, metric)
         started = time.perf_counter()
         launch(plan, sweep_dir, hydra_args)
         print(f"ran {len(todo)} runs in {(time.perf_counter() - started) / 60:.1f} min")
@@ -334,17 +334,25 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
 
 
 def write_sweep_json(sweep_dir: Path, plan: Plan, metric: str) -> None:
-    """The grid as asked, merged with an earlier one in the same folder (a continued sweep may add
-    values or seeds); the summary uses it to order keys and values."""
+    """The grid of this command merged with the one an earlier command wrote in the same folder
+    (a continued sweep may add values or run a single point again); the summary orders keys and
+    values by it."""
     from cnnexp.engine.loggers import write_json_atomic
 
     old = read_json(sweep_dir / "sweep.json") or {}
     grid = {key: list(values) for key, values in (old.get("grid") or {}).items()}
     for key, values in plan.grid.items():
-        grid[key] = grid.get(key, []) + [v for v in values if v not in grid.get(key, [])]
-    seeds = list(old.get("seeds") or []) + [s for s in plan.seeds if s not in (old.get("seeds") or [])]
+        grid[key] = merge_order(values, grid.get(key, []))
+    seeds = merge_order(plan.seeds, old.get("seeds") or [])
     write_json_atomic({"grid": grid, "seeds": seeds, "overrides": list(plan.fixed.values()), "metric": metric},
                       sweep_dir / "sweep.json")
+
+
+def merge_order(new: list, old: list) -> list:
+    """Every value of both, in the new order when it adds values, else in the old one."""
+    if set(new) <= set(old):
+        return list(old)
+    return list(new) + [v for v in old if v not in new]
 
 
 def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str]) -> None:

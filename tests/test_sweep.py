@@ -65,6 +65,17 @@ def test_range_sweeps_and_explicit_seeds():
     assert plan.hydra_overrides() == ["trainer.batch_size=10,20,30", "seed=3,7"]
 
 
+def test_continued_sweep_keeps_a_sensible_value_order(tmp_path):
+    from cnnexp.sweep import Plan, write_sweep_json
+
+    write_sweep_json(tmp_path, Plan(grid={"model.nkerns": ["[10,30]", "[5,10]"]}, seeds=["0"]), "test_error")
+    write_sweep_json(tmp_path, Plan(grid={"model.nkerns": ["[20,50]", "[10,30]", "[5,10]"]}, seeds=["0", "1"]),
+                     "test_error")
+    write_sweep_json(tmp_path, Plan(grid={"model.nkerns": ["[5,10]"]}, seeds=["1"]), "test_error")  # one point again
+    saved = read_json(tmp_path / "sweep.json")
+    assert saved["grid"] == {"model.nkerns": ["[20,50]", "[10,30]", "[5,10]"]} and saved["seeds"] == ["0", "1"]
+
+
 # ---- aggregation ---------------------------------------------------------------------------------
 def fake_run(sweep_dir, name, overrides, metrics=None, failed=None):
     folder = sweep_dir / name
