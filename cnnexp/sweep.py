@@ -305,7 +305,7 @@ def main(argv: list[str]) -> int:
     if todo:
         started = time.perf_counter()
         launch(plan, sweep_dir, hydra_args)
-        print(f"ran {len(todo)} runs in {(time.perf_counter() - started) / 60:.1f} min")
+        print(f"ran {len(todo)} run{'s' * (len(todo) != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
     summarize(sweep_dir, metric)
     return 0
 
