@@ -13,14 +13,13 @@ import csv
 import itertools
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cnnexp.errors import Diverged, UserError
+from cnnexp.errors import UserError
 
 CONFIG_NAME = "sweep"
 HELP = "train a grid of configs x seeds (Hydra multirun); ends in a table, CSV/JSON/Markdown and a plot"
@@ -212,7 +211,6 @@ def run_point(cfg):
     override such as `experiment=...` (it cannot tell a changed group from a repeated one), and a
     seeded run started again reaches the same numbers."""
     from cnnexp import train
-    from cnnexp.engine.loggers import write_json_atomic
     from cnnexp.runs import current_run_dir
 
     folder = current_run_dir()
@@ -220,14 +218,7 @@ def run_point(cfg):
         print(f"already done: {folder}")
         return None
     set_aside(folder)
-    try:
-        return train.run(cfg)
-    except (UserError, Diverged):
-        raise  # UserError and Diverged are recorded by cli.guarded
-    except Exception as exc:  # a bug in one configuration: record it, and let the sweep go on
-        write_json_atomic({"error": f"{exc.__class__.__name__}: {exc}", "exit_code": 1}, folder / "failed.json")
-        print(f"failed: {folder}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
-        return None
+    return train.run(cfg)  # a failure is recorded in failed.json by cli.guarded, and the sweep goes on
 
 
 def set_aside(folder: Path) -> None:
