@@ -40,18 +40,23 @@ def task_overrides() -> list[str]:
 
 def resumed_config(saved: dict, cfg, overrides: list[str]):
     """The config the checkpoint was trained with, plus the keys this command overrides explicitly
-    (e.g. `trainer.epochs=4`); changing a whole group would not be the same run, so it is refused."""
+    (e.g. `trainer.epochs=4`). Repeating the run's group choices (`experiment=...`, `model=...`) is
+    fine; a group choice that changes the config would not be the same run, so it is refused."""
     base = OmegaConf.create(saved)
+    groups = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key == "trainer.resume" or key.startswith("hydra"):
             continue
         if "/" in key or key in GROUPS:
-            raise UserError(f"cannot change '{key}' when resuming; start a new run, or override single keys")
+            groups.append(key)
+            continue
         with open_dict(base):
             OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
     with open_dict(base):
         base.trainer.resume = cfg.trainer.resume
+    if groups and OmegaConf.to_container(cfg, resolve=True) != OmegaConf.to_container(base, resolve=True):
+        raise UserError(f"cannot change '{groups[0]}' when resuming; start a new run, or override single keys")
     return base
 
 

@@ -115,6 +115,15 @@ def test_resume_refuses_group_change(cnnexp, workdir):
     assert result.code == 2 and "cannot change 'model' when resuming" in result.err
 
 
+def test_resume_accepts_the_same_command_again(cnnexp, workdir):
+    """A sweep resumes a run by repeating its command line, group choices included."""
+    command = ("experiment=olivetti_lenet", "model=lenet", *QUICK)
+    assert cnnexp("train", *command, "trainer.epochs=1", "hydra.run.dir=first").code == 0
+    result = cnnexp("train", *command, "trainer.epochs=2", "trainer.resume=first", "hydra.run.dir=second")
+    assert result.code == 0, result.err
+    assert read_json(workdir / "second" / "metrics.json")["epochs_run"] == 2
+
+
 def test_divergence_stops_with_exit_3(cnnexp, workdir):
     result = cnnexp("train", *QUICK, "trainer.epochs=3", "trainer.eval_every=1", "optimizer.lr=1e12",
                     "model.activation=relu", "model.init=pytorch", "hydra.run.dir=run")

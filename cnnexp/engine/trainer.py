@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from cnnexp.data.image_data import ImageData
 from cnnexp.data.pipeline import Augmentation, Normalizer, Pipeline
 from cnnexp.data.stream import make_batches
-from cnnexp.engine.build import build_optimizer, build_scheduler, seed_everything, select_device, to_plain
+from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everything, select_device, set_threads,
+                                 to_plain)
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.evaluation import evaluate
@@ -48,6 +49,7 @@ class Trainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.reporter = reporter or ConsoleReporter()
         self.device = select_device(cfg.device)
+        set_threads(cfg.device)
         seed_everything(int(cfg.seed))
         self.data = data.to(self.device)
         self.class_names = data.class_names
