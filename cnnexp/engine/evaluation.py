@@ -21,5 +21,5 @@ def evaluate(model, split: Split, pipeline: Pipeline, batch_size: int) -> tuple[
     """Mean cross-entropy and error rate (a fraction) on a split."""
     logits = predict_logits(model, split.images, pipeline, batch_size)
     loss = F.cross_entropy(logits, split.labels).item()
-    error = (logits.argmax(1) != split.labels).float().mean().item()
+    error = (logits.argmax(1) != split.labels).double().mean().item()
     return loss, error
