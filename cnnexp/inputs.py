@@ -4,17 +4,18 @@ size the run trained on (its evaluation then centre-crops as usual)."""
 
 import glob
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from cnnexp.data import images
+from cnnexp.data.faces import largest_face
+from cnnexp.data.images import fit_image, open_image
 from cnnexp.errors import UserError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
-CASCADE = "haarcascade_frontalface_default.xml"
 
 
 class UnreadableImage(UserError):
@@ -44,44 +45,14 @@ def image_files(spec: str) -> list[Path]:
 def decode(path: Path, channels: int) -> Image.Image:
     """The whole image in the run's colour mode (grey for 1 channel, RGB for 3)."""
     try:
-        with Image.open(path) as image:
-            return image.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise UnreadableImage(f"cannot decode {path} as an image ({reason}); give a PNG, JPEG, GIF, BMP or TIFF file")
+        return open_image(path, channels)
+    except images.UnreadableImage as exc:
+        raise UnreadableImage(f"cannot decode {path} as an image ({exc.reason}); give a PNG, JPEG, GIF, BMP or TIFF file")
 
 
 def fit(image: Image.Image, size: tuple[int, int], resize: str = "aspect") -> torch.Tensor:
-    """Resize to size (H, W): `aspect` scales to cover and centre-crops, `simple` stretches."""
-    target = (size[1], size[0])
-    if image.size != target:
-        image = (ImageOps.fit(image, target, Image.Resampling.BILINEAR) if resize == "aspect"
-                 else image.resize(target, Image.Resampling.BILINEAR))
-    array = np.asarray(image, dtype=np.uint8)
-    array = array[:, :, None] if array.ndim == 2 else array
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
-@lru_cache(maxsize=1)
-def face_cascade():
-    import cv2
-
-    if not hasattr(cv2, "CascadeClassifier"):
-        raise UserError("this OpenCV has no CascadeClassifier (OpenCV 5); install opencv-python-headless<5")
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
-    if cascade.empty():
-        raise UserError(f"OpenCV could not load {CASCADE}; reinstall opencv-python-headless<5")
-    return cascade
-
-
-def largest_face(image: Image.Image) -> tuple[int, int, int, int] | None:
-    """(x, y, w, h) of the largest frontal face the Haar cascade finds, or None."""
-    grey = np.asarray(image.convert("L"))
-    faces = face_cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-    if len(faces) == 0:
-        return None
-    x, y, w, h = max(faces.tolist(), key=lambda box: box[2] * box[3])
-    return x, y, w, h
+    """uint8 C x H x W of size (H, W): `aspect` scales to cover and centre-crops, `simple` stretches."""
+    return torch.from_numpy(fit_image(image, size, resize)).permute(2, 0, 1).contiguous()
 
 
 def face_window(box, image_size: tuple[int, int], size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
@@ -104,7 +75,7 @@ def load(path: Path, shape: tuple[int, int, int], resize: str, detect_face: bool
     image = decode(path, shape[0])
     if not detect_face:
         return fit(image, shape[1:], resize), None
-    box = largest_face(image)
+    box = largest_face(np.asarray(image.convert("L")))
     if box is None:
         return None, None
     return fit(image.crop(face_window(box, image.size, shape[1:], margin)), shape[1:], resize), box

@@ -17,7 +17,11 @@ SPLIT_DIRS = {"train": ("train",), "val": ("validation", "val", "valid"), "test"
 
 
 class UnreadableImage(Exception):
-    """A file that is not an image, or an image that cannot be decoded."""
+    """A file that is not an image, or an image that cannot be decoded; `reason` says why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 def image_size(size) -> tuple[int, int]:
@@ -35,17 +39,18 @@ def check_options(channels: int, resize: str) -> None:
         raise UserError(f"resize={resize} is not one of: {', '.join(RESIZE_MODES)}")
 
 
-def _open_pillow(path: Path, mode: str, size: tuple[int, int]) -> Image.Image | None:
+def _open_pillow(path: Path, mode: str, size: tuple[int, int] | None) -> Image.Image | None:
     """The decoded image, or None when Pillow does not know the format."""
     try:
         image = Image.open(path)
     except UnidentifiedImageError:
         return None
     try:
-        image.draft(mode, (size[1], size[0]))  # JPEG: decode at a reduced scale still >= the target size
+        if size is not None:
+            image.draft(mode, (size[1], size[0]))  # JPEG: decode at a reduced scale still >= the target size
         return image.convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise UnreadableImage(f"{path}: {exc}") from exc
+        raise UnreadableImage(path, str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__) from exc
 
 
 def _open_opencv(path: Path, mode: str) -> Image.Image:
@@ -54,21 +59,25 @@ def _open_opencv(path: Path, mode: str) -> Image.Image:
     flag = cv2.IMREAD_GRAYSCALE if mode == "L" else cv2.IMREAD_COLOR
     array = cv2.imread(str(path), flag)
     if array is None:
-        raise UnreadableImage(f"{path}: not an image Pillow or OpenCV can read")
+        raise UnreadableImage(path, "not an image Pillow or OpenCV can read")
     return Image.fromarray(array if mode == "L" else array[:, :, ::-1].copy())
 
 
-def read_image(path, channels: int, size: tuple[int, int], resize: str = "simple") -> np.ndarray:
-    """One file as uint8 H x W x C: `simple` stretches to size, `aspect` scales the short side to
-    cover it and centre-crops (the tutorial's AspectAwarePreprocessor)."""
+def open_image(path, channels: int, size: tuple[int, int] | None = None) -> Image.Image:
+    """One file decoded to grey (1 channel) or RGB (3); `size` (H, W) lets JPEG decode at a reduced
+    scale that still covers it."""
     path = Path(path)
     mode = "L" if channels == 1 else "RGB"
     try:
         image = _open_pillow(path, mode, size)
     except OSError as exc:  # missing, a folder, no permission
-        raise UnreadableImage(f"{path}: {exc.strerror or exc}") from exc
-    if image is None:
-        image = _open_opencv(path, mode)
+        raise UnreadableImage(path, exc.strerror or str(exc)) from exc
+    return image if image is not None else _open_opencv(path, mode)
+
+
+def fit_image(image: Image.Image, size: tuple[int, int], resize: str = "simple") -> np.ndarray:
+    """uint8 H x W x C of size (H, W): `simple` stretches, `aspect` scales the short side to cover it
+    and centre-crops (the tutorial's AspectAwarePreprocessor)."""
     target = (size[1], size[0])
     if resize == "aspect":
         image = ImageOps.fit(image, target, Image.Resampling.BILINEAR)
@@ -76,6 +85,11 @@ def read_image(path, channels: int, size: tuple[int, int], resize: str = "simple
         image = image.resize(target, Image.Resampling.BILINEAR)
     array = np.array(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
+
+
+def read_image(path, channels: int, size: tuple[int, int], resize: str = "simple") -> np.ndarray:
+    """One file as uint8 H x W x C of the given channels and size."""
+    return fit_image(open_image(path, channels, size), size, resize)
 
 
 def _visible(path: Path) -> bool:

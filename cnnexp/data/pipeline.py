@@ -21,6 +21,7 @@ class Normalizer:
         if mode not in NORMALIZE_MODES:
             raise UserError(f"dataset.normalize={mode} is not one of: {', '.join(NORMALIZE_MODES)}")
         self.mode, self.mean, self.std = mode, list(mean), list(std)
+        self._tensors: dict = {}
 
     @classmethod
     def fit(cls, mode: str, train_images, stats: tuple[list, list] | None = None) -> "Normalizer":
@@ -52,12 +53,18 @@ class Normalizer:
             return x
         if self.mode == "scale":
             return x / 255.0
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape)
+        mean, std = self._stats(x.device, x.dtype)
         if self.mode == "mean":  # the tutorial's MeanPreprocessor: 0..255 units, centred
             return x - mean
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape)
         return (x - mean) / std
+
+    def _stats(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std as 1 x C x 1 x 1 tensors, made once per device and dtype (not every batch)."""
+        key = (str(device), dtype)
+        if key not in self._tensors:
+            self._tensors[key] = tuple(torch.tensor(v, device=device, dtype=dtype).view(1, -1, 1, 1)
+                                       for v in (self.mean, self.std))
+        return self._tensors[key]
 
 
 def random_crops(x: torch.Tensor, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

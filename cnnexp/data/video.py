@@ -10,11 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnexp.data.faces import face_cascade, largest_face
 from cnnexp.data.folder import user_path
 from cnnexp.errors import UserError
-
-CASCADE = "haarcascade_frontalface_default.xml"
-
 
 @dataclass
 class VideoReport:
@@ -25,16 +23,12 @@ class VideoReport:
     written: int = 0
 
 
-def largest_face(cascade, frame: np.ndarray, opts) -> tuple[int, int, int, int] | None:
-    """(x, y, w, h) of the largest detected face, or None."""
+def frame_face(frame: np.ndarray, opts) -> tuple[int, int, int, int] | None:
+    """The largest face in a BGR or grey frame (histogram-equalised first), with the tool's detector options."""
     import cv2
 
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-    boxes = cascade.detectMultiScale(cv2.equalizeHist(grey), scaleFactor=float(opts.scale_factor),
-                                     minNeighbors=int(opts.min_neighbors), minSize=(opts.min_face, opts.min_face))
-    if len(boxes) == 0:
-        return None
-    return tuple(int(v) for v in max(boxes, key=lambda b: b[2] * b[3]))
+    return largest_face(cv2.equalizeHist(grey), opts.scale_factor, opts.min_neighbors, opts.min_face)
 
 
 def crop_face(frame: np.ndarray, box, margin: float) -> np.ndarray:
@@ -100,7 +94,7 @@ def faces_from_video(opts, progress) -> VideoReport:
     check_options(opts)
     video = user_path(opts.video, "video")
     capture = open_video(video)
-    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / CASCADE))
+    face_cascade()  # a clear error before any frame is read
     folder = user_path(opts.out, "out") / str(opts.label)
     folder.mkdir(parents=True, exist_ok=True)
     report = VideoReport(folder)
@@ -114,7 +108,7 @@ def faces_from_video(opts, progress) -> VideoReport:
         if not ok:
             continue
         report.read += 1
-        box = largest_face(cascade, frame, opts)
+        box = frame_face(frame, opts)
         if box is None:
             continue
         report.faces += 1
