@@ -17,11 +17,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnnexp.cli import conf_dir
+from cnnexp.cli import compose_config
 from cnnexp.data import create_dataset
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
@@ -34,8 +33,7 @@ def config(args):
     overrides = ["experiment=mnist_lenet", f"dataset.root={args.mnist}", f"dataset.limit={args.limit}",
                  "trainer.epochs=1", "trainer.early_stopping=none", "trainer.shuffle=true",
                  "device=cpu"]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return compose("train", overrides=overrides)
+    return compose_config("train", overrides)
 
 
 def time_cnnexp(cfg, data) -> float:

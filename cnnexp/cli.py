@@ -65,18 +65,22 @@ def one_line(exc: Exception) -> str:
     return "; ".join(lines[:3]) or exc.__class__.__name__
 
 
-def check_composes(config_name: str, args: list[str]) -> None:
-    """Compose once up front so a bad override is a one-line error before anything is written."""
+def compose_config(config_name: str, overrides: list[str]):
+    """The composed config (Hydra's compose API), or a one-line error for a bad override."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in args if not a.startswith("hydra")]
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-            compose(config_name, overrides=overrides)
+            return compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise UserError(one_line(exc).replace("<command>", config_name)) from exc
+
+
+def check_composes(config_name: str, args: list[str]) -> None:
+    """Compose once up front so a bad override is a one-line error before anything is written."""
+    compose_config(config_name, [a for a in args if not a.startswith("hydra")])
 
 
 def describe(exc: BaseException) -> tuple[str, int]:

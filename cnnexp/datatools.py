@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnexp.cli import conf_dir, one_line
+from cnnexp.cli import compose_config, conf_dir, one_line
 from cnnexp.errors import UserError
 
 HELP = "data tools: build-hdf5 (folder -> HDF5), from-video (faces -> folder), show (counts, stats, sample grid)"
@@ -84,22 +84,11 @@ def from_video(args: list[str], console: Console) -> None:
                   highlight=False, soft_wrap=True)
 
 
-def compose_train(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-            return compose("train", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(one_line(exc)) from exc
-
-
 def show(args: list[str], console: Console) -> None:
     from cnnexp.data.show import describe, sample_grid
 
     opts, overrides = parse("show", args, extra_ok=True)
-    cfg = compose_train(overrides)
+    cfg = compose_config("train", overrides)
     out = Path(opts.out or f"outputs/data/{cfg.dataset.name}_samples.png")
     data, summary = describe(cfg)
     console.print(summary)

@@ -3,7 +3,6 @@ report: eval.json, per-class precision/recall/F1, a confusion matrix and the mis
 
 from pathlib import Path
 
-
 from cnnexp import jobdirs
 from cnnexp.engine.loggers import write_json_atomic
 from cnnexp.errors import UserError

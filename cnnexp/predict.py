@@ -9,7 +9,7 @@ import torch
 from rich.table import Table
 
 from cnnexp import jobdirs
-from cnnexp.data.olivetti import FACES_PER_PERSON, embedded_gif, read_faces
+from cnnexp.data.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
 from cnnexp.errors import UserError
 from cnnexp.inputs import UnreadableImage, image_files, load
 from cnnexp.reports import console
@@ -21,7 +21,7 @@ CONFIG_NAME = "predict"
 HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"
 FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
 BATCH = 256  # images decoded and classified at a time
-OLIVETTI = [f"person_{i:02d}" for i in range(40)]
+OLIVETTI = person_names()
 
 jobdirs.register()
 

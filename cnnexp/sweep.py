@@ -207,9 +207,8 @@ def finished_runs(sweep_dir: Path, plan: Plan) -> set[tuple]:
 def run_point(cfg):
     """One sweep run: skipped when its folder already holds a result; an interrupted run starts again.
 
-    The interrupted run is restarted rather than resumed: `train` refuses to resume with a group
-    override such as `experiment=...` (it cannot tell a changed group from a repeated one), and a
-    seeded run started again reaches the same numbers."""
+    The interrupted run is restarted rather than resumed from its last checkpoint: a seeded run
+    started again reaches the same numbers, and what it had written is kept aside."""
     from cnnexp import train
     from cnnexp.runs import current_run_dir
 
@@ -257,12 +256,9 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
 
 
 def compose_settings(args: list[str]):
-    from cnnexp.cli import check_composes, conf_dir
-    from hydra import compose, initialize_config_dir
+    from cnnexp.cli import compose_config
 
-    check_composes(CONFIG_NAME, args)
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        return compose(CONFIG_NAME, overrides=args)
+    return compose_config(CONFIG_NAME, args)
 
 
 def check_metric(metric) -> str:

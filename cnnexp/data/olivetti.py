@@ -13,6 +13,11 @@ from cnnexp.errors import UserError
 
 FACE_H, FACE_W, GRID = 57, 47, 20
 FACES_PER_PERSON = 10
+PEOPLE = 40
+
+
+def person_names(people: int = PEOPLE) -> list[str]:
+    return [f"person_{i:02d}" for i in range(people)]
 
 
 def embedded_gif() -> Path:
@@ -53,5 +58,4 @@ def olivetti(cfg, seed: int = 0) -> ImageData:
         raise UserError(f"Olivetti GIF not found at {path}; remove dataset.root to use the embedded copy")
     faces = read_faces(path)
     splits = split_per_person(faces, list(cfg.per_person))
-    names = [f"person_{i:02d}" for i in range(len(faces) // FACES_PER_PERSON)]
-    return ImageData(splits, names, meta={"source": str(path)})
+    return ImageData(splits, person_names(len(faces) // FACES_PER_PERSON), meta={"source": str(path)})
