@@ -18,8 +18,6 @@ HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matri
 FLAGS = {"--tencrop": "eval.tencrop=true"}
 LISTED = 10  # misclassified images named on the console
 
-jobdirs.register()
-
 
 def run(cfg) -> dict:
     out = current_run_dir()

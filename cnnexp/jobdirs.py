@@ -59,7 +59,7 @@ def prune_empty(path: Path, levels: int) -> None:
 
 
 def register() -> None:
-    """Registered on import of the commands that use them (the CLI imports a command before composing)."""
+    """Called once when the cnnexp package is imported (see cnnexp/__init__.py)."""
     for name, fn in (("cnnexp_eval_dir", eval_dir), ("cnnexp_scratch_dir", scratch_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)

@@ -23,8 +23,6 @@ FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
 BATCH = 256  # images decoded and classified at a time
 OLIVETTI = person_names()
 
-jobdirs.register()
-
 
 def run(cfg) -> None:
     out = current_run_dir()
