@@ -72,8 +72,16 @@ def require(cfg, key: str, minimum: float = 1, optional: bool = False, kind=int)
         raise UserError(f"{key}={value!r} must be {what} >= {minimum}" + (" or null" if optional else ""))
 
 
+def require_bool(cfg, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r} must be true or false")
+
+
 def check_config(cfg) -> None:
-    """Reject values that would otherwise fail deep inside the loop."""
+    """Reject values that would otherwise fail deep inside the loop, or be silently misread."""
+    require_bool(cfg, "trainer.shuffle")
+    require_bool(cfg, "device.channels_last")
     require(cfg, "seed", 0)
     require(cfg, "trainer.epochs", 1)
     require(cfg, "trainer.batch_size", 1)

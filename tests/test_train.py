@@ -192,6 +192,7 @@ def test_help_lists_commands_and_groups(cnnexp):
     (("optimizer=rmsprop",), "unknown optimizer 'rmsprop'"),
     (("trainer.epoch=3",), "unknown key 'trainer.epoch'"),
     (("trainer.epochs=abc",), "trainer.epochs='abc' must be an integer"),
+    (("trainer.shuffle=maybe",), "trainer.shuffle='maybe' must be true or false"),
     (("trainer.batch_size=1000",), "trainer.batch_size=1000 does not fit the training split of 320 images"),
     (("model.nkerns=[20,50,60,70]",), "does not fit 57x47 inputs"),
     (("model.nkerns=[]",), "model.nkerns=[] must list at least one"),
