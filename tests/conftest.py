@@ -10,7 +10,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
+
+
+def find_shared_datasets() -> Path:
+    """The real test data: $CNNEXP_TEST_DATA, else `shared/datasets` beside this checkout or one of its
+    parents, else beside the repository this one was cloned from (a clone made elsewhere, e.g. in /tmp)."""
+    if os.environ.get("CNNEXP_TEST_DATA"):
+        return Path(os.environ["CNNEXP_TEST_DATA"])
+    candidates = [parent / "shared" / "datasets" for parent in ROOT.parents]
+    origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
+                            capture_output=True, text=True).stdout.strip()
+    if origin and Path(origin).is_dir():
+        candidates += [parent / "shared" / "datasets" for parent in Path(origin).resolve().parents]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+SHARED = find_shared_datasets()
 MNIST_ROOT = SHARED / "mnist"
 OLIVETTI_GIF = SHARED / "olivetti" / "olivettifaces.gif"
 CATS_DOGS = SHARED / "cats_and_dogs_small"
