@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnnexp.cli import compose_config
+from cnnexp.config.compose import compose_config
 from cnnexp.data import create_dataset
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer

@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from cnnexp import jobdirs as _jobdirs
-from cnnexp.runs import register_resolvers as _register_resolvers
+from cnnexp.utils import jobdirs as _jobdirs
+from cnnexp.utils.runs import register_resolvers as _register_resolvers
 
 # Registered on import so that Hydra launchers running jobs in other processes resolve run folders too.
 _register_resolvers()

@@ -6,10 +6,10 @@ from conftest import CATS_DOGS
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from cnnexp.cli import conf_dir
+from cnnexp.config.compose import conf_dir
 from cnnexp.data.images import read_image
-from cnnexp.data.pipeline import Augmentation, Normalizer, Pipeline
-from cnnexp.errors import UserError
+from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
+from cnnexp.utils.errors import UserError
 
 
 def augmentation_cfg(*overrides):

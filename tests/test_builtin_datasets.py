@@ -9,7 +9,7 @@ from PIL import Image
 
 from cnnexp.data import create_dataset, list_datasets
 from cnnexp.data.batches import TensorBatches
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 
 def olivetti_cfg(**kw):

@@ -7,7 +7,7 @@ from conftest import OLIVETTI_GIF
 from PIL import Image
 from test_folder import photo_folder
 
-from cnnexp.data.olivetti import read_faces
+from cnnexp.data.sources.olivetti import read_faces
 
 FRAMES = 24
 

@@ -10,9 +10,9 @@ from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
 from cnnexp.cli import main
-from cnnexp.data.olivetti import embedded_gif, read_faces
+from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.models import create_model
-from cnnexp.scoring import Scores, confusion_matrix, per_class, summary
+from cnnexp.inference.scoring import Scores, confusion_matrix, per_class, summary
 
 TINY = ("model.nkerns=[4,8]", "model.hidden=32", "trainer.epochs=2", "optimizer.lr=0.1", "trainer.batch_size=20")
 CROP = (52, 42)  # of 57x47: corners at rows 0/5, columns 0/5; the centre at (2, 2)

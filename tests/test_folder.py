@@ -11,7 +11,7 @@ from PIL import Image
 
 from cnnexp.data import create_dataset
 from cnnexp.data.images import read_image
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 
 def photo_folder(root, per_class=10, split_layout=False):
@@ -39,7 +39,7 @@ def add_bad_files(folder):
 
 
 def folder_cfg(root, **overrides):
-    from cnnexp.cli import conf_dir
+    from cnnexp.config.compose import conf_dir
 
     cfg = OmegaConf.load(conf_dir() / "dataset" / "folder.yaml")
     return OmegaConf.merge(cfg, {"root": str(root), "size": 32, "workers": 0, **overrides})

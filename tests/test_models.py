@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 from cnnexp.models import create_model, list_models
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from cnnexp.cli import main
-from cnnexp.data.olivetti import embedded_gif, read_faces
+from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.models import create_model
 
 TINY = ("model.nkerns=[4,8]", "model.hidden=32", "trainer.epochs=2", "optimizer.lr=0.1", "trainer.batch_size=20",

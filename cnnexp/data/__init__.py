@@ -1,13 +1,15 @@
-"""Datasets: a registry of factories that each return an in-memory `ImageData`.
+"""Data: the dataset registry over `sources/` (one module per dataset), the containers
+(`image_data`, `batches`, `stream`), the batched `transforms`, image files (`images`, `faces`) and the
+`tools/` behind `cnnexp data`.
 
-Add a dataset by dropping a module into this package that decorates a factory with
-`@register_dataset`; the factory takes the `dataset` config node and the run's seed.
+Add a dataset by dropping a module into `sources/` that decorates a factory with `@register_dataset`;
+the factory takes the `dataset` config node and the run's seed.
 """
 
 from cnnexp.data.image_data import ImageData, Split
-from cnnexp.registry import Registry
+from cnnexp.utils.registry import Registry
 
-DATASETS = Registry("dataset", "cnnexp.data")
+DATASETS = Registry("dataset", "cnnexp.data.sources")
 register_dataset = DATASETS.register
 list_datasets = DATASETS.names
 

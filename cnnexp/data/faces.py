@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 CASCADE = "haarcascade_frontalface_default.xml"
 

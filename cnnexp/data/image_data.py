@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 SPLITS = ("train", "val", "test")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 RESIZE_MODES = ("simple", "aspect")
 SPLIT_DIRS = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cnnexp.data.batches import TensorBatches
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 
 class _Reads(Dataset):

@@ -8,7 +8,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 
 def select_device(device_cfg) -> torch.device:

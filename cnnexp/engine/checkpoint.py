@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 FORMAT = "cnnexp-checkpoint-1"
 

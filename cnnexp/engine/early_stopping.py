@@ -1,6 +1,6 @@
 """Early-stopping rules, each a small object the trainer asks after every evaluation and step."""
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 
 class NoStopping:

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnexp.data.image_data import Split
-from cnnexp.data.pipeline import Pipeline
+from cnnexp.data.transforms import Pipeline
 
 
 @torch.no_grad()

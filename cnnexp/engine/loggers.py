@@ -1,9 +1,7 @@
 """Where a run reports: history.csv, TensorBoard, and the rich console."""
 
 import csv
-import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -14,12 +12,6 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 HISTORY_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_error", "test_error", "lr", "images_per_second"]
-
-
-def write_json_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class HistoryCSV:

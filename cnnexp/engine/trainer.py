@@ -13,15 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from cnnexp.data.image_data import ImageData
-from cnnexp.data.pipeline import Augmentation, Normalizer, Pipeline
+from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.data.stream import make_batches
 from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everything, select_device, set_threads,
                                  to_plain)
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.evaluation import evaluate
-from cnnexp.engine.loggers import ConsoleReporter, HistoryCSV, TensorBoardLogger, write_json_atomic
-from cnnexp.errors import Diverged, UserError
+from cnnexp.engine.loggers import ConsoleReporter, HistoryCSV, TensorBoardLogger
+from cnnexp.utils.files import write_json_atomic
+from cnnexp.utils.errors import Diverged, UserError
 from cnnexp.models import create_model, model_kwargs
 
 SMOOTHING = 0.9  # weight of the past in the moving-average training loss

@@ -7,7 +7,7 @@ keys, and returns an `nn.Module` producing logits. Add a model with one new modu
     def mynet(in_shape, num_classes, width=32): ...
 """
 
-from cnnexp.registry import Registry
+from cnnexp.utils.registry import Registry
 
 MODELS = Registry("model", "cnnexp.models")
 register_model = MODELS.register

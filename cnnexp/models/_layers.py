@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
 

@@ -5,7 +5,7 @@ import math
 
 from torch import nn
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 from cnnexp.models import register_model
 from cnnexp.models._layers import flat_size, make_activation
 

@@ -3,7 +3,7 @@ average pooling, so any input size works (the dogs-vs-cats experiment's stand-in
 
 from torch import nn
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 from cnnexp.models import register_model
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnexp.data import images
 from cnnexp.data.faces import largest_face
 from cnnexp.data.images import fit_image, open_image
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 NORMALIZE_MODES = ("none", "scale", "mean", "standardize")
 

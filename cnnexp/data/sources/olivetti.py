@@ -9,7 +9,7 @@ from PIL import Image
 
 from cnnexp.data import register_dataset
 from cnnexp.data.image_data import ImageData, Split
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 FACE_H, FACE_W, GRID = 57, 47, 20
 FACES_PER_PERSON = 10

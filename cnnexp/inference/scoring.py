@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cnnexp.data.pipeline import Pipeline
+from cnnexp.data.transforms import Pipeline
 from cnnexp.engine.evaluation import predict_logits
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 REDUCTIONS = ("mean", "vote")
 

@@ -3,14 +3,14 @@ report: eval.json, per-class precision/recall/F1, a confusion matrix and the mis
 
 from pathlib import Path
 
-from cnnexp import jobdirs
-from cnnexp.engine.loggers import write_json_atomic
-from cnnexp.errors import UserError
-from cnnexp.reports import (console, per_class_table, plot_confusion, plot_image_grid, results_table,
+from cnnexp.utils import jobdirs
+from cnnexp.utils.files import write_json_atomic
+from cnnexp.utils.errors import UserError
+from cnnexp.inference.reports import (console, per_class_table, plot_confusion, plot_image_grid, results_table,
                             write_confusion_csv, write_per_class_csv)
-from cnnexp.restore import Restored, hydra_dataset_overrides, restore
-from cnnexp.runs import current_run_dir
-from cnnexp.scoring import (REDUCTIONS, confusion_matrix, per_class, plain_scores, require_crops, summary,
+from cnnexp.inference.restore import Restored, hydra_dataset_overrides, restore
+from cnnexp.utils.runs import current_run_dir
+from cnnexp.inference.scoring import (REDUCTIONS, confusion_matrix, per_class, plain_scores, require_crops, summary,
                             tencrop_scores)
 
 CONFIG_NAME = "eval"

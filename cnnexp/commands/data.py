@@ -11,8 +11,8 @@ from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnexp.cli import compose_config, conf_dir, one_line
-from cnnexp.errors import UserError
+from cnnexp.config.compose import compose_config, conf_dir, one_line
+from cnnexp.utils.errors import UserError
 
 HELP = "data tools: build-hdf5 (folder -> HDF5), from-video (faces -> folder), show (counts, stats, sample grid)"
 TOOLS = {
@@ -58,8 +58,8 @@ def progress_bar(console: Console) -> Progress:
 
 
 def build_hdf5(args: list[str], console: Console) -> None:
-    from cnnexp.data.hdf5 import build_hdf5 as build
-    from cnnexp.data.show import counts_table
+    from cnnexp.data.tools.build_hdf5 import build_hdf5 as build
+    from cnnexp.data.tools.show import counts_table
 
     opts, _ = parse("build-hdf5", args)
     with progress_bar(console) as progress:
@@ -74,7 +74,7 @@ def build_hdf5(args: list[str], console: Console) -> None:
 
 
 def from_video(args: list[str], console: Console) -> None:
-    from cnnexp.data.video import faces_from_video
+    from cnnexp.data.tools.video import faces_from_video
 
     opts, _ = parse("from-video", args)
     with progress_bar(console) as progress:
@@ -85,7 +85,7 @@ def from_video(args: list[str], console: Console) -> None:
 
 
 def show(args: list[str], console: Console) -> None:
-    from cnnexp.data.show import describe, sample_grid
+    from cnnexp.data.tools.show import describe, sample_grid
 
     opts, overrides = parse("show", args, extra_ok=True)
     cfg = compose_config("train", overrides)

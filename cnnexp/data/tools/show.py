@@ -9,7 +9,7 @@ from rich.text import Text
 
 from cnnexp.data import create_dataset
 from cnnexp.data.image_data import ImageData
-from cnnexp.data.pipeline import Augmentation, Normalizer
+from cnnexp.data.transforms import Augmentation, Normalizer
 
 
 def counts_table(class_names: list[str], counts: dict[str, list[int]]) -> Table:

@@ -6,8 +6,8 @@ from cnnexp.data import create_dataset
 from cnnexp.engine.checkpoint import load_checkpoint
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
-from cnnexp.errors import UserError
-from cnnexp.runs import current_run_dir, refuse_used_run_dir, save_config
+from cnnexp.utils.errors import UserError
+from cnnexp.utils.runs import current_run_dir, refuse_used_run_dir, save_config
 
 CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"

@@ -7,7 +7,7 @@ from torchvision.datasets import MNIST
 
 from cnnexp.data import register_dataset
 from cnnexp.data.image_data import ImageData, Split
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 
 def load_mnist(root: Path, train: bool, download: bool) -> MNIST:

@@ -5,7 +5,7 @@ import inspect
 import pkgutil
 from typing import Callable
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 
 class Registry:

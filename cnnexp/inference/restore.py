@@ -13,12 +13,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnexp.data import ImageData, create_dataset
-from cnnexp.data.pipeline import Augmentation, Normalizer, Pipeline
+from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import select_device
 from cnnexp.engine.checkpoint import find_checkpoint, load_checkpoint
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 from cnnexp.models import create_model, model_kwargs
-from cnnexp.runs import load_run_config
+from cnnexp.utils.runs import load_run_config
 
 REQUIRED = ("model", "config", "class_names", "normalization", "input_shape", "image_shape")
 SHOWN = 3  # differences listed per kind in a mismatch message

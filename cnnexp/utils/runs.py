@@ -5,7 +5,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 _CLAIMED: set[str] = set()
 

@@ -8,14 +8,14 @@ import sys
 import torch
 from rich.table import Table
 
-from cnnexp import jobdirs
-from cnnexp.data.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
-from cnnexp.errors import UserError
-from cnnexp.inputs import UnreadableImage, image_files, load
-from cnnexp.reports import console
-from cnnexp.restore import Restored, restore
-from cnnexp.runs import current_run_dir
-from cnnexp.scoring import plain_scores, require_crops, tencrop_scores
+from cnnexp.utils import jobdirs
+from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
+from cnnexp.utils.errors import UserError
+from cnnexp.inference.inputs import UnreadableImage, image_files, load
+from cnnexp.inference.reports import console
+from cnnexp.inference.restore import Restored, restore
+from cnnexp.utils.runs import current_run_dir
+from cnnexp.inference.scoring import plain_scores, require_crops, tencrop_scores
 
 CONFIG_NAME = "predict"
 HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"

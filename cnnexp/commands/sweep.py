@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 CONFIG_NAME = "sweep"
 HELP = "train a grid of configs x seeds (Hydra multirun); ends in a table, CSV/JSON/Markdown and a plot"
@@ -123,7 +123,7 @@ def seeds_of(plan: Plan, seeds) -> list[str]:
 
 def check_plan(plan: Plan) -> None:
     """Compose the train config with every value of every key once, so a typo is one line, up front."""
-    from cnnexp.cli import check_composes
+    from cnnexp.config.app import check_composes
 
     first = {key: values[0] for key, values in plan.grid.items()}
     variants = [first] + [{**first, key: v} for key, values in plan.grid.items() for v in values[1:]]
@@ -209,8 +209,8 @@ def run_point(cfg):
 
     The interrupted run is restarted rather than resumed from its last checkpoint: a seeded run
     started again reaches the same numbers, and what it had written is kept aside."""
-    from cnnexp import train
-    from cnnexp.runs import current_run_dir
+    from cnnexp.commands import train
+    from cnnexp.utils.runs import current_run_dir
 
     folder = current_run_dir()
     if (folder / "metrics.json").exists() or (folder / "failed.json").exists():
@@ -256,7 +256,7 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
 
 
 def compose_settings(args: list[str]):
-    from cnnexp.cli import compose_config
+    from cnnexp.config.compose import compose_config
 
     return compose_config(CONFIG_NAME, args)
 
@@ -268,7 +268,7 @@ def check_metric(metric) -> str:
 
 
 def presets() -> list[str]:
-    from cnnexp.cli import conf_dir
+    from cnnexp.config.compose import conf_dir
 
     return sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
 
@@ -298,7 +298,7 @@ def main(argv: list[str]) -> int:
 
 
 def sweep_folder(given) -> Path:
-    from cnnexp.runs import claim_run_dir
+    from cnnexp.utils.runs import claim_run_dir
 
     if given is None:
         return Path(claim_run_dir("outputs/sweep"))
@@ -324,7 +324,7 @@ def write_sweep_json(sweep_dir: Path, plan: Plan, metric: str) -> None:
     """The grid of this command merged with the one an earlier command wrote in the same folder
     (a continued sweep may add values or run a single point again); the summary orders keys and
     values by it."""
-    from cnnexp.engine.loggers import write_json_atomic
+    from cnnexp.utils.files import write_json_atomic
 
     old = read_json(sweep_dir / "sweep.json") or {}
     grid = {key: list(values) for key, values in (old.get("grid") or {}).items()}
@@ -346,7 +346,7 @@ def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str]) -> None:
     """Hand the grid to Hydra's multirun; each job folder is named by its swept values and seed."""
     from types import SimpleNamespace
 
-    from cnnexp.cli import launch as cli_launch
+    from cnnexp.config.app import launch as cli_launch
 
     exclude = ",".join(key.lstrip("+~") for key in plan.fixed)
     hydra_overrides = [
@@ -528,7 +528,7 @@ def markdown(summary: dict) -> str:
 
 
 def write_summary(sweep_dir: Path, summary: dict) -> None:
-    from cnnexp.engine.loggers import write_json_atomic
+    from cnnexp.utils.files import write_json_atomic
 
     write_json_atomic(summary, sweep_dir / "summary.json")
     (sweep_dir / "summary.md").write_text(markdown(summary))

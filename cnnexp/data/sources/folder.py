@@ -17,7 +17,7 @@ from cnnexp.data.image_data import ImageData, Split
 from cnnexp.data.images import (UnreadableImage, assign_splits, check_options, image_size, read_image,
                                 scan_folder)
 from cnnexp.data.stream import LazyImages, fits_in_memory
-from cnnexp.errors import UserError
+from cnnexp.utils.errors import UserError
 
 PROBE_SIZE = (8, 8)  # checking a JPEG decodes it at 1/8 scale: every byte read, little work
 

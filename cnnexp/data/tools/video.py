@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnexp.data.faces import face_cascade, largest_face
-from cnnexp.data.folder import user_path
-from cnnexp.errors import UserError
+from cnnexp.data.sources.folder import user_path
+from cnnexp.utils.errors import UserError
 
 @dataclass
 class VideoReport:

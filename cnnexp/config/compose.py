@@ -1,0 +1,42 @@
+"""Where the config tree is, and composing it with Hydra's compose API (one-line errors)."""
+
+from pathlib import Path
+
+from cnnexp.utils.errors import UserError
+
+
+def conf_dir() -> Path:
+    """The config tree: inside the installed package, or `conf/` beside it in a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    return here / "conf" if (here / "conf" / "train.yaml").exists() else here.parent / "conf"
+
+
+def one_line(exc: Exception) -> str:
+    """Hydra's multi-line composition errors, folded into one readable line."""
+    options = getattr(exc, "options", None)
+    missing = getattr(exc, "missing_cfg_file", None)
+    if missing and options:
+        group, _, choice = missing.rpartition("/")
+        return f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
+    text = str(exc)
+    if text.startswith("Could not override '"):
+        key = text.split("'")[1]
+        return f"unknown key '{key}'; `cnnexp <command> --help` lists the keys (add a new one with +{key}=...)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
+        ("full_key", "object_type", "reference_type", "Config search path", "provider", "path", "schema"))]
+    return "; ".join(lines[:3]) or exc.__class__.__name__
+
+
+def compose_config(config_name: str, overrides: list[str]):
+    """The composed config (Hydra's compose API), or a one-line error for a bad override."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            return compose(config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(one_line(exc).replace("<command>", config_name)) from exc
+
+
