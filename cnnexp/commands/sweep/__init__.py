@@ -7,50 +7,29 @@ The runs are ordinary `train` jobs launched by Hydra (any launcher: basic, jobli
 in `<sweep folder>/<swept key=value,...,seed=N>`: naming a run by its point instead of a job number
 lets a re-run with `sweep.dir=` recognise finished runs even when the grid grew or was reordered.
 The summary is rebuilt from the run folders alone, so it also works on a plain `train -m` multirun.
+
 The package: plan (grid and seeds), folders (run folders and their state), job (one run), summary
 (statistics), table (console, CSV, JSON, Markdown), plot (summary.png); this module is the command.
 """
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from cnnexp.commands.sweep.folders import finished_runs, read_json, write_sweep_json
 from cnnexp.commands.sweep.job import run_point
-from cnnexp.commands.sweep.plan import Plan, check_plan, make_plan
+from cnnexp.commands.sweep.plan import Plan, check_plan, make_plan, parse_overrides
 from cnnexp.commands.sweep.summary import summarize
+from cnnexp.config.app import launch as launch_app
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.runs import claim_run_dir
 
 
 CONFIG_NAME = "sweep"
-
-
 HELP = "train a grid of configs x seeds (Hydra multirun); ends in a table, CSV/JSON/Markdown and a plot"
-
-
 SETTINGS = ("sweep", "seeds")  # keys of conf/sweep.yaml; every other argument is a train override
-
-
 METRICS = ("test_error", "best_val_error", "best_epoch", "epochs_run", "train_seconds", "images_per_second")
-
-
-
-
-USAGE = """usage: cnnexp sweep [sweep=<preset>] [key=v1,v2,...] [key=value ...] [seeds=N] [sweep.metric=M] [sweep.dir=D]
-       cnnexp sweep summarize dir=<sweep folder> [sweep.metric=M]
-
-Trains every point of the grid (the cross product of the swept keys) with seeds 0..N-1, each run a
-train run folder in outputs/sweep/<timestamp>/, then prints a table and writes summary.csv/json/md
-and summary.png there. Give sweep.dir=<that folder> to finish an interrupted sweep: finished runs
-(and recorded failures) are skipped. Launchers: hydra/launcher=joblib hydra.launcher.n_jobs=2
-(parallel here), hydra/launcher=submitit_slurm (a cluster; pip install hydra-submitit-launcher).
-
-presets (sweep=...): {presets}
-metrics (sweep.metric=...): {metrics}
-
-examples:
-  cnnexp sweep sweep=lr seeds=3
-  cnnexp sweep optimizer.lr=0.1,0.01 trainer.epochs=2 seeds=2
-  cnnexp sweep model.nkerns='[20,50]','[10,30]' trainer.batch_size=20,40 hydra/launcher=joblib"""
+HYDRA_ONLY = ("--help", "-h", "--cfg", "-c", "--info", "--resolve", "-p", "--package")
 
 
 def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -70,6 +49,11 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
     return settings, hydra_args, train_args
 
 
+def is_swept(arg: str) -> bool:
+    """`key=a,b` (or choice()/range()): a value of the grid, not of the config."""
+    return "=" in arg and not arg.startswith("-") and parse_overrides([arg])[0].is_sweep_override()
+
+
 def compose_settings(args: list[str]):
     from cnnexp.config.compose import compose_config
 
@@ -82,18 +66,14 @@ def check_metric(metric) -> str:
     return metric
 
 
-def presets() -> list[str]:
-    from cnnexp.config.compose import conf_dir
-
-    return sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml"))
-
-
 def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help", "help"):
-        print(USAGE.format(presets=", ".join(presets()), metrics=", ".join(METRICS)))
-        return 0
+    """The sweep: compose conf/sweep.yaml (the train config plus the sweep keys), plan the grid, launch
+    the train app in multirun over the runs not yet done, summarise. `--help` and `--cfg job` show
+    that config (without the swept values); `cnnexp sweep summarize` is an app of its own."""
     if argv and argv[0] == "summarize":
-        return summarize_command(argv[1:])
+        return launch_app("sweep summarize", SUMMARIZE, argv[1:])
+    if any(a.split("=")[0] in HYDRA_ONLY for a in argv) or argv == ["help"]:
+        return launch_app("sweep", SHOW, ["--help" if a == "help" else a for a in argv if not is_swept(a)])
     settings_args, hydra_args, train_args = split_args(argv)
     settings = compose_settings(settings_args)
     metric = check_metric(settings.sweep.metric)
@@ -113,14 +93,14 @@ def main(argv: list[str]) -> int:
 
 
 def sweep_folder(given) -> Path:
-    from cnnexp.utils.runs import claim_run_dir
-
+    """A new `outputs/sweep/<timestamp>`, or the folder given: made when it does not exist yet (a new
+    sweep), continued when it does (so a job script can run the same command again after a preemption)."""
     if given is None:
         return Path(claim_run_dir("outputs/sweep"))
     folder = Path(str(given)).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"sweep.dir={given} is not a folder; give an existing sweep folder, or leave it out "
-                        f"to start a new sweep")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"sweep.dir={given} is a file; give a folder (new or an earlier sweep's)")
+    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -137,10 +117,6 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
 
 def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str]) -> None:
     """Hand the grid to Hydra's multirun; each job folder is named by its swept values and seed."""
-    from types import SimpleNamespace
-
-    from cnnexp.config.app import launch as cli_launch
-
     exclude = ",".join(key.lstrip("+~") for key in plan.fixed)
     hydra_overrides = [
         f"hydra.sweep.dir='{sweep_dir}'",
@@ -149,18 +125,17 @@ def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str]) -> None:
         *hydra_args,
     ]
     job = SimpleNamespace(CONFIG_NAME="train", run=run_point)
-    cli_launch("sweep", job, ["--multirun", *plan.hydra_overrides(), *hydra_overrides])
+    launch_app("sweep", job, ["--multirun", *plan.hydra_overrides(), *hydra_overrides])
 
 
-def summarize_command(args: list[str]) -> int:
-    values = dict(arg.split("=", 1) for arg in args if "=" in arg)
-    unknown = [a for a in args if a.split("=", 1)[0] not in ("dir", "sweep.metric", "metric")]
-    if unknown or "dir" not in values:
-        raise UserError("usage: cnnexp sweep summarize dir=<sweep folder> [sweep.metric=test_error]")
-    folder = Path(values["dir"]).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"dir={values['dir']} is not a folder; give a sweep folder (outputs/sweep/<timestamp>)")
+def summarize_run(cfg) -> None:
+    """`cnnexp sweep summarize dir=<folder>`: the table, files and plot rebuilt from the run folders."""
+    folder = Path(str(cfg.dir)).expanduser() if cfg.dir is not None else None
+    if folder is None or not folder.is_dir():
+        raise UserError(f"dir={cfg.dir} is not a folder; give a sweep folder (outputs/sweep/<timestamp>)")
     saved = read_json(folder / "sweep.json") or {}
-    metric = values.get("sweep.metric", values.get("metric", saved.get("metric", "test_error")))
-    summarize(folder, check_metric(metric))
-    return 0
+    summarize(folder, check_metric(cfg.sweep.metric or saved.get("metric", "test_error")))
+
+
+SHOW = SimpleNamespace(CONFIG_NAME=CONFIG_NAME, run=None)  # for --help and --cfg, which never run a job
+SUMMARIZE = SimpleNamespace(CONFIG_NAME="sweep_summarize", run=summarize_run)
