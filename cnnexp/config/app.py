@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
 from cnnexp.utils.errors import Diverged, UserError
-from cnnexp.utils.jobdirs import prune_empty
+from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
 
 HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc",
@@ -55,6 +55,9 @@ def guarded(run, cfg):
             return None
         remove_if_unused(out)
         sys.exit(code)
+    finally:
+        if is_scratch(out):  # the empty folder of a command that writes nothing there (predict, data tools)
+            prune_empty(out, 1)
 
 
 def remove_if_unused(run_dir: Path) -> None:
