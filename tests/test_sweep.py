@@ -260,7 +260,7 @@ def test_joblib_launcher_gives_the_same_numbers(cnnexp, workdir):
     (("trainer.epoch=1,2",), "unknown key 'trainer.epoch'"),
     (("model=lenet,nope",), "unknown model 'nope'"),
     (("optimizer.lr=interval(0.1,1)",), "only lists (a,b,c), choice() and range() can be swept"),
-    (("sweep.dir=pyproject.toml",), "sweep.dir=pyproject.toml is a file"),
+    (("sweep.dir=/etc/passwd",), "sweep.dir=/etc/passwd is a file"),
     (("hydra.sweep.dir=x",), "the sweep folder is set with sweep.dir=<folder>, not hydra.sweep.dir"),
     (("summarize",), "dir=None is not a folder"),
     (("summarize", "dir=missing"), "dir=missing is not a folder"),
