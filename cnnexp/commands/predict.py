@@ -11,7 +11,8 @@ from rich.table import Table
 from cnnexp.utils import jobdirs
 from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
 from cnnexp.utils.errors import UserError
-from cnnexp.inference.guesses import BATCH, check_guess_options, class_probs, top_guesses
+from cnnexp.inference.guesses import BATCH, class_probs, top_guesses
+from cnnexp.inference.options import check_guess_options
 from cnnexp.inference.inputs import UnreadableImage, image_files, load
 from cnnexp.inference.reports import console
 from cnnexp.inference.restore import Restored, restore

@@ -5,7 +5,6 @@ import torch
 
 from cnnexp.inference.restore import Restored
 from cnnexp.inference.scoring import plain_scores, tencrop_scores
-from cnnexp.utils.errors import UserError
 
 BATCH = 256  # images per forward pass
 
@@ -23,12 +22,3 @@ def top_guesses(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict
     return [[{"label": names[i], "prob": round(p, 4)} for p, i in zip(row_p, row_i)]
             for row_p, row_i in zip(values.tolist(), indices.tolist())]
 
-
-def check_guess_options(cfg) -> None:
-    """The keys `predict` and `serve` share: topk, resize, face_margin."""
-    if not isinstance(cfg.topk, int) or isinstance(cfg.topk, bool) or cfg.topk < 1:
-        raise UserError(f"topk={cfg.topk!r} must be an integer >= 1")
-    if cfg.resize not in (None, "aspect", "simple"):
-        raise UserError(f"resize={cfg.resize} is not one of: aspect, simple, null (the run's dataset.resize)")
-    if not isinstance(cfg.face_margin, (int, float)) or cfg.face_margin < 0:
-        raise UserError(f"face_margin={cfg.face_margin!r} must be a number >= 0")
