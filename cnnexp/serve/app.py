@@ -24,6 +24,7 @@ from cnnexp.utils.errors import UserError
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log: one format for its lines and ours
 FIELD = "image"  # the multipart field that holds the photos
 MAX_FILES = 64  # images in one request
+INLINE_DECODE_BYTES = 64 * 1024  # smaller uploads are decoded on the event loop
 
 
 class Service:
@@ -82,6 +83,7 @@ def create_app(cfg) -> FastAPI:
         yield
         await service.close()
 
+    limit, timeout, detect_face = int(cfg.max_upload_mb * 1024 * 1024), float(cfg.read_timeout_s), bool(cfg.detect_face)
     app = FastAPI(title="cnnexp serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
 
@@ -109,22 +111,31 @@ def create_app(cfg) -> FastAPI:
         return service.require_model().info()
 
     @app.post("/predict")
-    async def predict(request: Request) -> dict:
-        model = service.require_model()
-        uploads = await read_images(request, cfg)
-        prepared = await asyncio.gather(*(asyncio.to_thread(decode, model, data, name) for name, data in uploads))
-        answers = await asyncio.gather(*(answer(service.batcher, name, tensor, box, cfg.detect_face)
+    async def predict(request: Request) -> JSONResponse:
+        model, batcher = service.require_model(), service.batcher
+        uploads = await read_images(request, limit, timeout)
+        batcher.expect(len(uploads))
+        try:
+            prepared = [await decode(model, data, name) for name, data in uploads]
+        except BaseException:
+            batcher.expect(-len(uploads))
+            raise
+        answers = await asyncio.gather(*(answer(batcher, name, tensor, box, detect_face)
                                          for (name, _), (tensor, box) in zip(uploads, prepared)))
-        return {"images": list(answers)}
+        return JSONResponse({"images": list(answers)})
 
     return app
 
 
-def decode(model, data: bytes, name: str):
+async def decode(model, data: bytes, name: str):
+    """(tensor or None, face box or None); a large upload (a camera photo) is decoded on a thread so
+    the event loop goes on serving, a small one here (a thread hop would cost more than the decoding)."""
     from cnnexp.inference.inputs import UnreadableImage
 
     try:
-        return model.prepare(data, name)
+        if len(data) <= INLINE_DECODE_BYTES:
+            return model.prepare(data, name)
+        return await asyncio.to_thread(model.prepare, data, name)
     except UnreadableImage as exc:
         raise HTTPException(400, str(exc)) from exc
 
@@ -135,21 +146,22 @@ async def answer(batcher: MicroBatcher, name: str, tensor, box, detect_face: boo
     if detect_face:
         row["face"] = [int(v) for v in box] if box is not None else None
     if tensor is None:
+        batcher.expect(-1)
         row["reason"] = "no face found"
         return row
-    row["top"], seconds, batch_size = await batcher.submit(tensor)
+    row["top"], seconds, batch_size = await batcher.submit(tensor, announced=True)
     row |= {"model_ms": round(seconds * 1000, 3), "batch": batch_size}
     return row
 
 
-async def read_images(request: Request, cfg) -> list[tuple[str, bytes]]:
+async def read_images(request: Request, limit: int, timeout: float) -> list[tuple[str, bytes]]:
     """(name, bytes) per uploaded image: the multipart field `image` (one or more files), or the raw
     body sent with an image/* content type."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("multipart/form-data",) and not content_type.startswith("image/"):
         raise HTTPException(415, f"content type '{content_type or 'none'}' is not accepted; send the photo as the "
                                  f"multipart field '{FIELD}' or as the raw body with an image/* content type")
-    body = await read_body(request, int(cfg.max_upload_mb * 1024 * 1024), float(cfg.read_timeout_s))
+    body = await read_body(request, limit, timeout)
     if content_type.startswith("image/"):
         if not body:
             raise HTTPException(400, "the request body is empty; send the image's bytes")

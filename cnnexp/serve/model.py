@@ -23,19 +23,20 @@ class ServedModel:
             require_crops(self.restored.pipeline, self.restored.image_shape)
         self.cfg = cfg
         self.resize = cfg.resize or self.restored.config.dataset.get("resize") or "aspect"
+        self.detect_face, self.face_margin, self.topk = bool(cfg.detect_face), float(cfg.face_margin), int(cfg.topk)
+        self.tencrop, self.mirror = bool(cfg.tencrop), bool(cfg.tencrop_mirror)
         self.classify([torch.zeros(self.restored.image_shape, dtype=torch.uint8)])  # first-call set-up, not a user's wait
 
     def prepare(self, data: bytes, name: str):
         """(uint8 C x H x W tensor or None when no face was found, face box or None); UnreadableImage if undecodable."""
         shape = self.restored.image_shape
-        return prepare(decode_upload(data, name, shape[0]), shape, self.resize, self.cfg.detect_face,
-                       self.cfg.face_margin)
+        return prepare(decode_upload(data, name, shape[0]), shape, self.resize, self.detect_face, self.face_margin)
 
     def classify(self, images: list[torch.Tensor]) -> tuple[list[list[dict]], float]:
         """The top-k guesses per image and the seconds the forward pass took."""
         start = time.perf_counter()
-        probs = class_probs(self.restored, torch.stack(images), self.cfg.tencrop, bool(self.cfg.tencrop_mirror))
-        guesses = top_guesses(probs, self.restored.class_names, self.cfg.topk)
+        probs = class_probs(self.restored, torch.stack(images), self.tencrop, self.mirror)
+        guesses = top_guesses(probs, self.restored.class_names, self.topk)
         return guesses, time.perf_counter() - start
 
     def info(self) -> dict:
