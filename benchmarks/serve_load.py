@@ -1,19 +1,21 @@
 """Load test of `cnnexp serve` against plain one-request-per-forward-pass endpoints of the same model.
 
-    python benchmarks/serve_load.py [--run outputs/train/<olivetti lenet run>] [--seconds 10]
+    python benchmarks/serve_load.py [--run outputs/train/<olivetti lenet run>] [--seconds 12] [--rounds 3]
                                     [--clients 1 8 32] [--threads 1] [--out docs/results/serve_load.md]
 
 Without --run it first trains the Olivetti LeNet (experiment=olivetti_lenet: nkerns [20,50], hidden 2000)
-for 5 epochs (the weights do not change the speed). Then, one server at a time on 127.0.0.1:
+for 5 epochs (the weights do not change the speed). Servers, on 127.0.0.1:
   - cnnexp serve      the real command (micro-batching: max_batch 32, max_wait_ms 5)
   - plain FastAPI     a synchronous FastAPI endpoint under uvicorn, one forward pass per request
                       (FastAPI runs sync endpoints on its thread pool, so requests run side by side)
   - plain Tornado     a Tornado handler as in the age/gender tutorial, one forward pass per request
 All three decode and score with the same code (cnnexp.serve.model.ServedModel), so the difference is
-the serving. For each number of clients, that many clients send an Olivetti face (multipart, as curl
--F does) back to back on keep-alive connections for --seconds after a one-second warm-up; the table
-gives requests/s, latency percentiles and errors (any non-200 answer, timeout or broken connection).
-The clients run in this process, on the same machine as the server.
+the serving. All three servers are started first (an idle server costs nothing); then for each number
+of clients the servers take turns, --rounds times, each turn a one-second warm-up and --seconds/rounds
+measured, with that many clients sending an Olivetti face (multipart, as curl -F does) back to back on
+keep-alive connections. The table gives requests/s, latency percentiles, errors (any non-200 answer,
+timeout or broken connection), the mean batch the answers report, and the server's CPU time per
+request. The clients run in this process, on the same machine as the servers.
 """
 
 import argparse
@@ -133,8 +135,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def load(port: int, pid: int, payload: bytes, clients: int, seconds: float) -> dict:
-    """Requests/s, latency percentiles, errors, mean batch, and the server's CPU time per request (a
-    measure that other jobs on a shared machine disturb less than requests/s)."""
+    """One measurement: latencies of the answered requests, errors, batch sizes, and the server's CPU
+    seconds (a measure that other jobs on a shared machine disturb less than requests/s)."""
     latencies, errors, batches = [], [], []
     start = time.perf_counter() + WARMUP_S
     runs = asyncio.gather(*(client(port, payload, start, start + seconds, latencies, errors, batches)
@@ -142,12 +144,20 @@ async def load(port: int, pid: int, payload: bytes, clients: int, seconds: float
     await asyncio.sleep(WARMUP_S)
     cpu_start = cpu_seconds(pid)
     await runs
-    cpu = cpu_seconds(pid) - cpu_start
+    return {"latencies": latencies, "errors": len(errors), "batches": batches, "cpu": cpu_seconds(pid) - cpu_start,
+            "seconds": seconds}
+
+
+def summary(server: str, clients: int, rounds: list[dict]) -> dict:
+    """Requests/s, latency percentiles, errors, mean batch and server CPU ms per request over all rounds."""
+    latencies = [v for r in rounds for v in r["latencies"]]
+    batches = [v for r in rounds for v in r["batches"]]
     cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [float("nan")] * 99
-    return {"clients": clients, "requests": len(latencies), "rps": len(latencies) / seconds,
-            "p50_ms": 1000 * cuts[49], "p95_ms": 1000 * cuts[94], "p99_ms": 1000 * cuts[98], "errors": len(errors),
-            "mean_batch": statistics.fmean(batches) if batches else float("nan"),
-            "cpu_ms_per_request": 1000 * cpu / max(len(latencies), 1)}
+    return {"server": server, "clients": clients, "requests": len(latencies),
+            "rps": len(latencies) / sum(r["seconds"] for r in rounds),
+            "p50_ms": 1000 * cuts[49], "p95_ms": 1000 * cuts[94], "p99_ms": 1000 * cuts[98],
+            "errors": sum(r["errors"] for r in rounds), "mean_batch": statistics.fmean(batches) if batches else float("nan"),
+            "cpu_ms_per_request": 1000 * sum(r["cpu"] for r in rounds) / max(len(latencies), 1)}
 
 
 def run_loop(coroutine):
@@ -230,7 +240,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="an Olivetti LeNet train run (default: train one for 5 epochs)")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=12.0, help="measured seconds per server and client count")
+    parser.add_argument("--rounds", type=int, default=3, help="turns the servers take within those seconds")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each server")
     parser.add_argument("--servers", nargs="+", default=["cnnexp serve", "plain FastAPI", "plain Tornado"])
@@ -238,17 +249,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_run(Path(scratch) / "run", args.threads)
-        image, rows = face_png(), []
-        for name in args.servers:
-            port = free_port()
-            proc = start(name, run, port, args.threads)
-            try:
-                for clients in args.clients:
-                    row = {"server": name, **run_loop(load(port, proc.pid, request_bytes(port, image), clients,
-                                                               args.seconds))}
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
-            finally:
+        image, rows, servers = face_png(), [], {}
+        try:
+            for name in args.servers:
+                port = free_port()
+                servers[name] = (port, start(name, run, port, args.threads))
+            for clients in args.clients:
+                rounds = {name: [] for name in args.servers}
+                for _ in range(args.rounds):  # taking turns, so a machine that gets busier slows all alike
+                    for name, (port, proc) in servers.items():
+                        rounds[name].append(run_loop(load(port, proc.pid, request_bytes(port, image), clients,
+                                                          args.seconds / args.rounds)))
+                for name in args.servers:
+                    rows.append(summary(name, clients, rounds[name]))
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            for _, proc in servers.values():
                 stop(proc)
     print(table(rows))
     if args.out:

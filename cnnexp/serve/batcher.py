@@ -1,7 +1,6 @@
 """Micro-batching: requests that arrive within `max_wait` of each other share one forward pass of at
 most `max_batch` images. The forward pass runs on one worker thread, so the event loop keeps reading
-requests (and filling the next batch) while the model computes. A batch waits for company only while
-more images are on their way (announced with `expect`): a lone request is not held back."""
+requests (and filling the next batch) while the model computes."""
 
 import asyncio
 import logging
@@ -17,23 +16,16 @@ class MicroBatcher:
         self.classify, self.max_batch, self.max_wait_s = classify, max_batch, max_wait_s
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnexp-forward")
-        self.expected = 0  # images announced (a request being read or decoded) and not yet submitted
 
-    def expect(self, count: int) -> None:
-        """`count` images will be submitted (or withdrawn with a negative count) soon."""
-        self.expected += count
-
-    async def submit(self, item, announced: bool = False) -> tuple[Any, float, int]:
+    async def submit(self, item) -> tuple[Any, float, int]:
         """(this item's result, the forward pass's seconds, the batch size)."""
-        if announced:
-            self.expected -= 1
         future = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((item, future))
         return await future
 
     async def run(self) -> None:
-        """Forever: wait for a first item, gather more until the batch is full, or max_wait has passed,
-        or nothing more is on its way; classify them together."""
+        """Forever: wait for a first item, gather more until the batch is full or max_wait has passed,
+        classify them together."""
         while True:
             batch = await self.gather()
             await self.dispatch(batch)
@@ -47,7 +39,7 @@ class MicroBatcher:
                 batch.append(self.queue.get_nowait())
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0 or self.expected <= 0:
+            if remaining <= 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), remaining))
