@@ -334,3 +334,15 @@ def box_colour_script(face: list[int]) -> str:
     scale = 420 / 640
     return (f"Array.from(document.querySelector('#photo').getContext('2d')"
             f".getImageData({round((x + w / 2) * scale)}, {round(y * scale)}, 1, 1).data.slice(0, 3))")
+
+
+@pytest.mark.slow
+def test_two_workers_answer_and_stop_with_exit_0(run, images, tmp_path):
+    """workers=2: uvicorn's supervisor, each worker loading the run; SIGTERM stops them all, exit 0."""
+    server = Server(run, tmp_path / "serve.log", "workers=2")
+    assert server.statuses == [200]  # a worker takes connections only once its model is loaded
+    answers = [server.predict([("face57.png", (images / "face57.png").read_bytes())]) for _ in range(8)]
+    assert {status for status, _ in answers} == {200}
+    assert len({json.dumps(answer["images"][0]["top"]) for _, answer in answers}) == 1
+    assert server.stop() == 0
+    assert server.log_path.read_text().count("ready on /predict") == 2

@@ -49,9 +49,10 @@ class Service:
                 log.exception("loading the model failed")
             os.kill(os.getpid(), signal.SIGTERM)  # the server's own graceful stop
             return
+        # The ~200k objects of torch, FastAPI and the model live as long as the process: a full garbage
+        # collection that walks them all takes 100-200 ms, a pause that would land on requests' latency.
         gc.collect()
-        gc.freeze()  # the ~200k objects of torch, FastAPI and the model are never garbage: a full collection
-        # that walks them all takes ~100-200 ms, a pause that would land on some requests' latency
+        gc.freeze()
         self.batcher = MicroBatcher(self.model.classify, int(self.cfg.max_batch), float(self.cfg.max_wait_ms) / 1000)
         self.tasks.append(asyncio.create_task(self.batcher.run()))
         info = self.model.info()
@@ -77,13 +78,18 @@ def load_model(cfg):
     return ServedModel(cfg)
 
 
-def create_app(cfg) -> FastAPI:
+def create_app(cfg, load_first: bool = False) -> FastAPI:
+    """The app; it loads the model after it starts answering (/health 503 meanwhile), or with
+    `load_first` before (a worker among several then takes connections only once it can serve them)."""
     service = Service(cfg)
     page = resources.files("cnnexp.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service.tasks.append(asyncio.create_task(service.load()))
+        loading = asyncio.create_task(service.load())
+        service.tasks.append(loading)
+        if load_first:
+            await loading
         yield
         await service.close()
 

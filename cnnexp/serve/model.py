@@ -44,7 +44,7 @@ class ServedModel:
         run = Path(str(cfg.run)).expanduser().resolve() if cfg.run is not None else None
         return {
             "run": str(run) if run else None,
-            "checkpoint": str(restored.checkpoint_path),
+            "checkpoint": str(restored.checkpoint_path.resolve()),
             "epoch": restored.epoch,
             "model": restored.config.model.name,
             "dataset": restored.config.dataset.get("name"),

@@ -62,8 +62,9 @@ def serve_workers(cfg, settings: dict) -> None:
 
 
 def app_from_environment():
-    """The app of one worker process (uvicorn calls this in each)."""
-    return create_app(OmegaConf.create(os.environ[CONFIG_ENV]))
+    """The app of one worker process (uvicorn calls this in each): the worker takes connections once
+    its model is loaded, so no request meets a worker that is still loading while another is ready."""
+    return create_app(OmegaConf.create(os.environ[CONFIG_ENV]), load_first=True)
 
 
 def report_failure(failure: BaseException | None) -> None:
