@@ -79,7 +79,7 @@ class Server:
         body, content_type = multipart(files, field)
         return self.request("POST", "/predict", body, {"Content-Type": content_type})
 
-    def raw(self, data: bytes, until_response: bool = True, timeout: float = 20) -> str:
+    def raw(self, data: bytes, timeout: float = 20) -> str:
         """Send bytes on a raw connection and read the response status line."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
             sock.sendall(data)
@@ -259,10 +259,14 @@ def test_upload_limit_is_checked_while_reading(server, images):
     assert server.predict([("face57.png", (images / "face57.png").read_bytes())])[0] == 200
 
 
-def test_stalled_request_times_out(server, images):
+@pytest.mark.parametrize("sent", [
+    b"",  # connects and sends nothing
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Ty",  # headers cut short
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n\x89PNG",  # body
+], ids=["nothing", "headers", "body"])
+def test_stalled_request_times_out(server, images, sent):
     started = time.monotonic()
-    status_line = server.raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                             b"Content-Length: 1000\r\n\r\n\x89PNG")
+    status_line = server.raw(sent)  # read_timeout_s=1
     assert status_line == "HTTP/1.1 408 Request Timeout" and time.monotonic() - started < 10
     assert server.request("GET", "/health")[0] == 200
 

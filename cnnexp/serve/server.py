@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from cnnexp.inference.options import check_guess_options
 from cnnexp.serve.app import create_app
+from cnnexp.serve.protocol import HeaderDeadlineProtocol
 from cnnexp.utils.errors import UserError
 
 CONFIG_ENV = "CNNEXP_SERVE_CONFIG"  # the resolved config, for worker processes started by uvicorn
@@ -37,8 +38,9 @@ class GracefulServer(uvicorn.Server):
 
 def serve(cfg) -> None:
     check_options(cfg)
+    HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
-                    lifespan="on", access_log=bool(cfg.access_log))
+                    lifespan="on", access_log=bool(cfg.access_log), http=HeaderDeadlineProtocol)
     if int(cfg.workers) == 1:
         app = create_app(cfg)
         GracefulServer(uvicorn.Config(app, **settings)).run()
@@ -64,7 +66,9 @@ def serve_workers(cfg, settings: dict) -> None:
 def app_from_environment():
     """The app of one worker process (uvicorn calls this in each): the worker takes connections once
     its model is loaded, so no request meets a worker that is still loading while another is ready."""
-    return create_app(OmegaConf.create(os.environ[CONFIG_ENV]), load_first=True)
+    cfg = OmegaConf.create(os.environ[CONFIG_ENV])
+    HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
+    return create_app(cfg, load_first=True)
 
 
 def report_failure(failure: BaseException | None) -> None:
