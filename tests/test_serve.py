@@ -297,6 +297,16 @@ def test_run_that_cannot_load_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_port_in_use_is_one_line_exit_2(cnnexp, run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cnnexp("serve", f"run={run}", f"port={port}")
+    assert result.code == 2
+    assert result.err == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another port= (or host=)\n"
+
+
 @pytest.mark.parametrize("override, message", [("max_batch=0", "max_batch=0 must be a whole number > 0"),
                                                ("port=70000", "port=70000 must be a whole number"),
                                                ("topk=0", "topk=0 must be an integer >= 1")])

@@ -5,6 +5,7 @@ requests in flight finish, and return, so the command exits 0."""
 import contextlib
 import os
 import signal
+import socket
 import threading
 
 import uvicorn
@@ -41,15 +42,27 @@ def serve(cfg) -> None:
     HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
                     lifespan="on", access_log=bool(cfg.access_log), http=HeaderDeadlineProtocol)
-    if int(cfg.workers) == 1:
-        app = create_app(cfg)
-        GracefulServer(uvicorn.Config(app, **settings)).run()
-        report_failure(app.state.service.failure)
+    sock = listen(str(cfg.host), int(cfg.port))
+    if int(cfg.workers) > 1:
+        serve_workers(cfg, settings, sock)
         return
-    serve_workers(cfg, settings)
+    app = create_app(cfg)
+    GracefulServer(uvicorn.Config(app, **settings)).run(sockets=[sock])
+    if app.state.service.failure is not None:
+        raise app.state.service.failure
 
 
-def serve_workers(cfg, settings: dict) -> None:
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is a one-line error (exit 2)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+        raise UserError(f"cannot listen on {host}:{port} ({reason}); choose another port= (or host=)") from exc
+
+
+def serve_workers(cfg, settings: dict, sock: socket.socket) -> None:
     """Load once here first (every bad run= or option is one line, exit 2, before any worker starts),
     then uvicorn's supervisor starts the workers, each building the app from CONFIG_ENV."""
     from uvicorn.supervisors import Multiprocess
@@ -60,7 +73,7 @@ def serve_workers(cfg, settings: dict) -> None:
     os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
     config = uvicorn.Config("cnnexp.serve.server:app_from_environment", factory=True, workers=int(cfg.workers),
                             **settings)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    Multiprocess(config, sockets=[sock]).run()
 
 
 def app_from_environment():
@@ -71,18 +84,14 @@ def app_from_environment():
     return create_app(cfg, load_first=True)
 
 
-def report_failure(failure: BaseException | None) -> None:
-    if failure is not None:
-        raise failure
-
-
 def check_options(cfg) -> None:
     check_guess_options(cfg)
     positive = {"max_batch": int, "workers": int, "max_wait_ms": (int, float), "max_upload_mb": (int, float),
                 "read_timeout_s": (int, float)}
     for key, kinds in positive.items():
         value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < (0 if key == "max_wait_ms" else 1e-9):
+        in_range = value >= 0 if key == "max_wait_ms" else value > 0
+        if isinstance(value, bool) or not isinstance(value, kinds) or not in_range:
             raise UserError(f"{key}={value!r} must be a {'number' if kinds != int else 'whole number'} "
                             f"{'>= 0' if key == 'max_wait_ms' else '> 0'}")
     if not isinstance(cfg.port, int) or isinstance(cfg.port, bool) or not 0 <= cfg.port <= 65535:
