@@ -9,6 +9,7 @@ for 5 epochs (the weights do not change the speed). Servers, on 127.0.0.1:
   - plain FastAPI     a synchronous FastAPI endpoint under uvicorn, one forward pass per request
                       (FastAPI runs sync endpoints on its thread pool, so requests run side by side)
   - plain Tornado     a Tornado handler as in the age/gender tutorial, one forward pass per request
+                      (needs `pip install tornado`; leave it out with --servers otherwise)
 All three decode and score with the same code (cnnexp.serve.model.ServedModel), so the difference is
 the serving. All three servers are started first (an idle server costs nothing); then for each number
 of clients the servers take turns, --rounds times, each turn a one-second warm-up and --seconds/rounds
