@@ -158,3 +158,16 @@ def test_face_cnn_trains_through_the_cli(cnnexp, workdir):
                     "dataset.limit=40", "trainer.batch_size=20", "device.threads=1")
     assert result.code == 0, result.err
     assert "face_cnn" in result.out and "trainable of" in result.out
+
+
+def test_olivetti_resized_feeds_levi_hassner():
+    """experiment=faces_levi_hassner on Olivetti: dataset.size stretches the 57x47 faces (same split)."""
+    from omegaconf import OmegaConf
+
+    from cnnexp.data import create_dataset
+
+    cfg = OmegaConf.create({"name": "olivetti", "per_person": [8, 1, 1], "size": 227, "normalize": "scale"})
+    data = create_dataset(cfg, 0)
+    assert data.image_shape == (1, 227, 227) and len(data.splits["train"]) == 320
+    assert data.splits["test"].labels.tolist() == list(range(40))
+    assert create_model("levi_hassner", data.image_shape, 40)(data.splits["test"].images[:2].float()).shape == (2, 40)
