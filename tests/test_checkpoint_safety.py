@@ -64,8 +64,8 @@ def test_pickle_with_code_in_a_subprocess(cnnexp_process, workdir):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"just some text, not a checkpoint\n", "is not a readable checkpoint"),
-    (b"", "is not a readable checkpoint"),
+    (b"just some text, not a checkpoint\n", "is not a readable cnnexp checkpoint"),
+    (b"", "is not a readable cnnexp checkpoint"),
 ])
 def test_not_a_checkpoint(cnnexp, workdir, content, message):
     (workdir / "notes.pt").write_bytes(content)
@@ -78,7 +78,7 @@ def test_foreign_dict_and_truncated_file(cnnexp, workdir, runs):
 
     data = (runs / "small" / "checkpoints" / "best.pt").read_bytes()
     (workdir / "half.pt").write_bytes(data[: len(data) // 2])
-    assert_one_line_error(cnnexp("eval", "checkpoint=half.pt"), "half.pt is not a readable checkpoint")
+    assert_one_line_error(cnnexp("eval", "checkpoint=half.pt"), "half.pt is not a readable cnnexp checkpoint")
 
 
 @pytest.mark.parametrize("command", ["eval", "predict"])

@@ -39,7 +39,9 @@ def test_help_lists_only_the_groups_the_command_uses(cnnexp):
 def test_cfg_job_shows_overrides_and_model_defaults_from_the_signature(cnnexp):
     shown = yaml.safe_load(cnnexp("train", "model=lenet5", "trainer.epochs=3", "--cfg", "job").out)
     assert shown["trainer"]["epochs"] == 3
-    assert shown["model"] == {"name": "lenet5", "activation": "tanh", "pool_type": "avg", "dropout": 0.0}
+    assert shown["model"] == {"name": "lenet5", "activation": "tanh", "pool_type": "avg", "dropout": 0.0,
+                              "weights": None, "download": True, "preprocess": "weights", "freeze": [],
+                              "trainable": None}
     swept = yaml.safe_load(cnnexp("sweep", "optimizer.lr=0.1,0.01", "seeds=3", "--cfg", "job").out)
     assert swept["seeds"] == 3 and swept["optimizer"]["lr"] == 0.05  # the grid is not part of the base config
 

@@ -14,7 +14,7 @@ from cnnexp.models import register_model
 
 @register_model
 def net(in_shape, num_classes, width: int = 8, sizes: list[int] = (3, 5), act="relu", rate=0.5,
-        weights: str | None = None, freeze: list[str] | None = None, *, flag: bool = False):
+        source: str | None = None, layers: list[str] | None = None, *, flag: bool = False):
     """A test factory."""
 
 def helper(x, y, z=1):
@@ -28,11 +28,15 @@ def test_model_config_from_the_signature(tmp_path):
     schemas = model_schemas(tmp_path)
     assert list(schemas) == ["net"]
     fields = {f.name: f.type for f in dataclasses.fields(schemas["net"])}
+    common = {"weights": typing.Optional[str], "download": bool, "preprocess": str, "freeze": typing.List[str],
+              "trainable": typing.Optional[typing.List[str]]}
     assert fields == {"name": str, "width": int, "sizes": typing.List[int], "act": str, "rate": float,
-                      "weights": typing.Optional[str], "freeze": typing.Optional[typing.List[str]], "flag": bool}
+                      "source": typing.Optional[str], "layers": typing.Optional[typing.List[str]], "flag": bool,
+                      **common}
     cfg = OmegaConf.structured(schemas["net"])
     assert OmegaConf.to_container(cfg) == {"name": "net", "width": 8, "sizes": [3, 5], "act": "relu", "rate": 0.5,
-                                          "weights": None, "freeze": None, "flag": False}
+                                          "source": None, "layers": None, "flag": False, "weights": None,
+                                          "download": True, "preprocess": "weights", "freeze": [], "trainable": None}
     with pytest.raises(ValidationError):
         cfg.width = "wide"
     with pytest.raises(ValidationError):

@@ -11,7 +11,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from cnnexp.cli import main
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
-from cnnexp.models import create_model
+from cnnexp.models import create_model, model_kwargs
 from cnnexp.inference.scoring import Scores, confusion_matrix, per_class, summary
 
 TINY = ("model.nkerns=[4,8]", "model.hidden=32", "trainer.epochs=2", "optimizer.lr=0.1", "trainer.batch_size=20")
@@ -38,7 +38,7 @@ def rate(hits: torch.Tensor) -> float:
 
 def direct_model(run, which="best"):
     ckpt = torch.load(run / "checkpoints" / f"{which}.pt", weights_only=True)
-    kwargs = {k: v for k, v in ckpt["config"]["model"].items() if k != "name"}
+    kwargs = model_kwargs(ckpt["config"]["model"])
     model = create_model("lenet", ckpt["input_shape"], 40, **kwargs)
     model.load_state_dict(ckpt["model"])
     return model.eval()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cnnexp.cli import main
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
-from cnnexp.models import create_model
+from cnnexp.models import create_model, model_kwargs
 
 TINY = ("model.nkerns=[4,8]", "model.hidden=32", "trainer.epochs=2", "optimizer.lr=0.1", "trainer.batch_size=20",
         "augmentation=patch")
@@ -45,7 +45,7 @@ def images(workdir):
 @torch.no_grad()
 def direct_probs(run, faces: np.ndarray) -> torch.Tensor:
     ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
-    kwargs = {k: v for k, v in ckpt["config"]["model"].items() if k != "name"}
+    kwargs = model_kwargs(ckpt["config"]["model"])
     model = create_model("lenet", ckpt["input_shape"], 40, **kwargs)
     model.load_state_dict(ckpt["model"])
     x = torch.from_numpy(faces).float().div(255).unsqueeze(1)[..., 2:54, 2:44]  # centre 52x42
@@ -145,8 +145,7 @@ def test_tencrop_prediction(cnnexp, run, images):
     assert result.code == 0, result.err
     x = torch.from_numpy(FACES[57:58]).float().div(255).unsqueeze(1)
     ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
-    model = create_model("lenet", ckpt["input_shape"], 40, **{k: v for k, v in ckpt["config"]["model"].items()
-                                                               if k != "name"})
+    model = create_model("lenet", ckpt["input_shape"], 40, **model_kwargs(ckpt["config"]["model"]))
     model.load_state_dict(ckpt["model"])
     views = [x[..., t : t + 52, l : l + 42] for t, l in [(0, 0), (0, 5), (5, 0), (5, 5), (2, 2)]]
     with torch.no_grad():

@@ -66,12 +66,26 @@ def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:
     sizes = " / ".join(f"{len(data.splits[s])}" for s in ("train", "val", "test"))
     shape = "x".join(map(str, trainer.input_shape))
     optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1]
-    return {
+    summary = {
         "dataset": f"{cfg.dataset.name}  train/val/test {sizes}  input {shape}  {data.num_classes} classes",
-        "model": f"{cfg.model.name}  {sum(p.numel() for p in trainer.model.parameters()):,} parameters",
+        "model": f"{cfg.model.name}  {trainer.freezing.summary()}",
         "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.get('weight_decay', 0)}",
         "trainer": f"{cfg.trainer.epochs} epochs  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
                    f"early stopping {cfg.trainer.early_stopping}",
         "device": f"{trainer.device}  seed {cfg.seed}",
         "run folder": str(run_dir),
     }
+    if trainer.weights is not None:
+        summary["weights"] = weights_line(trainer.weights, trainer)
+    return summary
+
+
+def weights_line(report, trainer: Trainer) -> str:
+    """Where the starting weights came from, what loaded, and the preprocessing the run uses."""
+    normalizer = trainer.normalizer
+    line = f"{report.summary()}; normalize {normalizer.mode}"
+    if normalizer.mode in ("mean", "standardize"):
+        line += f" mean {[round(m, 2) for m in normalizer.mean]}"
+    if report.input_size and list(report.input_size) != list(trainer.input_shape[1:]):
+        line += f"; the weights were trained at {'x'.join(map(str, report.input_size))}"
+    return line

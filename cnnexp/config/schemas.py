@@ -7,7 +7,8 @@ before anything runs.
 - Each model's config is made from its factory's signature (`cnnexp/models/<family>.py`), read with
   `ast` so that composing a config never imports torch: the keyword parameters after `in_shape,
   num_classes` are the keys, their literal defaults the defaults, their annotations (or the defaults'
-  types) the types. So a model has one source for its keys and defaults, and adding one is one file.
+  types) the types; then the keys every model takes (`COMMON_MODEL_KEYS`: weights, freezing). So a
+  model has one source for its keys and defaults, and adding one is one file.
 - Dataset sources, optimizers and schedulers keep their keys in their YAML (`conf/dataset/<name>.yaml`,
   ...): their keys differ from one choice to the next, unknown keys are still refused (Hydra's struct
   mode), and their values are checked where they are used (`config/checks.py`, the sources, the
@@ -260,15 +261,28 @@ def is_registered(fn: ast.FunctionDef) -> bool:
     return False
 
 
+def common_fields() -> list[tuple]:
+    """The keys every model takes (starting weights, freezing: `cnnexp.models.COMMON_MODEL_KEYS`)."""
+    from cnnexp.models import COMMON_MODEL_KEYS
+
+    fields = []
+    for key, (annotation, default, _help) in COMMON_MODEL_KEYS.items():
+        kind = annotation_type(ast.parse(annotation, mode="eval").body, default)
+        spec = field(default_factory=lambda d=default: list(d)) if isinstance(default, tuple) else field(default=default)
+        fields.append((key, kind, spec))
+    return fields
+
+
 def model_schemas(models_dir: Path = MODELS_DIR) -> dict[str, type]:
-    """{model name: dataclass} for every `@register_model` factory in the models package."""
+    """{model name: dataclass} for every `@register_model` factory in the models package: its own keys,
+    then the keys every model takes."""
     schemas = {}
     for path in sorted(models_dir.glob("*.py")):
         if path.name.startswith("_"):
             continue
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.FunctionDef) and is_registered(node):
-                fields = [("name", str, field(default=node.name)), *model_fields(node)]
+                fields = [("name", str, field(default=node.name)), *model_fields(node), *common_fields()]
                 schemas[node.name] = dataclasses.make_dataclass(f"{node.name}_config", fields)
     return schemas
 

@@ -35,10 +35,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+ENGINE_OPTIMIZER_KEYS = ("head_lr_mult",)  # read by the engine (param groups), not passed to torch
+
+
 def build_optimizer(optimizer_cfg, params) -> torch.optim.Optimizer:
+    """`params`: parameters or param groups (see models.freeze.parameter_groups)."""
+    torch_cfg = OmegaConf.create({k: v for k, v in optimizer_cfg.items() if k not in ENGINE_OPTIMIZER_KEYS})
     try:
-        return instantiate(optimizer_cfg, params=params)
-    except InstantiationException as exc:
+        return instantiate(torch_cfg, _partial_=True)(params)
+    except (InstantiationException, TypeError, ValueError) as exc:
         cause = exc.__cause__ or exc
         raise UserError(f"cannot build optimizer {optimizer_cfg.get('_target_')}: {cause}; check the optimizer.* keys")
 

@@ -1,14 +1,13 @@
 """Checkpoints: plain dicts of tensors and primitives, written atomically, read with weights_only=True."""
 
 import os
-import pickle
 import random
-import warnings
 from pathlib import Path
 
 import torch
 
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.safe_load import safe_torch_load
 
 FORMAT = "cnnexp-checkpoint-1"
 
@@ -36,27 +35,10 @@ def find_checkpoint(run_or_file, which: str = "last") -> Path:
 def load_checkpoint(run_or_file, which: str = "last") -> dict:
     """Load safely: anything `torch.load(weights_only=True)` refuses (code, foreign objects) is an error."""
     path = find_checkpoint(run_or_file, which)
-    try:
-        with warnings.catch_warnings():  # a plain-pickle file also gets a protocol warning: one line is enough
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UserError(f"{path} is not a safe cnnexp checkpoint ({refused(exc)}); load only checkpoints cnnexp wrote")
-    except Exception as exc:  # arbitrary bytes fail in many ways (KeyError on a bad magic number, EOFError, ...)
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise UserError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}{': ' if reason else ''}"
-                        f"{reason}); it may be truncated or another kind of file")
+    ckpt = safe_torch_load(path, "cnnexp checkpoint", "load only checkpoints cnnexp wrote")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a cnnexp checkpoint (no '{FORMAT}' marker); use a file written by cnnexp train")
     return ckpt
-
-
-def refused(exc: Exception) -> str:
-    """What the weights-only unpickler refused. torch's message opens with advice to retry with
-    weights_only=False, which is exactly what must not be done; keep only the line naming the object."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "nsupported" in line]
-    return (named or ["it holds objects other than tensors and plain values"])[0][:160]
 
 
 def rng_state(generator: torch.Generator) -> dict:

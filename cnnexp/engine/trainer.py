@@ -24,6 +24,8 @@ from cnnexp.engine.loggers import ConsoleReporter, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.errors import Diverged, UserError
 from cnnexp.models import create_model, model_kwargs
+from cnnexp.models.freeze import apply_freeze, parameter_groups
+from cnnexp.models.weights import choose_normalization, start_weights
 
 SMOOTHING = 0.9  # weight of the past in the moving-average training loss
 
@@ -58,14 +60,17 @@ class Trainer:
         self._check_batch_size(len(train_split))
 
         augmentation = Augmentation(cfg.augmentation, data.image_shape)
-        self.normalizer = Normalizer.fit(cfg.dataset.normalize, train_split.images, data.meta.get("channel_stats"))
+        self.input_shape = augmentation.out_shape
+        self.model = create_model(cfg.model.name, self.input_shape, data.num_classes, **model_kwargs(cfg.model))
+        self.weights = start_weights(self.model, cfg.model) if not cfg.trainer.get("resume") else None
+        self.freezing = apply_freeze(self.model, cfg.model.get("freeze"), cfg.model.get("trainable"), cfg.model.name)
+        self.normalizer = self._normalizer(train_split, data.meta.get("channel_stats"))
         channels_last = bool(cfg.device.channels_last)
         self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
-        self.input_shape = augmentation.out_shape
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = create_model(cfg.model.name, self.input_shape, data.num_classes, **model_kwargs(cfg.model))
         self.model.to(self.device, memory_format=memory_format)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
+        self.optimizer = build_optimizer(cfg.optimizer, parameter_groups(
+            self.model, float(cfg.optimizer.get("head_lr_mult", 1.0)), float(cfg.optimizer.lr)))
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer)
 
         self.train_batches = make_batches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle))
@@ -76,6 +81,13 @@ class Trainer:
         self.epoch_order: torch.Tensor | None = None
         self.interval = {"loss_sum": 0.0, "batches": 0}
         self.stop_reason: str | None = None
+
+    def _normalizer(self, train_split, stored_stats) -> Normalizer:
+        """The starting weights' normalisation (model.preprocess=weights), else dataset.normalize's."""
+        stats = choose_normalization(self.weights, self.cfg.model, self.input_shape[0])
+        if stats is not None:
+            return Normalizer(**stats)
+        return Normalizer.fit(self.cfg.dataset.normalize, train_split.images, stored_stats)
 
     def _check_batch_size(self, n_train: int) -> None:
         batch_size = int(self.cfg.trainer.batch_size)
@@ -111,6 +123,7 @@ class Trainer:
     def load(self, ckpt: dict) -> None:
         """Continue from a checkpoint of the same configuration (resume)."""
         self.model.load_state_dict(ckpt["model"])
+        self.normalizer = self.pipeline.normalizer = Normalizer(**ckpt["normalization"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler and ckpt["scheduler"]:
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -124,6 +137,8 @@ class Trainer:
     def fit(self) -> dict:
         self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
         self.tensorboard = TensorBoardLogger(self.run_dir)
+        if self.weights is not None:
+            write_json_atomic(self.weights.record(), self.run_dir / "weights.json")
         try:
             self._log_input_grid()
             while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
@@ -244,7 +259,8 @@ class Trainer:
             "steps": state.step,
             "train_seconds": state.train_seconds,
             "images_per_second": state.images_seen / max(state.train_seconds, 1e-9),
-            "params": sum(p.numel() for p in self.model.parameters()),
+            "params": self.freezing.total,
+            "trainable_params": self.freezing.trainable,
             "stopped_early": self.stop_reason == "early stopping",
             "diverged": diverged,
         }

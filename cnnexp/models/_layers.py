@@ -25,3 +25,12 @@ def flat_size(features: nn.Module, in_shape: tuple, model: str) -> int:
             f"model {model} does not fit {size} inputs ({str(exc).splitlines()[0]}); "
             "use fewer conv layers, a smaller kernel or pool, or larger images"
         ) from exc
+
+
+def check_lengths(model: str, **lists) -> None:
+    """Per-layer lists (channels, kernels) must be non-empty, positive and equally long."""
+    lengths = {len(v) for v in lists.values()}
+    values = [x for v in lists.values() for x in v]
+    if len(lengths) != 1 or 0 in lengths or min(values) < 1:
+        shown = ", ".join(f"model.{k}={list(v)}" for k, v in lists.items())
+        raise UserError(f"{shown} must be non-empty lists of positive numbers, one per conv layer ({model})")

@@ -11,6 +11,8 @@ from cnnexp.models._layers import flat_size, make_activation
 
 
 class LeNet(nn.Module):
+    head_prefix = "classifier"  # the layers after the features (optimizer.head_lr_mult)
+
     def __init__(self, features: nn.Sequential, classifier: nn.Sequential):
         super().__init__()
         self.features = features

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cnnexp.data import register_dataset
 from cnnexp.data.image_data import ImageData, Split
+from cnnexp.data.images import image_size
 from cnnexp.utils.errors import UserError
 
 FACE_H, FACE_W, GRID = 57, 47, 20
@@ -42,13 +44,24 @@ def split_per_person(faces: np.ndarray, per_person: list[int]) -> dict[str, Spli
     if len(per_person) != 3 or sum(per_person) != FACES_PER_PERSON or min(per_person) < 0:
         raise UserError(f"dataset.per_person={list(per_person)} must be three counts summing to 10, e.g. [8,1,1]")
     bounds = np.cumsum([0, *per_person])
-    people = faces.reshape(-1, FACES_PER_PERSON, 1, FACE_H, FACE_W)
+    people = faces.reshape(-1, FACES_PER_PERSON, 1, *faces.shape[1:])
     splits = {}
     for name, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:]):
-        images = torch.from_numpy(people[:, lo:hi].reshape(-1, 1, FACE_H, FACE_W).copy())
+        images = torch.from_numpy(people[:, lo:hi].reshape(-1, 1, *faces.shape[1:]).copy())
         labels = torch.arange(people.shape[0]).repeat_interleave(int(hi - lo))
         splits[name] = Split(images, labels)
     return splits
+
+
+def resized(faces: np.ndarray, size) -> np.ndarray:
+    """All faces stretched to `size` (int or [H, W]; bilinear, antialiased), for models that need
+    larger inputs (Levi-Hassner's 227x227); None keeps 57x47."""
+    if size is None:
+        return faces
+    height, width = image_size(size)
+    x = torch.from_numpy(faces).float()[:, None]
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
 
 
 @register_dataset
@@ -56,6 +69,6 @@ def olivetti(cfg, seed: int = 0) -> ImageData:
     path = Path(cfg.root) if cfg.get("root") else embedded_gif()
     if not path.exists():
         raise UserError(f"Olivetti GIF not found at {path}; remove dataset.root to use the embedded copy")
-    faces = read_faces(path)
+    faces = resized(read_faces(path), cfg.get("size"))
     splits = split_per_person(faces, list(cfg.per_person))
     return ImageData(splits, person_names(len(faces) // FACES_PER_PERSON), meta={"source": str(path)})

@@ -1,0 +1,102 @@
+"""`model.freeze=` / `model.trainable=`: train only part of a model.
+
+Prefixes are module names as `model.named_modules()` spells them (`features`, `layer4`,
+`features.24`, `classifier.0`), matched at dots (`layer1` does not match `layer10`), plus the
+aliases a model declares in `module_aliases` (VGG's `block1`..`block5`). A frozen parameter gets
+`requires_grad=False` (so no gradient and no place in the optimizer); a frozen batch-norm layer stays
+in evaluation mode through `model.train()`, so its running statistics never change.
+"""
+
+import types
+from dataclasses import dataclass
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cnnexp.utils.errors import UserError
+
+
+@dataclass
+class FreezeReport:
+    trainable: int  # parameters (elements) left to train
+    total: int
+    frozen_norm_layers: int
+
+    def summary(self) -> str:
+        return f"{self.trainable:,} trainable of {self.total:,} parameters"
+
+
+def under(name: str, prefixes: list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def expand(model: nn.Module, prefixes, key: str, model_name: str) -> list[str]:
+    """Aliases replaced by the module names they stand for; a prefix naming no module is an error."""
+    aliases = getattr(model, "module_aliases", {})
+    names = [name for name, _ in model.named_modules() if name]
+    out = []
+    for prefix in prefixes or ():
+        prefix = str(prefix)
+        expanded = aliases.get(prefix, [prefix])
+        if not any(under(name, expanded) for name in names):
+            top = [name for name, _ in model.named_children()]
+            hint = f"; aliases: {', '.join(aliases)}" if aliases else ""
+            raise UserError(f"{key}=[{prefix}] names no module of {model_name}; use module names such as "
+                            f"{', '.join(top)} (or deeper ones like {names[1] if len(names) > 1 else names[0]}){hint}")
+        out += expanded
+    return out
+
+
+def apply_freeze(model: nn.Module, freeze, trainable, model_name: str) -> FreezeReport:
+    """Freeze the parameters under `freeze`, or everything not under `trainable` (when given)."""
+    frozen_prefixes = expand(model, freeze, "model.freeze", model_name)
+    trainable_prefixes = expand(model, trainable, "model.trainable", model_name) if trainable is not None else None
+
+    def is_frozen(name: str) -> bool:
+        return under(name, frozen_prefixes) or (trainable_prefixes is not None and not under(name, trainable_prefixes))
+
+    for name, param in model.named_parameters():
+        if is_frozen(name):
+            param.requires_grad_(False)
+    norm_layers = [m for name, m in model.named_modules() if isinstance(m, _BatchNorm) and is_frozen(name)]
+    for layer in norm_layers:
+        keep_in_eval_mode(layer)
+    params = list(model.parameters())
+    report = FreezeReport(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params),
+                          len(norm_layers))
+    if report.trainable == 0:
+        raise UserError(f"model.freeze / model.trainable leave no parameter of {model_name} to train; "
+                        "unfreeze at least the head (e.g. model.trainable=[fc] or [classifier])")
+    return report
+
+
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+def keep_in_eval_mode(layer: nn.Module) -> None:
+    """`layer.train()` (and a parent's `model.train()`) leaves this layer in evaluation mode."""
+    layer.train = types.MethodType(_stay_in_eval, layer)
+    layer.eval()
+
+
+def head_prefix(model: nn.Module) -> str:
+    """The module holding the classifier head: what the model declares (`head_prefix`), else the last
+    module that has parameters of its own (the output layer)."""
+    declared = getattr(model, "head_prefix", None)
+    if declared:
+        return declared
+    owners = [name for name, m in model.named_modules() if name and any(True for _ in m.parameters(recurse=False))]
+    return owners[-1]
+
+
+def parameter_groups(model: nn.Module, head_lr_mult: float, lr: float) -> list[dict]:
+    """The trainable parameters; with `head_lr_mult` != 1, the head in its own group at lr x mult."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if head_lr_mult == 1:
+        return [{"params": [p for _, p in trainable]}]
+    head = head_prefix(model)
+    backbone = [p for name, p in trainable if not under(name, [head])]
+    head_params = [p for name, p in trainable if under(name, [head])]
+    groups = [{"params": backbone, "name": "backbone"}, {"params": head_params, "lr": lr * head_lr_mult, "name": "head"}]
+    return [group for group in groups if group["params"]]

@@ -1,0 +1,272 @@
+"""`model.weights=`: start a model from weights made elsewhere, offline and safely.
+
+A source is one of
+- a local state dict: `.pth`/`.pt` (read with `torch.load(weights_only=True)`, so a file carrying
+  code is refused; `{"state_dict": ...}` / `{"model": ...}` wrappers and `module.` / `_orig_mod.`
+  prefixes are undone) or `.safetensors`;
+- a torchvision weights name (`IMAGENET1K_V1`, `DEFAULT`, `ResNet18_Weights.IMAGENET1K_V1`) for a
+  torchvision model, read from torchvision's cache `$TORCH_HOME/hub/checkpoints/` and downloaded into
+  it only when `model.download` is true and the network answers;
+- a cnnexp run folder (its best checkpoint) or checkpoint file: a new run from another run's weights.
+
+Tensors are matched by name: equal shapes load; an RGB first conv loads into a 1-channel model with
+its filters summed over the colours; other shapes (a head for another class count) are dropped, and
+every drop is reported. The weights' own preprocessing (torchvision's mean/std, a run's
+normalisation) comes along for the trainer to use.
+"""
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from cnnexp.utils.errors import UserError
+from cnnexp.utils.safe_load import safe_torch_load
+
+PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+SHOWN = 4  # names listed per kind in a report line
+
+
+@dataclass
+class Weights:
+    """Tensors read from a source, with what is known of how they were trained."""
+
+    tensors: dict
+    source: str  # as the user gave it
+    kind: str  # file | safetensors | torchvision | run
+    path: str
+    normalization: dict | None = None  # Normalizer.state_dict() form: mode, mean, std (0..255 units)
+    input_size: list[int] | None = None  # H, W the weights were trained at, when known
+
+
+@dataclass
+class LoadReport:
+    """What happened to each tensor; recorded as weights.json in the run folder."""
+
+    source: str
+    kind: str
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    summed_to_grey: list[str] = field(default_factory=list)  # RGB filters summed for a 1-channel input
+    dropped: list[str] = field(default_factory=list)  # "name [file shape] vs [model shape]"
+    missing: list[str] = field(default_factory=list)  # in the model, not in the file: kept as initialised
+    unused: list[str] = field(default_factory=list)  # in the file, not in the model
+    normalization: dict | None = None
+    input_size: list[int] | None = None
+
+    def summary(self) -> str:
+        """One line for the run summary."""
+        parts = [f"{self.source}: loaded {len(self.loaded) + len(self.summed_to_grey)} tensors"]
+        for label, names in (("summed RGB->grey", self.summed_to_grey), ("dropped (shape differs)", self.dropped),
+                             ("not in the file", self.missing), ("unused", self.unused)):
+            if names:
+                parts.append(f"{label} {listing(names)}")
+        return "; ".join(parts)
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def listing(names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+# ---- reading ---------------------------------------------------------------------------------------
+def read_weights(source: str, model_name: str, download: bool = True) -> Weights:
+    path = Path(str(source)).expanduser()
+    if path.is_dir():
+        path = run_checkpoint(path)
+    if path.suffix == ".safetensors":
+        return Weights(read_safetensors(path), str(source), "safetensors", str(path))
+    if path.is_file():
+        content = torch_load(path)
+        if is_cnnexp_checkpoint(content):
+            return run_weights(str(source), path, content)
+        return Weights(unwrap(content, path), str(source), "file", str(path))
+    if looks_like_path(str(source)):
+        raise UserError(f"model.weights={source}: no such file or folder; give a .pth/.pt/.safetensors file, a "
+                        "cnnexp run folder, or a torchvision weights name such as IMAGENET1K_V1")
+    return read_torchvision(str(source), model_name, download)
+
+
+def looks_like_path(source: str) -> bool:
+    return "/" in source or "\\" in source or Path(source).suffix.lower() in (".pt", ".pth", ".safetensors", ".bin")
+
+
+def torch_load(path: Path):
+    """torch.load with weights_only=True: only tensors and plain containers; code is refused."""
+    return safe_torch_load(path, "weights file", "use a plain state dict (torch.save(model.state_dict(), path)) "
+                                                 "or a .safetensors file")
+
+
+def is_cnnexp_checkpoint(obj) -> bool:
+    """A checkpoint written by `cnnexp train` (engine/checkpoint.py marks them `cnnexp-checkpoint-<n>`)."""
+    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("cnnexp-checkpoint")
+
+
+def unwrap(obj, path: Path) -> dict:
+    """The state dict inside a loaded file, with wrapper prefixes removed."""
+    for key in WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
+    if not tensors:
+        raise UserError(f"{path} holds no state dict (no named tensors); save one with "
+                        "torch.save(model.state_dict(), path)")
+    return strip_prefixes(tensors)
+
+
+def strip_prefixes(tensors: dict) -> dict:
+    out = {}
+    for name, tensor in tensors.items():
+        while name.startswith(PREFIXES):
+            name = name.split(".", 1)[1]
+        out[name] = tensor
+    return out
+
+
+def read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise UserError(f"model.weights={path}: no such file; give an existing .safetensors file")
+    try:
+        return strip_prefixes(load_file(str(path)))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable .safetensors file ({str(exc).splitlines()[0][:160]})")
+
+
+def run_checkpoint(folder: Path) -> Path:
+    """A train run folder's best checkpoint (the best-validation model)."""
+    path = folder / "checkpoints" / "best.pt"
+    if not path.is_file():
+        raise UserError(f"model.weights={folder}: {path} is missing; give a finished train run folder or a .pt file")
+    return path
+
+
+def run_weights(source: str, path: Path, ckpt: dict) -> Weights:
+    """A cnnexp checkpoint's model (a new run, not a resume); its normalisation and input size come along."""
+    shape = ckpt.get("input_shape")
+    return Weights(strip_prefixes(ckpt["model"]), source, "run", str(path), ckpt.get("normalization"),
+                   list(shape[1:]) if shape else None)
+
+
+def read_torchvision(name: str, model_name: str, download: bool) -> Weights:
+    entry = torchvision_entry(name, model_name)
+    cached = torchvision_cache_file(entry.url)
+    if not cached.is_file():
+        fetch(entry, cached, download)
+    transform = entry.transforms()
+    normalization = {"mode": "standardize", "mean": [255 * m for m in transform.mean],
+                     "std": [255 * s for s in transform.std]}
+    crop = list(transform.crop_size)
+    return Weights(unwrap(torch_load(cached), cached), name, "torchvision", str(cached), normalization,
+                   crop * 2 if len(crop) == 1 else crop)
+
+
+def torchvision_entry(name: str, model_name: str):
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(model_name)
+    except (ValueError, KeyError):
+        raise UserError(f"model.weights={name} looks like a torchvision weights name, but model {model_name} is not a "
+                        "torchvision model; give a .pth/.pt/.safetensors file or a cnnexp run folder instead")
+    member = name.split(".", 1)[1] if name.startswith(f"{enum.__name__}.") else name
+    if member not in enum.__members__:
+        raise UserError(f"model.weights={name} is not a weights name of {model_name}; choose one of: "
+                        f"{', '.join(enum.__members__)}, or give a file")
+    return enum[member]
+
+
+def torchvision_cache_file(url: str) -> Path:
+    """Where torchvision's loader keeps the file: $TORCH_HOME/hub/checkpoints/<file name of the URL>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def fetch(entry, cached: Path, download: bool) -> None:
+    """Download into torchvision's cache (checking the hash in the file name, as torch.hub does), or
+    say exactly which file to put where."""
+    put_it = (f"put {cached.name} (from {entry.url}) at {cached} (the cache under TORCH_HOME), "
+              "or give model.weights=<local file>")
+    if not download:
+        raise UserError(f"{entry} is not in the torchvision cache and model.download=false: {put_it}")
+    match = re.search(r"-([a-f0-9]+)\.", cached.name)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(entry.url, str(cached), match.group(1) if match else None, progress=True)
+    except Exception as exc:  # no network (URLError), a proxy refusing, a hash mismatch, a full disk ...
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(f"{entry} is not in the torchvision cache and cannot be downloaded ({reason}): {put_it}")
+
+
+# ---- loading into a model --------------------------------------------------------------------------
+def load_weights(model: torch.nn.Module, weights: Weights, model_name: str) -> LoadReport:
+    """Copy every tensor that fits into `model`; report the rest. Nothing fitting is an error."""
+    report = LoadReport(weights.source, weights.kind, weights.path, normalization=weights.normalization,
+                        input_size=weights.input_size)
+    state = model.state_dict()
+    for name, target in state.items():
+        given = weights.tensors.get(name)
+        if given is None:
+            report.missing.append(name)
+        elif given.shape == target.shape:
+            state[name] = given.to(target.dtype)
+            report.loaded.append(name)
+        elif is_rgb_to_grey(given, target):
+            state[name] = given.sum(1, keepdim=True).to(target.dtype)
+            report.summed_to_grey.append(name)
+        else:
+            report.dropped.append(f"{name} {list(given.shape)} vs {list(target.shape)}")
+    report.unused = sorted(weights.tensors.keys() - state.keys())
+    if not report.loaded and not report.summed_to_grey:
+        raise UserError(f"no tensor of {weights.source} fits model {model_name} (the file has "
+                        f"{listing(sorted(weights.tensors))}; the model wants {listing(list(state))}); "
+                        "use weights of the same architecture")
+    model.load_state_dict(state)
+    return report
+
+
+def is_rgb_to_grey(given: torch.Tensor, target: torch.Tensor) -> bool:
+    """An RGB conv filter bank (O x 3 x k x k) for a model whose input is grey (O x 1 x k x k)."""
+    return (given.dim() == 4 and target.dim() == 4 and given.shape[1] == 3 and target.shape[1] == 1
+            and given.shape[0] == target.shape[0] and given.shape[2:] == target.shape[2:])
+
+
+def weights_normalization(report: LoadReport | None, channels: int) -> dict | None:
+    """The weights' normalisation for `channels`-channel inputs (RGB stats averaged for grey), if any."""
+    if report is None or report.normalization is None:
+        return None
+    stats = dict(report.normalization)
+    if len(stats["mean"]) != channels:
+        if channels != 1:
+            return None  # grey statistics say nothing about colour channels: use the dataset's
+        stats["mean"], stats["std"] = [sum(stats["mean"]) / len(stats["mean"])], [sum(stats["std"]) / len(stats["std"])]
+    return stats
+
+
+def start_weights(model: torch.nn.Module, model_cfg) -> LoadReport | None:
+    """Load `model.weights` (if set) into a freshly built model; None when there is nothing to load."""
+    source = model_cfg.get("weights")
+    if source in (None, ""):
+        return None
+    weights = read_weights(str(source), model_cfg.name, bool(model_cfg.get("download", True)))
+    return load_weights(model, weights, model_cfg.name)
+
+
+PREPROCESS = ("weights", "dataset")
+
+
+def choose_normalization(report: LoadReport | None, model_cfg, channels: int) -> dict | None:
+    """The weights' normalisation when `model.preprocess=weights` and the weights have one, else None
+    (the dataset's `normalize` applies)."""
+    preprocess = model_cfg.get("preprocess", "weights")
+    if preprocess not in PREPROCESS:
+        raise UserError(f"model.preprocess={preprocess} is not one of: {', '.join(PREPROCESS)}")
+    return weights_normalization(report, channels) if preprocess == "weights" else None
