@@ -11,4 +11,6 @@ COMMANDS = {
     "eval": "cnnexp.commands.eval",
     "predict": "cnnexp.commands.predict",
     "data": "cnnexp.commands.data",
+    "features": "cnnexp.commands.features",
+    "probe": "cnnexp.commands.probe",
 }

@@ -9,6 +9,7 @@ import torch
 from rich.table import Table
 
 from cnnexp.utils import jobdirs
+from cnnexp.features.predict import is_probe_run, restore_probe
 from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
 from cnnexp.utils.errors import UserError
 from cnnexp.inference.inputs import UnreadableImage, image_files, load
@@ -35,7 +36,10 @@ def run(cfg) -> None:
 
 def predict_run(cfg) -> None:
     check_options(cfg)
-    restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
+    if is_probe_run(cfg.run):  # outputs/probe/<run>: the features' network + the fitted probe
+        restored = restore_probe(cfg.run, cfg.checkpoint, cfg.device)
+    else:
+        restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
     if cfg.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
     if str(cfg.image) == "olivetti":
