@@ -76,6 +76,14 @@ def test_registry_model_features_equal_a_direct_forward_pass(cnnexp, photos):
             np.testing.assert_allclose(f[split]["features"][:], direct.numpy(), atol=1e-5)
             assert f[split]["labels"][:].tolist() == data.splits[split].labels.tolist()
 
+    # streamed from the files (the folder source's path for sets larger than memory): the same numbers
+    streamed = cnnexp("features", "model=small_cnn", *FOLDER, "dataset.root=photos", "dataset.in_memory=false",
+                      "out=streamed.h5", "batch_size=3")
+    assert streamed.code == 0, streamed.err
+    with h5py.File(photos.parent / "f.h5") as f, h5py.File(photos.parent / "streamed.h5") as g:
+        for split in ("train", "val", "test"):
+            np.testing.assert_allclose(g[split]["features"][:], f[split]["features"][:], atol=1e-6)
+
 
 def test_run_features_use_the_runs_preprocessing_and_the_file_layout(cnnexp, olivetti_run):
     result = cnnexp("features", f"run={olivetti_run}", "out=faces.h5", "splits=[train,test]", "batch_size=7")
@@ -104,6 +112,18 @@ def test_run_features_use_the_runs_preprocessing_and_the_file_layout(cnnexp, oli
         assert attrs["layer_take"] == "input" and attrs["feature_dim"] == 32
         assert list(attrs["input_size"]) == [1, 52, 42] and list(attrs["image_size"]) == [1, 57, 47]
         assert attrs["normalize"] == "scale" and len(attrs["mean"]) == 1 and len(attrs["std"]) == 1
+
+    # --tencrop: the mean features of the four corner and centre windows and their mirrors
+    result = cnnexp("features", f"run={olivetti_run}", "out=ten.h5", "splits=[test]", "--tencrop")
+    assert result.code == 0, result.err
+    x = data.splits["test"].images.float() / 255
+    views = [x[..., t : t + 52, l : l + 42] for t, l in ((0, 0), (0, 5), (5, 0), (5, 5), (2, 2))]
+    views += [v.flip(-1) for v in views]
+    with torch.no_grad():
+        mean = torch.stack([model.classifier[:-1](model.features(v).flatten(1)) for v in views]).mean(0)
+    with h5py.File("ten.h5") as f:
+        np.testing.assert_allclose(f["test"]["features"][:], mean.numpy(), atol=1e-5)
+        assert bool(f.attrs["tencrop"])
 
 
 def test_named_layer_pooled_flattened_and_refused_when_huge(cnnexp, photos):

@@ -136,6 +136,7 @@ def bad_files(folder):
     write_file(folder / "sizes.h5", {"train": two, "test": (np.eye(6, 5), [0, 1] * 3)})
     write_file(folder / "oneclass.h5", {"train": (np.eye(6, 4), [1] * 6), "test": two})
     write_file(folder / "notest.h5", {"train": two})
+    write_file(folder / "badlabels.h5", {"train": (np.eye(6, 4), [0, 1, 2] * 2), "test": two})
     write_file(folder / "rare.h5", {"train": (np.eye(6, 4), [0] * 5 + [1]), "test": two})
 
 
@@ -145,7 +146,8 @@ def bad_files(folder):
     (("features=sizes.h5",), "error: ", "the splits' features differ in size (train (6, 4), test (6, 5))"),
     (("features=oneclass.h5",), "error: ", "the train split holds one class only (b)"),
     (("features=notest.h5",), "error: ", "has no test split to score on"),
-    (("features=rare.h5",), "error: ", "class b has 1 images to fit on, fewer than cv=3 folds"),
+    (("features=badlabels.h5",), "error: ", "split train has labels outside 0..1 (label_names has 2)"),
+    (("features=rare.h5",), "error: ", "class b has 1 image(s) to fit on, fewer than cv=3 folds"),
     (("features=missing.h5",), "error: features file", "not found"),
     ((), "error: say which features", ""),
     (("features=sizes.h5", "C=[0,1]"), "error: C=[0, 1] must list positive numbers", ""),

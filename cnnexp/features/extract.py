@@ -122,7 +122,6 @@ def features_of(extractor: FeatureExtractor, pipeline: Pipeline, images: torch.T
 class Extraction:
     counts: dict  # split -> images
     seconds: float
-    layer: LayerChoice
 
 
 def extract(source: Source, data, splits: list[str], writer_args: dict, layer: LayerChoice, batch_size: int,
@@ -140,7 +139,7 @@ def extract(source: Source, data, splits: list[str], writer_args: dict, layer: L
     except BaseException:
         writer.abort()
         raise
-    return Extraction(counts, time.perf_counter() - start, layer)
+    return Extraction(counts, time.perf_counter() - start)
 
 
 def write_split(writer, extractor, source: Source, split, name: str, batch_size: int, tencrop, progress) -> int:

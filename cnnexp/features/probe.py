@@ -73,9 +73,6 @@ def check_classes(labels: np.ndarray, features: FeatureSet, split: str) -> None:
         only = features.label_names[present[0]] if len(present) else "none"
         raise UserError(f"{features.path}: the {split} split holds one class only ({only}); a probe needs images "
                         "of at least two classes")
-    if present.min() < 0 or present.max() >= len(features.label_names):
-        raise UserError(f"{features.path}: labels outside 0..{len(features.label_names) - 1} (label_names has "
-                        f"{len(features.label_names)}); the file is damaged, extract the features again")
 
 
 def check_folds(labels: np.ndarray, folds: int, names: list[str]) -> None:
@@ -84,7 +81,7 @@ def check_folds(labels: np.ndarray, folds: int, names: list[str]) -> None:
         raise UserError(f"cv={folds} must be 2 or more folds, or cv=val")
     if counts.min() < folds:
         rare = names[classes[counts.argmin()]]
-        raise UserError(f"class {rare} has {counts.min()} images to fit on, fewer than cv={folds} folds; "
+        raise UserError(f"class {rare} has {counts.min()} image(s) to fit on, fewer than cv={folds} folds; "
                         "use fewer folds (cv=2), cv=val, or more images")
 
 

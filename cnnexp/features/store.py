@@ -46,8 +46,11 @@ class FeatureWriter:
 
         self.path, self.tmp = Path(path), temporary_path(Path(path))
         self.buffer_rows = max(1, int(buffer_rows))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = h5py.File(self.tmp, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = h5py.File(self.tmp, "w")
+        except OSError as exc:
+            raise UserError(f"cannot write {self.tmp} ({exc.strerror or exc}); give out= in a folder you can write to")
         self.file.attrs["format"] = FORMAT
         for key, value in attrs.items():
             self.file.attrs[key] = to_attr(value)
@@ -140,6 +143,8 @@ def read_features(path: Path) -> FeatureSet:
                             "give a file written by `cnnexp features`")
         splits = {g: (handle[g]["features"].shape, handle[g]["labels"].shape) for g in groups}
         names = attrs.get("label_names")
+        ranges = {g: (int(labels.min()), int(labels.max())) for g in groups
+                  if len(labels := handle[g]["labels"][:])}
     dims = {g: shape[1] if len(shape) == 2 else None for g, (shape, _) in splits.items()}
     if len(set(dims.values())) != 1 or None in dims.values():
         sizes = ", ".join(f"{g} {splits[g][0]}" for g in groups)
@@ -150,4 +155,8 @@ def read_features(path: Path) -> FeatureSet:
             raise UserError(f"{path}: split {g} has {shape[0]} feature rows but {labels[0] if labels else 0} labels")
     if not names:
         raise UserError(f"{path} has no label_names attribute; give a file written by `cnnexp features`")
+    for g, (low, high) in ranges.items():
+        if low < 0 or high >= len(names):
+            raise UserError(f"{path}: split {g} has labels outside 0..{len(names) - 1} (label_names has {len(names)}); "
+                            "the file is damaged, extract the features again")
     return FeatureSet(path, splits, attrs, list(names), next(iter(dims.values())))
