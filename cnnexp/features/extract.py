@@ -99,8 +99,13 @@ def dataset_record(dataset_cfg, data) -> dict:
 
 
 class RateColumn(ProgressColumn):
+    """Images per second: rich's recent speed, or the mean over the task (a split of one batch)."""
+
     def render(self, task) -> Text:
-        return Text(f"{task.speed:,.0f} img/s" if task.speed else "- img/s")
+        speed = task.finished_speed or task.speed
+        if speed is None and task.elapsed and task.completed:
+            speed = task.completed / task.elapsed
+        return Text(f"{speed:,.0f} img/s" if speed else "- img/s")
 
 
 def progress_bar() -> Progress:
