@@ -24,10 +24,10 @@ from rich.text import Text
 from cnnexp.data import create_dataset
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import seed_everything, select_device
-from cnnexp.features.layers import FeatureExtractor, LayerChoice, choose_layer
+from cnnexp.features.layers import FeatureExtractor, LayerChoice
 from cnnexp.features.store import FeatureWriter
-from cnnexp.inference.restore import apply_dataset_overrides, restore, shape_text
-from cnnexp.inference.scoring import require_crops, ten_crops
+from cnnexp.inference.restore import restore, shape_text
+from cnnexp.inference.scoring import ten_crops
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.utils.errors import UserError
 
