@@ -62,13 +62,17 @@ def source_from_model(cfg, data) -> Source:
     factory takes it) is loaded by the factory. Without weights the model is randomly initialised
     from `seed`, which makes the same features again."""
     image_shape = tuple(data.image_shape)
+    kwargs = model_kwargs(cfg.model)
+    weights = kwargs.get("weights")
+    if isinstance(weights, str) and Path(weights).expanduser().exists():  # a file: kept findable from anywhere
+        kwargs["weights"] = str(Path(weights).expanduser().resolve())
     seed_everything(int(cfg.seed))
-    model = create_model(cfg.model.name, image_shape, data.num_classes, **model_kwargs(cfg.model))
+    model = create_model(cfg.model.name, image_shape, data.num_classes, **kwargs)
     device = select_device(cfg.device)
     pipeline = Pipeline(Augmentation({}, image_shape), model_normalizer(cfg, data), bool(cfg.device.channels_last))
     model.to(device, memory_format=pipeline.memory_format).eval()
-    record = {"model": cfg.model.name, "model_config": model_kwargs(cfg.model),
-              "weights": str(cfg.model.get("weights") or "none (random initialisation from seed)"),
+    record = {"model": cfg.model.name, "model_config": kwargs,
+              "weights": str(kwargs.get("weights") or "none (random initialisation from seed)"),
               "source_run": "", "checkpoint": "", "seed": int(cfg.seed), "augmentation": {}}
     return Source(model, pipeline, image_shape, cfg.dataset, device, record)
 
