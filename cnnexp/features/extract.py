@@ -31,6 +31,11 @@ from cnnexp.inference.scoring import ten_crops
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.utils.errors import UserError
 
+try:  # the model zoo's model.weights / model.preprocess (issue 9); its model configs bring the keys
+    from cnnexp.models.weights import choose_normalization, start_weights
+except ImportError:  # a tree without it: no model config has a weights key, nothing to load
+    choose_normalization = start_weights = None
+
 
 @dataclass
 class Source:
@@ -58,28 +63,47 @@ def source_from_run(cfg, dataset_overrides: dict) -> Source:
 
 
 def source_from_model(cfg, data) -> Source:
-    """A registry model sized for the data's images and classes; `model.weights` (when the model's
-    factory takes it) is loaded by the factory. Without weights the model is randomly initialised
-    from `seed`, which makes the same features again."""
+    """A registry model sized for the data's images and classes, with `model.weights` loaded as
+    `cnnexp train` loads them. Without weights the model is randomly initialised from `seed`, which
+    makes the same features again."""
     image_shape = tuple(data.image_shape)
-    kwargs = model_kwargs(cfg.model)
-    weights = kwargs.get("weights")
-    if isinstance(weights, str) and Path(weights).expanduser().exists():  # a file: kept findable from anywhere
-        kwargs["weights"] = str(Path(weights).expanduser().resolve())
-    seed_everything(int(cfg.seed))
-    model = create_model(cfg.model.name, image_shape, data.num_classes, **kwargs)
+    model_cfg = absolute_weights(OmegaConf.to_container(cfg.model, resolve=True))
+    model, weights_stats = build_model(model_cfg, image_shape, data.num_classes, int(cfg.seed))
     device = select_device(cfg.device)
-    pipeline = Pipeline(Augmentation({}, image_shape), model_normalizer(cfg, data), bool(cfg.device.channels_last))
+    normalizer = model_normalizer(cfg, data, weights_stats)
+    pipeline = Pipeline(Augmentation({}, image_shape), normalizer, bool(cfg.device.channels_last))
     model.to(device, memory_format=pipeline.memory_format).eval()
-    record = {"model": cfg.model.name, "model_config": kwargs,
-              "weights": str(kwargs.get("weights") or "none (random initialisation from seed)"),
+    record = {"model": model_cfg["name"], "model_config": model_cfg,
+              "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),
               "source_run": "", "checkpoint": "", "seed": int(cfg.seed), "augmentation": {}}
     return Source(model, pipeline, image_shape, cfg.dataset, device, record)
 
 
-def model_normalizer(cfg, data) -> Normalizer:
-    """mean=/std= in 0..1 units (torchvision's), else the dataset's own normalisation."""
+def absolute_weights(model_cfg: dict) -> dict:
+    """A `model.weights` file or run folder by its absolute path, so a probe run finds it from anywhere."""
+    weights = model_cfg.get("weights")
+    if isinstance(weights, str) and weights and Path(weights).expanduser().exists():
+        model_cfg = {**model_cfg, "weights": str(Path(weights).expanduser().resolve())}
+    return model_cfg
+
+
+def build_model(model_cfg: dict, image_shape, num_classes: int, seed: int):
+    """(model, the weights' own normalisation or None): the factory builds it from its keys, then the
+    model zoo's `start_weights` loads `model.weights` and `choose_normalization` honours `model.preprocess`."""
+    seed_everything(seed)
+    model = create_model(model_cfg["name"], image_shape, num_classes, **model_kwargs(model_cfg))
+    if start_weights is None:
+        return model, None
+    node = OmegaConf.create(model_cfg)
+    report = start_weights(model, node)
+    return model, choose_normalization(report, node, image_shape[0])
+
+
+def model_normalizer(cfg, data, weights_stats: dict | None) -> Normalizer:
+    """mean=/std= in 0..1 units (torchvision's), else the weights' own normalisation, else the dataset's."""
     if cfg.mean is None and cfg.std is None:
+        if weights_stats is not None:
+            return Normalizer(**weights_stats)
         return Normalizer.fit(cfg.dataset.normalize, data.split("train").images, data.meta.get("channel_stats"))
     channels = data.image_shape[0]
     mean, std = (list(cfg.mean or [0.0] * channels)), (list(cfg.std or [1.0] * channels))
@@ -194,9 +218,8 @@ def source_from_attrs(attrs: dict, device_cfg) -> tuple[FeatureExtractor, Source
         restored = restore(attrs["source_run"] or None, attrs["checkpoint"], "best", device_cfg)
         model, device = restored.model, restored.device
     else:
-        seed_everything(int(attrs.get("seed", 0)))
-        model = create_model(attrs["model"], tuple(attrs["image_size"]), len(attrs["label_names"]),
-                             **parsed(attrs["model_config"]))
+        model, _ = build_model(parsed(attrs["model_config"]), tuple(int(v) for v in attrs["image_size"]),
+                               len(attrs["label_names"]), int(attrs.get("seed", 0)))
         device = select_device(device_cfg)
     image_shape = tuple(int(v) for v in attrs["image_size"])
     pipeline = Pipeline(Augmentation(parsed(attrs["augmentation"]), image_shape),
