@@ -234,3 +234,28 @@ def test_existing_file_is_kept_unless_overwrite(cnnexp, photos):
     assert cnnexp("features", *args, "overwrite=true").code == 0
     with h5py.File(photos.parent / "f.h5") as f:
         assert list(f) == ["test"]
+
+
+def test_torchvision_model_with_a_weights_file_and_its_normalisation(cnnexp, photos, monkeypatch):
+    """model=resnet18 model.weights=IMAGENET1K_V1 from a TORCH_HOME cache: features are the pooled 512-d
+    vector of torchvision's own resnet18 with those weights, normalised with ImageNet's mean/std.
+    Runs once the model zoo (model.weights) is in the tree."""
+    pytest.importorskip("cnnexp.models.weights")
+    import torchvision
+
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18().eval()
+    cache = photos.parent / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / "resnet18-f37072fd.pth")
+    monkeypatch.setenv("TORCH_HOME", str(photos.parent / "torch_home"))
+    result = cnnexp("features", "model=resnet18", "model.weights=IMAGENET1K_V1", "model.download=false", *FOLDER,
+                    "dataset.root=photos", "splits=[test]", "out=resnet.h5")
+    assert result.code == 0, result.err
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = (folder_data(photos).splits["test"].images.float() / 255 - mean[:, None, None]) / std[:, None, None]
+    reference.fc = nn.Identity()
+    with torch.no_grad(), h5py.File("resnet.h5") as f:
+        np.testing.assert_allclose(f["test"]["features"][:], reference(x).numpy(), atol=1e-4)
+        assert f.attrs["weights"] == "IMAGENET1K_V1" and f.attrs["layer"] == "fc" and f.attrs["feature_dim"] == 512
+        np.testing.assert_allclose(f.attrs["mean"], 255 * mean.numpy(), rtol=1e-6)
