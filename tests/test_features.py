@@ -19,7 +19,7 @@ from torch import nn
 from cnnexp.cli import main
 from cnnexp.data import create_dataset
 from cnnexp.features.layers import choose_layer
-from cnnexp.models import create_model
+from cnnexp.models import create_model, model_kwargs
 
 TINY_RUN = ("model.nkerns=[4,8]", "model.hidden=32", "trainer.epochs=1", "trainer.batch_size=20",
             "augmentation=patch", "augmentation.crop_size=[52,42]")
@@ -89,8 +89,7 @@ def test_run_features_use_the_runs_preprocessing_and_the_file_layout(cnnexp, oli
     result = cnnexp("features", f"run={olivetti_run}", "out=faces.h5", "splits=[train,test]", "batch_size=7")
     assert result.code == 0, result.err
     ckpt = torch.load(olivetti_run / "checkpoints" / "best.pt", weights_only=True)
-    model = create_model("lenet", ckpt["input_shape"], 40, **{k: v for k, v in ckpt["config"]["model"].items()
-                                                             if k != "name"})
+    model = create_model("lenet", ckpt["input_shape"], 40, **model_kwargs(ckpt["config"]["model"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
     data = create_dataset(OmegaConf.create(ckpt["config"]["dataset"]), 0).limit(40)

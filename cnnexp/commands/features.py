@@ -112,6 +112,8 @@ def report(target: Path, attrs: dict, done) -> dict:
     screen = console()
     screen.print(f"features: {attrs['model']}, {attrs['layer_description']} -> {attrs['feature_dim']} floats an image "
                  f"(input {'x'.join(map(str, attrs['input_size']))}{', ten-crop mean' if attrs['tencrop'] else ''})")
+    if attrs.get("weights_loaded"):
+        screen.print(f"weights {attrs['weights_loaded']}")
     counts = ", ".join(f"{name} {n:,}" for name, n in done.counts.items())
     screen.print(f"{counts} images in {done.seconds:.1f} s ({total / max(done.seconds, 1e-9):,.0f} img/s)")
     screen.print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MiB)")

@@ -68,13 +68,14 @@ def source_from_model(cfg, data) -> Source:
     makes the same features again."""
     image_shape = tuple(data.image_shape)
     model_cfg = absolute_weights(OmegaConf.to_container(cfg.model, resolve=True))
-    model, weights_stats = build_model(model_cfg, image_shape, data.num_classes, int(cfg.seed))
+    model, loaded = build_model(model_cfg, image_shape, data.num_classes, int(cfg.seed))
     device = select_device(cfg.device)
-    normalizer = model_normalizer(cfg, data, weights_stats)
+    normalizer = model_normalizer(cfg, data, weights_normalization(model_cfg, loaded, image_shape[0]))
     pipeline = Pipeline(Augmentation({}, image_shape), normalizer, bool(cfg.device.channels_last))
     model.to(device, memory_format=pipeline.memory_format).eval()
     record = {"model": model_cfg["name"], "model_config": model_cfg,
               "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),
+              "weights_loaded": loaded.summary() if loaded is not None else "",
               "source_run": "", "checkpoint": "", "seed": int(cfg.seed), "augmentation": {}}
     return Source(model, pipeline, image_shape, cfg.dataset, device, record)
 
@@ -88,15 +89,18 @@ def absolute_weights(model_cfg: dict) -> dict:
 
 
 def build_model(model_cfg: dict, image_shape, num_classes: int, seed: int):
-    """(model, the weights' own normalisation or None): the factory builds it from its keys, then the
-    model zoo's `start_weights` loads `model.weights` and `choose_normalization` honours `model.preprocess`."""
+    """(model, the model zoo's report on loading `model.weights`, or None when nothing was loaded)."""
     seed_everything(seed)
     model = create_model(model_cfg["name"], image_shape, num_classes, **model_kwargs(model_cfg))
-    if start_weights is None:
-        return model, None
-    node = OmegaConf.create(model_cfg)
-    report = start_weights(model, node)
-    return model, choose_normalization(report, node, image_shape[0])
+    loaded = start_weights(model, OmegaConf.create(model_cfg)) if start_weights is not None else None
+    return model, loaded
+
+
+def weights_normalization(model_cfg: dict, loaded, channels: int) -> dict | None:
+    """The weights' own normalisation when `model.preprocess=weights` (the zoo's rule), else None."""
+    if choose_normalization is None:
+        return None
+    return choose_normalization(loaded, OmegaConf.create(model_cfg), channels)
 
 
 def model_normalizer(cfg, data, weights_stats: dict | None) -> Normalizer:
