@@ -150,7 +150,7 @@ def bad_files(folder):
     (("features=rare.h5",), "error: ", "class b has 1 image(s) to fit on, fewer than cv=3 folds"),
     (("features=missing.h5",), "error: features file", "not found"),
     ((), "error: say which features", ""),
-    (("features=sizes.h5", "C=[0,1]"), "error: C=[0, 1] must list positive numbers", ""),
+    (("features=sizes.h5", "C=[0,1]"), "error: C=[0", "] must list positive numbers"),
     (("features=sizes.h5", "cv=five"), "error: cv='five' must be", ""),
     (("features=sizes.h5", "fit=all"), "error: fit=all is not one of", ""),
 ])

@@ -12,9 +12,7 @@ from cnnexp.features.layers import choose_layer, layer_listing
 from cnnexp.inference.reports import console
 from cnnexp.inference.restore import hydra_dataset_overrides
 from cnnexp.inference.scoring import require_crops
-from cnnexp.utils import jobdirs
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import current_run_dir
 
 CONFIG_NAME = "features"
 HELP = "features of a run or registry model for every image -> HDF5 (layer=, splits=, --tencrop)"
@@ -22,15 +20,6 @@ FLAGS = {"--tencrop": "tencrop=true"}
 
 
 def run(cfg) -> dict | None:
-    out = current_run_dir()
-    try:
-        return features_run(cfg)
-    finally:
-        if jobdirs.is_scratch(out):
-            jobdirs.prune_empty(out, levels=1)
-
-
-def features_run(cfg) -> dict | None:
     listing = str(cfg.layer) == "list"
     target = None if listing else output_path(cfg)
     check_options(cfg)

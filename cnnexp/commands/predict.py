@@ -8,14 +8,12 @@ import sys
 import torch
 from rich.table import Table
 
-from cnnexp.utils import jobdirs
 from cnnexp.features.predict import is_probe_run, restore_probe
 from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
 from cnnexp.utils.errors import UserError
 from cnnexp.inference.inputs import UnreadableImage, image_files, load
 from cnnexp.inference.reports import console
 from cnnexp.inference.restore import Restored, restore
-from cnnexp.utils.runs import current_run_dir
 from cnnexp.inference.scoring import plain_scores, require_crops, tencrop_scores
 
 CONFIG_NAME = "predict"
@@ -26,15 +24,6 @@ OLIVETTI = person_names()
 
 
 def run(cfg) -> None:
-    out = current_run_dir()
-    try:
-        predict_run(cfg)
-    finally:
-        if jobdirs.is_scratch(out):
-            jobdirs.prune_empty(out, levels=1)
-
-
-def predict_run(cfg) -> None:
     check_options(cfg)
     if is_probe_run(cfg.run):  # outputs/probe/<run>: the features' network + the fitted probe
         restored = restore_probe(cfg.run, cfg.checkpoint, cfg.device)
