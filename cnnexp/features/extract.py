@@ -32,9 +32,9 @@ from cnnexp.models import create_model, model_kwargs
 from cnnexp.utils.errors import UserError
 
 try:  # the model zoo's model.weights / model.preprocess (issue 9); its model configs bring the keys
-    from cnnexp.models.weights import choose_normalization, start_weights
-except ImportError:  # a tree without it: no model config has a weights key, nothing to load
-    choose_normalization = start_weights = None
+    import cnnexp.models.weights as zoo_weights
+except ModuleNotFoundError:  # a tree without it: no model config has a weights key, nothing to load
+    zoo_weights = None
 
 
 @dataclass
@@ -92,15 +92,15 @@ def build_model(model_cfg: dict, image_shape, num_classes: int, seed: int):
     """(model, the model zoo's report on loading `model.weights`, or None when nothing was loaded)."""
     seed_everything(seed)
     model = create_model(model_cfg["name"], image_shape, num_classes, **model_kwargs(model_cfg))
-    loaded = start_weights(model, OmegaConf.create(model_cfg)) if start_weights is not None else None
+    loaded = zoo_weights.start_weights(model, OmegaConf.create(model_cfg)) if zoo_weights is not None else None
     return model, loaded
 
 
 def weights_normalization(model_cfg: dict, loaded, channels: int) -> dict | None:
     """The weights' own normalisation when `model.preprocess=weights` (the zoo's rule), else None."""
-    if choose_normalization is None:
+    if zoo_weights is None:
         return None
-    return choose_normalization(loaded, OmegaConf.create(model_cfg), channels)
+    return zoo_weights.choose_normalization(loaded, OmegaConf.create(model_cfg), channels)
 
 
 def model_normalizer(cfg, data, weights_stats: dict | None) -> Normalizer:
