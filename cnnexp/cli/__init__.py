@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except BrokenPipeError:  # the reader went away (`cnnexp train --help | head`): nothing left to say
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # a bug, not a user error: keep it short unless debugging
         message, code = describe(exc)
         sys.stderr.write(message + "\n")

@@ -11,6 +11,7 @@ COMMANDS = {
     "eval": "cnnexp.commands.eval",
     "predict": "cnnexp.commands.predict",
     "data": "cnnexp.commands.data",
+    "serve": "cnnexp.commands.serve",
     "features": "cnnexp.commands.features",
     "probe": "cnnexp.commands.probe",
 }

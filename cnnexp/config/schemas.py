@@ -149,6 +149,28 @@ class PredictSchema:
 
 
 @dataclass
+class ServeSchema:
+    run: Optional[str] = MISSING
+    checkpoint: Optional[str] = MISSING
+    which: str = MISSING
+    host: str = MISSING
+    port: int = MISSING
+    topk: int = MISSING
+    tencrop: bool = MISSING
+    tencrop_mirror: bool = MISSING
+    detect_face: bool = MISSING
+    face_margin: float = MISSING
+    resize: Optional[str] = MISSING
+    max_batch: int = MISSING
+    max_wait_ms: float = MISSING
+    max_upload_mb: float = MISSING
+    read_timeout_s: float = MISSING
+    workers: int = MISSING
+    access_log: bool = MISSING
+    device: DeviceSchema = field(default_factory=DeviceSchema)
+
+
+@dataclass
 class BuildHdf5Schema:
     src: Optional[str] = MISSING
     out: Optional[str] = MISSING
@@ -218,7 +240,7 @@ class ProbeSchema:
 
 PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSchema, "sweep_schema": SweepSchema,
                    "sweep_summarize_schema": SweepSummarizeSchema, "eval_schema": EvalSchema,
-                   "predict_schema": PredictSchema, "data_build_hdf5_schema": BuildHdf5Schema,
+                   "predict_schema": PredictSchema, "serve_schema": ServeSchema, "data_build_hdf5_schema": BuildHdf5Schema,
                    "data_from_video_schema": FromVideoSchema, "features_schema": FeaturesSchema,
                    "probe_schema": ProbeSchema}
 
