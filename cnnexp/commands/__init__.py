@@ -12,4 +12,6 @@ COMMANDS = {
     "predict": "cnnexp.commands.predict",
     "data": "cnnexp.commands.data",
     "serve": "cnnexp.commands.serve",
+    "features": "cnnexp.commands.features",
+    "probe": "cnnexp.commands.probe",
 }

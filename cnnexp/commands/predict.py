@@ -8,6 +8,7 @@ import sys
 import torch
 from rich.table import Table
 
+from cnnexp.features.predict import is_probe_run, restore_probe
 from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
 from cnnexp.utils.errors import UserError
 from cnnexp.inference.guesses import BATCH, class_probs, top_guesses
@@ -25,7 +26,10 @@ OLIVETTI = person_names()
 
 def run(cfg) -> None:
     check_options(cfg)
-    restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
+    if is_probe_run(cfg.run):  # outputs/probe/<run>: the features' network + the fitted probe
+        restored = restore_probe(cfg.run, cfg.checkpoint, cfg.device)
+    else:
+        restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
     if cfg.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
     if str(cfg.image) == "olivetti":

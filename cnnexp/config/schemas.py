@@ -201,10 +201,49 @@ class FromVideoSchema:
     min_neighbors: int = MISSING
 
 
+@dataclass
+class FeaturesSchema:
+    run: Optional[str] = MISSING
+    checkpoint: Optional[str] = MISSING
+    which: str = MISSING
+    model: Any = MISSING
+    out: Optional[str] = MISSING
+    overwrite: bool = MISSING
+    layer: Optional[str] = MISSING
+    pool: Optional[str] = MISSING
+    max_features: int = MISSING
+    splits: list[str] = MISSING
+    batch_size: int = MISSING
+    write_buffer: int = MISSING
+    tencrop: bool = MISSING
+    tencrop_mirror: bool = MISSING
+    mean: Optional[list[float]] = MISSING
+    std: Optional[list[float]] = MISSING
+    seed: int = MISSING
+    dataset: Any = MISSING
+    device: DeviceSchema = field(default_factory=DeviceSchema)
+
+
+@dataclass
+class ProbeSchema:
+    features: Optional[str] = MISSING
+    C: list[float] = MISSING
+    cv: Any = MISSING  # a number of folds or "val"
+    fit: str = MISSING
+    train_limit: Optional[int] = MISSING
+    scale: bool = MISSING
+    max_iter: int = MISSING
+    n_jobs: int = MISSING
+    threads: Optional[int] = MISSING
+    split: str = MISSING
+    seed: int = MISSING
+
+
 PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSchema, "sweep_schema": SweepSchema,
                    "sweep_summarize_schema": SweepSummarizeSchema, "eval_schema": EvalSchema,
                    "predict_schema": PredictSchema, "serve_schema": ServeSchema, "data_build_hdf5_schema": BuildHdf5Schema,
-                   "data_from_video_schema": FromVideoSchema}
+                   "data_from_video_schema": FromVideoSchema, "features_schema": FeaturesSchema,
+                   "probe_schema": ProbeSchema}
 
 
 # ---- model configs from the factories' signatures ------------------------------------------------

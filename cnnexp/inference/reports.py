@@ -95,11 +95,11 @@ def change(before, after, is_fraction: bool = True) -> str:
     return f"{100 * (after - before):+.2f}" if is_fraction else f"{after - before:+.4f}"
 
 
-def results_table(plain: dict, tencrop: dict | None, tencrop_label: str) -> Table:
+def results_table(plain: dict, tencrop: dict | None, tencrop_label: str, plain_label: str = "centre") -> Table:
     """Centre view and (optionally) ten-crop side by side, with the change in points."""
     table = Table(box=None, pad_edge=False)
     table.add_column("metric")
-    table.add_column("centre", justify="right")
+    table.add_column(plain_label, justify="right")
     if tencrop is not None:
         table.add_column(tencrop_label, justify="right")
         table.add_column("change", justify="right")

@@ -1,0 +1,109 @@
+"""`cnnexp features`: the features of every image of each split, from a trained run or a registry
+model, written to one HDF5 file (see cnnexp/features/)."""
+
+from pathlib import Path
+
+from rich.table import Table
+
+from cnnexp.data.image_data import SPLITS
+from cnnexp.engine.build import set_threads
+from cnnexp.features.extract import extract, file_attrs, load_dataset, source_from_model, source_from_run
+from cnnexp.features.layers import choose_layer, layer_listing
+from cnnexp.inference.reports import console
+from cnnexp.inference.restore import hydra_dataset_overrides
+from cnnexp.inference.scoring import require_crops
+from cnnexp.utils.errors import UserError
+
+CONFIG_NAME = "features"
+HELP = "features of a run or registry model for every image -> HDF5 (layer=, splits=, --tencrop)"
+FLAGS = {"--tencrop": "tencrop=true"}
+
+
+def run(cfg) -> dict | None:
+    listing = str(cfg.layer) == "list"
+    target = None if listing else output_path(cfg)
+    check_options(cfg)
+    set_threads(cfg.device)
+    source, data = load_source(cfg)
+    in_shape = source.pipeline.augmentation.out_shape
+    if listing:
+        return print_layers(source.model, in_shape)
+    layer = choose_layer(source.model, in_shape, cfg.layer, cfg.pool, cfg.max_features)
+    splits = chosen_splits(cfg, data)
+    tencrop = None
+    if cfg.tencrop:
+        require_crops(source.pipeline, source.image_shape)
+        tencrop = {"mirror": bool(cfg.tencrop_mirror)}
+    attrs = file_attrs(source, data, layer, in_shape, tencrop)
+    writer_args = {"path": target, "attrs": attrs, "buffer_rows": cfg.write_buffer}
+    done = extract(source, data, splits, writer_args, layer, int(cfg.batch_size), tencrop)
+    return report(target, attrs, done)
+
+
+def output_path(cfg) -> Path:
+    if not cfg.out:
+        raise UserError("say where to write the features: out=<file.h5>")
+    from hydra.utils import to_absolute_path
+
+    path = Path(to_absolute_path(str(Path(str(cfg.out)).expanduser())))
+    if path.exists() and not cfg.overwrite:
+        raise UserError(f"out={cfg.out} exists; choose another file name, or add overwrite=true to replace it")
+    if path.is_dir():
+        raise UserError(f"out={cfg.out} is a folder; give a file name such as {Path(str(cfg.out)) / 'features.h5'}")
+    return path
+
+
+def check_options(cfg) -> None:
+    if (cfg.run is None and cfg.checkpoint is None) == (cfg.get("model") is None):
+        raise UserError("say which network: run=<train run folder> (or checkpoint=<file.pt>), or model=<name> "
+                        "with dataset=<name> (e.g. model=resnet18 model.weights=IMAGENET1K_V1 dataset=folder)")
+    for key, minimum in (("batch_size", 1), ("write_buffer", 1), ("max_features", 1)):
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise UserError(f"{key}={value!r} must be an integer >= {minimum}")
+    if cfg.model is not None and not cfg.dataset.get("name"):
+        raise UserError(f"model={cfg.model.name} needs a dataset: dataset=folder dataset.root=<images> "
+                        "(or dataset=mnist, hdf5, olivetti)")
+    if cfg.model is None and (cfg.mean is not None or cfg.std is not None):
+        raise UserError("mean=/std= apply to model=<name>; a run uses the normalisation it trained with")
+
+
+def load_source(cfg):
+    if cfg.model is not None:
+        data = load_dataset(cfg.dataset, int(cfg.seed))
+        return source_from_model(cfg, data), data
+    source = source_from_run(cfg, hydra_dataset_overrides(cfg))
+    return source, load_dataset(source.dataset_cfg, int(cfg.seed), source.image_shape)
+
+
+def chosen_splits(cfg, data) -> list[str]:
+    asked = [str(s) for s in cfg.splits]
+    unknown = [s for s in asked if s not in SPLITS]
+    if unknown or not asked:
+        raise UserError(f"splits={asked} must list some of: {', '.join(SPLITS)}")
+    present = [s for s in asked if s in data.splits and len(data.splits[s])]
+    if not present:
+        raise UserError(f"the dataset has none of the splits {asked}; it has: {', '.join(data.splits)}")
+    return present
+
+
+def print_layers(model, in_shape) -> None:
+    table = Table(box=None, pad_edge=False)
+    for name in ("layer", "type", "output (one image)"):
+        table.add_column(name)
+    for row in layer_listing(model, in_shape):
+        table.add_row(*row)
+    console().print(table)
+
+
+def report(target: Path, attrs: dict, done) -> dict:
+    total = sum(done.counts.values())
+    screen = console()
+    screen.print(f"features: {attrs['model']}, {attrs['layer_description']} -> {attrs['feature_dim']} floats an image "
+                 f"(input {'x'.join(map(str, attrs['input_size']))}{', ten-crop mean' if attrs['tencrop'] else ''})")
+    if attrs.get("weights_loaded"):
+        screen.print(f"weights {attrs['weights_loaded']}")
+    counts = ", ".join(f"{name} {n:,}" for name, n in done.counts.items())
+    screen.print(f"{counts} images in {done.seconds:.1f} s ({total / max(done.seconds, 1e-9):,.0f} img/s)")
+    screen.print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MiB)")
+    return {"path": str(target), "counts": done.counts, "seconds": done.seconds, "dim": attrs["feature_dim"]}
