@@ -11,4 +11,5 @@ COMMANDS = {
     "eval": "cnnexp.commands.eval",
     "predict": "cnnexp.commands.predict",
     "data": "cnnexp.commands.data",
+    "viz": "cnnexp.commands.viz",
 }

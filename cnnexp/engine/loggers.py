@@ -1,7 +1,9 @@
-"""Where a run reports: history.csv, TensorBoard, and the rich console."""
+"""Where a run reports: history.csv, curves.png, TensorBoard, and the rich console."""
 
 import csv
 import math
+import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -10,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
+
+from cnnexp.engine.curves import draw_curves
 
 HISTORY_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "val_error", "test_error", "lr", "images_per_second"]
 
@@ -29,6 +33,55 @@ class HistoryCSV:
             csv.DictWriter(f, HISTORY_COLUMNS).writerow({k: row.get(k) for k in HISTORY_COLUMNS})
 
 
+class CurvesPlot:
+    """curves.png: the run's loss and error curves, redrawn (atomically) from the trainer's history after
+    every evaluation, so it can be opened while the run is going.
+
+    Drawing takes matplotlib about 0.15 s, so it happens on a worker thread while training goes on
+    (torch releases the GIL in its kernels); when evaluations come faster than that, the newest history
+    is drawn and the ones in between are skipped. `wait()` returns once everything handed over is
+    drawn; `close()` also ends the thread."""
+
+    def __init__(self, path: Path, title: str):
+        self.path, self.title = path, title
+        self.pending: list[dict] | None = None
+        self.busy = self.closed = False
+        self.changed = threading.Condition()
+        self.worker = threading.Thread(target=self._draw_pending, name="curves.png", daemon=True)
+        self.worker.start()
+
+    def update(self, history: list[dict]) -> None:
+        with self.changed:
+            self.pending = [dict(row) for row in history]
+            self.changed.notify_all()
+
+    def wait(self) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: self.pending is None and not self.busy)
+
+    def close(self) -> None:
+        """Draw what is pending, then end the worker."""
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+        self.worker.join()
+
+    def _draw_pending(self) -> None:
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.pending is not None or self.closed)
+                if self.pending is None:
+                    return
+                rows, self.pending, self.busy = self.pending, None, True
+            try:
+                draw_curves({"": rows}, self.path, self.title)
+            except OSError as exc:  # a full disk must not stop training; history.csv has the numbers
+                sys.stderr.write(f"warning: could not write {self.path}: {exc}\n")
+            with self.changed:
+                self.busy = False
+                self.changed.notify_all()
+
+
 class TensorBoardLogger:
     """Scalars under train/, val/, test/ and perf/; an input grid; hparams with the final metrics."""
 
@@ -44,6 +97,10 @@ class TensorBoardLogger:
         """images: float 0..255, N x C x H x W."""
         grid = make_grid(images[:64].detach().cpu() / 255.0, nrow=8, padding=2)
         self.writer.add_image(tag, grid.clamp(0, 1), step)
+
+    def picture(self, tag: str, rgb, step: int = 0) -> None:
+        """A rendered picture: uint8 H x W x 3 (numpy)."""
+        self.writer.add_image(tag, rgb, step, dataformats="HWC")
 
     def hparams(self, hparams: dict, metrics: dict) -> None:
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
