@@ -55,7 +55,10 @@ def main(argv: list[str]) -> int:
     if picture not in PICTURES:
         raise UserError(f"unknown picture '{picture}'; choose one of: {', '.join(PICTURES)}")
     keys = LIST_KEYS + (("run",) if picture == "curves" else ())
-    return launch("viz", sys.modules[__name__], [f"viz={picture}", *(as_list(arg, keys) for arg in args)])
+    args = [as_list(arg, keys) for arg in args]
+    first_override = next((i for i, arg in enumerate(args) if "=" in arg and not arg.startswith("-")), len(args))
+    args.insert(first_override, f"viz={picture}")  # beside the other overrides, so `--cfg job` may come first
+    return launch("viz", sys.modules[__name__], args)
 
 
 def as_list(arg: str, keys: tuple[str, ...]) -> str:
