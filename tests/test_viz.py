@@ -22,6 +22,7 @@ from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.models import create_model
 from cnnexp.viz.common import LayerOutput
+from cnnexp.viz.curves import run_labels
 from cnnexp.viz.filters import AscentSettings, gradient_ascent
 from cnnexp.viz.gradcam import grad_cam
 
@@ -264,10 +265,12 @@ def test_viz_curves_of_one_and_several_runs(cnnexp, run, tmp_path_factory):
     assert result.code == 0, result.err
     assert png_size(run / "viz" / "curves.png") == CURVES_SIZE
     other = tmp_path_factory.mktemp("runs") / "other"
-    assert cnnexp("train", *TINY, "trainer.epochs=1", "optimizer.lr=0.05", f"hydra.run.dir={other}").code == 0
+    assert cnnexp("train", *TINY, "trainer.epochs=1", "optimizer.lr=0.05", "augmentation=patch",
+                  f"hydra.run.dir={other}").code == 0
     result = cnnexp("viz", "curves", f"run={run},{other}", "out=both")
     assert result.code == 0, result.err
     assert result.out.strip() == "wrote both/curves.png" and png_size("both/curves.png") == CURVES_SIZE
+    assert run_labels([run, other]) == ["optimizer.lr=0.1, trainer.epochs=2", "optimizer.lr=0.05, trainer.epochs=1"]
 
 
 def test_viz_activations_one_grid_per_conv_layer(cnnexp, run):

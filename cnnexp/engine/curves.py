@@ -41,31 +41,29 @@ def best_row(rows: list[dict]) -> int | None:
     return min(scored)[1] if scored else None
 
 
-def named(label: str, what: str) -> str:
-    """Legend text: the run's label (none when there is one run) and the series."""
-    return f"{label}: {what}" if label else what
-
-
 def plot_run(loss_ax, error_ax, rows: list[dict], label: str, color: str) -> str:
-    """One run's four series on the two panels; returns the x-axis name."""
+    """One run's curves on the two panels; returns the x-axis name. A lone run (no label) gets a legend
+    entry per series; in a comparison each run gets one entry, with its best validation error."""
     xs, x_name = x_axis(rows)
-    loss_ax.plot(*series(rows, xs, "train_loss"), color=color, linestyle="--", label=named(label, "train"))
-    loss_ax.plot(*series(rows, xs, "val_loss"), color=color, label=named(label, "val"))
-    error_ax.plot(*series(rows, xs, "val_error", 100), color=color, label=named(label, "val"))
-    error_ax.plot(*series(rows, xs, "test_error", 100), color=color, linestyle="none", marker="o", markersize=3,
-                  label=named(label, "test (at a new best)"))
     best = best_row(rows)
+    best_text = f"best {100 * float(rows[best]['val_error']):.2f} % at {x_name} {xs[best]}" if best is not None else ""
+    lone = not label
+    loss_ax.plot(*series(rows, xs, "train_loss"), color=color, linestyle="--", label="train" if lone else None)
+    loss_ax.plot(*series(rows, xs, "val_loss"), color=color, label="val" if lone else f"{label}: {best_text}")
+    error_ax.plot(*series(rows, xs, "val_error", 100), color=color, label="val" if lone else None)
+    error_ax.plot(*series(rows, xs, "test_error", 100), color=color, linestyle="none", marker="o", markersize=3,
+                  label="test (at a new best)" if lone else None)
     if best is not None:
-        error = 100 * float(rows[best]["val_error"])
         for ax in (loss_ax, error_ax):
             ax.axvline(xs[best], color=color, linestyle=":", linewidth=1)
-        error_ax.plot([xs[best]], [error], color=color, marker="*", markersize=12, linestyle="none",
-                      label=named(label, f"best: {error:.2f} % at {x_name} {xs[best]}"))
+        error_ax.plot([xs[best]], [100 * float(rows[best]["val_error"])], color=color, marker="*", markersize=12,
+                      linestyle="none", label=best_text if lone else None)
     return x_name
 
 
 def draw_curves(histories: dict[str, list[dict]], path: Path, title: str) -> None:
-    """One figure for one or more runs ({label: history rows}), written atomically to `path`."""
+    """One figure for one or more runs ({label: history rows}), written atomically to `path`; the loss
+    axis is logarithmic when several runs are compared."""
     fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
     loss_ax, error_ax = fig.subplots(1, 2)
     colors = [f"C{i % 10}" for i in range(len(histories))]
@@ -73,11 +71,17 @@ def draw_curves(histories: dict[str, list[dict]], path: Path, title: str) -> Non
     for (label, rows), color in zip(histories.items(), colors):
         if rows:
             x_name = plot_run(loss_ax, error_ax, rows, label, color)
-    loss_ax.set(title="loss", xlabel=x_name, ylabel="cross-entropy")
-    error_ax.set(title="error", xlabel=x_name, ylabel="error (%)")
+    compared = len(histories) > 1
+    loss_ax.set(title="loss (dashed: train, solid: val)" if compared else "loss", xlabel=x_name,
+                ylabel="cross-entropy")
+    error_ax.set(title="error (line: val, dots: test at a new best, star: best)" if compared else "error",
+                 xlabel=x_name, ylabel="error (%)")
+    if compared:
+        loss_ax.set_yscale("log")  # compared runs' losses often differ by orders of magnitude
     for ax in (loss_ax, error_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best" if compared else "upper right")
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.86, wspace=0.18)
     FigureCanvasAgg(fig)

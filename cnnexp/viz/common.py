@@ -125,7 +125,7 @@ def tile(cells: np.ndarray, columns: int, gap: int = 2, fill: float = 1.0) -> np
 def label_cells(ax, n: int, columns: int, cell_hw: tuple[int, int], labels: list[str], gap: int = 2) -> None:
     """A small label in the top-left corner of each grid cell drawn by `tile`."""
     h, w = cell_hw
-    size = max(4.0, min(8.0, 900 / max(columns * (w + gap), 1) * w / 40))
+    size = 7 if columns <= 8 else 5 if columns <= 16 else 4
     for i in range(n):
         ax.text((i % columns) * (w + gap) + 0.5, (i // columns) * (h + gap) + 0.5, labels[i], fontsize=size,
                 color="white", va="top", ha="left", bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5,
