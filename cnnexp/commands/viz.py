@@ -203,23 +203,30 @@ def filters(cfg) -> None:
     layer_name = str(cfg.layer) if cfg.layer is not None else convs[-1]
     layer = find_layers(model, [layer_name], maps)[layer_name]
     channels = chosen_channels(cfg, maps[layer_name][0])
-    settings = AscentSettings(number(cfg, "steps", 1), float(number(cfg, "lr", 0, False)), number(cfg, "jitter", 0),
-                              float(number(cfg, "blur", 0, False)), number(cfg, "blur_every", 1), number(cfg, "seed", 0))
+    settings = AscentSettings(
+        steps=number(cfg, "steps", 1), lr=float(number(cfg, "lr", 0, False)), jitter=number(cfg, "jitter", 0),
+        blur=float(number(cfg, "blur", 0, False)), blur_every=number(cfg, "blur_every", 1), seed=number(cfg, "seed", 0))
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         conv_name, conv = first_conv(model)
-        kernels = kernels_figure(conv, f"{conv_name}: {conv.out_channels} kernels of {'x'.join(map(str, conv.kernel_size))} "
-                                       f"({described(restored)})")
+        size = "x".join(map(str, conv.kernel_size))
+        kernels = kernels_figure(conv, f"{conv_name}: {conv.out_channels} kernels of {size} ({described(restored)})")
         wrote(save_picture(kernels, out_dir(cfg, home) / f"kernels-{conv_name}.png", tensorboard,
                            f"viz/kernels/{conv_name}"))
-        to_input = lambda x: pipeline.normalizer(x).contiguous(memory_format=pipeline.memory_format)  # noqa: E731
-        ascent = gradient_ascent(model, layer, channels, pipeline.augmentation.out_shape, to_input, restored.device,
-                                 settings)
+        ascent = gradient_ascent(model, layer, channels, pipeline.augmentation.out_shape, normalised(pipeline),
+                                 restored.device, settings)
         title = (f"{layer_name}: input patterns maximising each channel's mean activation "
                  f"({settings.steps} steps, {described(restored)})")
         path = save_picture(patterns_figure(ascent, channels, title), out_dir(cfg, home) / f"patterns-{layer_name}.png",
                             tensorboard, f"viz/patterns/{layer_name}")
     wrote(path, f"  (mean activation, median over channels: {ascent.start.median():.3g} -> {ascent.end.median():.3g})")
+
+
+def normalised(pipeline):
+    """float 0..255 images -> model input with the run's normalisation (no crop: patterns have the input's size)."""
+    def to_model_input(images: torch.Tensor) -> torch.Tensor:
+        return pipeline.normalizer(images).contiguous(memory_format=pipeline.memory_format)
+    return to_model_input
 
 
 def chosen_channels(cfg, count: int) -> list[int]:

@@ -1,12 +1,15 @@
 """Training curves as a PNG: train/val loss and val/test error against epoch, the best epoch marked.
 
 The trainer redraws `curves.png` in the run folder at every evaluation (see `CurvesPlot` in
-loggers.py) and `cnnexp viz curves` draws several runs on one figure with the same function.
+loggers.py, which hands the rows to `serve` running in a process of its own) and `cnnexp viz curves` draws several runs on one figure with the same function.
 Rows are the trainer's history rows (`epoch`, `step`, `train_loss`, `val_loss`, `val_error`,
 `test_error`; a value may be None: the test split is only scored at a new best).
 """
 
+import json
 import math
+import sys
+import threading
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -87,3 +90,44 @@ def draw_curves(histories: dict[str, list[dict]], path: Path, title: str) -> Non
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
+
+
+# ---- the drawing process: `python -m cnnexp.engine.curves <png> <title>` ----------------------
+def serve(path: Path, title: str, requests=sys.stdin, replies=sys.stdout) -> None:
+    """Read history rows from `requests` (JSON lines {"seq": n, "rows": [new rows]}), redraw after each
+    batch that arrived, and answer the last `seq` drawn on `replies`. Rows that arrive while a picture
+    is being drawn are all drawn together next, so a slow disk or fast evaluations never back up."""
+    rows, latest, changed = [], 0, threading.Condition()
+    ended = False
+
+    def read() -> None:
+        nonlocal latest, ended
+        for line in requests:
+            message = json.loads(line)
+            with changed:
+                rows.extend(message["rows"])
+                latest = message["seq"]
+                changed.notify()
+        with changed:
+            ended = True
+            changed.notify()
+
+    threading.Thread(target=read, daemon=True).start()
+    drawn = 0
+    while True:
+        with changed:
+            changed.wait_for(lambda: latest > drawn or ended)
+            if latest == drawn:
+                return
+            snapshot, seq = list(rows), latest
+        try:
+            draw_curves({"": snapshot}, path, title)
+        except OSError as exc:  # a full disk must not stop training; history.csv has the numbers
+            sys.stderr.write(f"warning: could not write {path}: {exc}\n")
+        drawn = seq
+        replies.write(f"{seq}\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), sys.argv[2])

@@ -1,7 +1,9 @@
 """Where a run reports: history.csv, curves.png, TensorBoard, and the rich console."""
 
 import csv
+import json
 import math
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -37,49 +39,61 @@ class CurvesPlot:
     """curves.png: the run's loss and error curves, redrawn (atomically) from the trainer's history after
     every evaluation, so it can be opened while the run is going.
 
-    Drawing takes matplotlib about 0.15 s, so it happens on a worker thread while training goes on
-    (torch releases the GIL in its kernels); when evaluations come faster than that, the newest history
-    is drawn and the ones in between are skipped. `wait()` returns once everything handed over is
-    drawn; `close()` also ends the thread."""
+    Drawing takes matplotlib about 0.15 s of CPU, longer than a small model's epoch, and a drawing thread
+    in this process would fight the training loop for the GIL (it slowed a 20-epoch Olivetti run from
+    ~18 s to 32 s), so a separate process (`python -m cnnexp.engine.curves`) draws: each evaluation
+    sends it the new rows through a pipe. Rows that arrive while it draws are drawn together next.
+    `wait()` returns once everything sent is drawn; `close()` also ends the process. If the process
+    cannot be started or dies, the pictures are drawn here instead."""
 
     def __init__(self, path: Path, title: str):
         self.path, self.title = path, title
-        self.pending: list[dict] | None = None
-        self.busy = self.closed = False
-        self.changed = threading.Condition()
-        self.worker = threading.Thread(target=self._draw_pending, name="curves.png", daemon=True)
-        self.worker.start()
+        self.history: list[dict] = []
+        self.sent = self.drawn = 0
+        self.answered = threading.Condition()
+        try:
+            self.worker = subprocess.Popen([sys.executable, "-m", "cnnexp.engine.curves", str(path), title],
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        except OSError:
+            self.worker = None
+        else:
+            threading.Thread(target=self._read_answers, name="curves.png answers", daemon=True).start()
 
     def update(self, history: list[dict]) -> None:
-        with self.changed:
-            self.pending = [dict(row) for row in history]
-            self.changed.notify_all()
+        new_rows, self.history = history[len(self.history):], [dict(row) for row in history]
+        if self.worker is not None:
+            try:
+                self.worker.stdin.write(json.dumps({"seq": self.sent + 1, "rows": new_rows}) + "\n")
+                self.worker.stdin.flush()
+                self.sent += 1
+                return
+            except (OSError, ValueError):  # the drawing process is gone
+                self.worker = None
+        draw_curves({"": self.history}, self.path, self.title)
 
     def wait(self) -> None:
-        with self.changed:
-            self.changed.wait_for(lambda: self.pending is None and not self.busy)
+        with self.answered:
+            self.answered.wait_for(lambda: self.drawn >= self.sent or self.worker is None
+                                   or self.worker.poll() is not None)
 
     def close(self) -> None:
-        """Draw what is pending, then end the worker."""
-        with self.changed:
-            self.closed = True
-            self.changed.notify_all()
-        self.worker.join()
+        """Draw what was sent, then end the drawing process."""
+        if self.worker is None:
+            return
+        self.wait()
+        try:
+            self.worker.stdin.close()
+        except OSError:
+            pass  # it is gone already
+        self.worker.wait()
 
-    def _draw_pending(self) -> None:
-        while True:
-            with self.changed:
-                self.changed.wait_for(lambda: self.pending is not None or self.closed)
-                if self.pending is None:
-                    return
-                rows, self.pending, self.busy = self.pending, None, True
-            try:
-                draw_curves({"": rows}, self.path, self.title)
-            except OSError as exc:  # a full disk must not stop training; history.csv has the numbers
-                sys.stderr.write(f"warning: could not write {self.path}: {exc}\n")
-            with self.changed:
-                self.busy = False
-                self.changed.notify_all()
+    def _read_answers(self) -> None:
+        for line in self.worker.stdout:
+            with self.answered:
+                self.drawn = int(line)
+                self.answered.notify_all()
+        with self.answered:
+            self.answered.notify_all()
 
 
 class TensorBoardLogger:

@@ -28,7 +28,8 @@ class CamResult:
     classes: torch.Tensor  # N: the class each map explains
 
 
-def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: nn.Module, classes: torch.Tensor | None = None) -> CamResult:
+def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: nn.Module,
+             classes: torch.Tensor | None = None) -> CamResult:
     """Grad-CAM of `classes` (default: each input's predicted class) at `layer`, for model inputs N x C x H x W."""
     with examined(model), torch.enable_grad(), LayerOutput(layer, as_leaf=True) as caught:
         logits = model(inputs)
