@@ -20,8 +20,8 @@ from cnnexp.data import create_dataset
 from cnnexp.engine.curves import DPI, SIZE_INCHES
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
-from cnnexp.models import create_model
-from cnnexp.viz.common import LayerOutput
+from cnnexp.models import create_model, list_models
+from cnnexp.viz.common import LayerOutput, conv_layers, feature_maps, find_layers, last_spatial_map
 from cnnexp.viz.curves import run_labels
 from cnnexp.viz.filters import AscentSettings, gradient_ascent
 from cnnexp.viz.gradcam import grad_cam
@@ -181,6 +181,19 @@ def test_gradcam_named_class_and_trained_small_cnn_frozen():
     after = grad_cam(model, images[:8], model[7], labels[:8])
     assert torch.equal(before.classes, labels[:8]) and torch.allclose(before.maps, after.maps)
     assert not any(p.requires_grad for p in model.parameters()) and model.training  # as fit left it
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_has_maps_and_gradcam(name):
+    """Default layers exist and Grad-CAM gives one finite 0..1 map per image, for every model family."""
+    shape = (3, 64, 64)
+    model = create_model(name, shape, 4)
+    maps = feature_maps(model, shape, "cpu")
+    assert conv_layers(model) and set(conv_layers(model)) <= set(maps)
+    layer_name = last_spatial_map(maps)
+    result = grad_cam(model, torch.rand(2, *shape), find_layers(model, [layer_name], maps)[layer_name])
+    assert result.maps.shape == (2, 64, 64) and torch.isfinite(result.maps).all()
+    assert result.maps.min() >= 0 and result.maps.max() <= 1
 
 
 # ---- gradient ascent --------------------------------------------------------------------------
