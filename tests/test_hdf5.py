@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import only_run, read_json
+from conftest import read_json
 from omegaconf import OmegaConf
 from test_folder import add_bad_files, photo_folder
 

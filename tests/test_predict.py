@@ -130,7 +130,8 @@ def test_undecodable_images(cnnexp, run, images):
     (("image=olivetti", "topk=0"), "topk=0 must be an integer >= 1"),
     (("image=olivetti", "--tencrop", "which=nope"), "which=nope is not one of: best, last"),
 ])
-def test_bad_input(cnnexp, run, workdir, args, message):
+def test_bad_input(cnnexp, run, workdir, args, message, tmp_path_factory, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("scratch")))  # others' runs aside
     before = set(Path(tempfile.gettempdir()).glob("cnnexp-*"))
     result = cnnexp("predict", f"run={run}", *args)
     assert result.code == 2 and result.err.startswith("error: ") and message in result.err, result.err

@@ -1,4 +1,4 @@
-from conftest import only_run, read_json
+from conftest import read_json
 
 
 def test_two_runs_in_process(cnnexp, workdir):

@@ -183,6 +183,20 @@ def test_sweep_end_to_end_then_resume_skips_everything(cnnexp, workdir):
     assert changed.err.count("\n") == 1
 
 
+def test_sweep_dir_names_a_new_folder_then_continues_it(cnnexp, workdir):
+    """A job script can run the same command again (after a preemption) whether the folder exists or not."""
+    args = ("optimizer.lr=0.1,0.01", "trainer.epochs=1", *QUICK, "sweep.dir=studies/lr")
+    first = cnnexp("sweep", *args)
+    assert first.code == 0, first.err
+    assert "2 points (optimizer.lr) x 1 seed = 2 runs in studies/lr" in first.out
+    assert sorted(runs_in(workdir / "studies" / "lr")) == ["optimizer.lr=0.01,seed=0", "optimizer.lr=0.1,seed=0"]
+    table = read_json(workdir / "studies" / "lr" / "summary.json")["points"]
+    second = cnnexp("sweep", *args)
+    assert second.code == 0 and "nothing to run" in second.out and "Launching" not in second.out
+    assert read_json(workdir / "studies" / "lr" / "summary.json")["points"] == table
+    assert not (workdir / "outputs").exists()
+
+
 def test_interrupted_run_starts_again_in_its_folder(cnnexp, workdir):
     args = ("experiment=olivetti_lenet", "optimizer.lr=0.05", "trainer.epochs=2", *QUICK)  # a group, too
     assert cnnexp("sweep", *args).code == 0
@@ -246,9 +260,9 @@ def test_joblib_launcher_gives_the_same_numbers(cnnexp, workdir):
     (("trainer.epoch=1,2",), "unknown key 'trainer.epoch'"),
     (("model=lenet,nope",), "unknown model 'nope'"),
     (("optimizer.lr=interval(0.1,1)",), "only lists (a,b,c), choice() and range() can be swept"),
-    (("sweep.dir=missing",), "sweep.dir=missing is not a folder"),
+    (("sweep.dir=/etc/passwd",), "sweep.dir=/etc/passwd is a file"),
     (("hydra.sweep.dir=x",), "the sweep folder is set with sweep.dir=<folder>, not hydra.sweep.dir"),
-    (("summarize",), "usage: cnnexp sweep summarize dir=<sweep folder>"),
+    (("summarize",), "dir=None is not a folder"),
     (("summarize", "dir=missing"), "dir=missing is not a folder"),
     (("summarize", "dir=."), "holds no run folders"),
 ])
@@ -262,4 +276,4 @@ def test_bad_input_is_one_line_exit_2(cnnexp, workdir, args, message):
 def test_help_lists_presets(cnnexp):
     result = cnnexp("sweep", "--help")
     assert result.code == 0
-    assert "presets (sweep=...): batch_size, lr, nkerns, shuffle_batch_size" in result.out
+    assert "sweep: batch_size, lr, nkerns, shuffle_batch_size" in result.out

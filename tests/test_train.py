@@ -191,8 +191,8 @@ def test_help_lists_commands_and_groups(cnnexp):
     (("dataset=nope",), "unknown dataset 'nope'; choose one of:"),
     (("optimizer=rmsprop",), "unknown optimizer 'rmsprop'"),
     (("trainer.epoch=3",), "unknown key 'trainer.epoch'"),
-    (("trainer.epochs=abc",), "trainer.epochs='abc' must be an integer"),
-    (("trainer.shuffle=maybe",), "trainer.shuffle='maybe' must be true or false"),
+    (("trainer.epochs=abc",), "trainer.epochs=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    (("trainer.shuffle=maybe",), "trainer.shuffle=maybe: Value 'maybe' is not a valid bool"),
     (("trainer.batch_size=1000",), "trainer.batch_size=1000 does not fit the training split of 320 images"),
     (("model.nkerns=[20,50,60,70]",), "does not fit 57x47 inputs"),
     (("model.nkerns=[]",), "model.nkerns=[] must list at least one"),
@@ -236,4 +236,4 @@ def test_failed_run_keeps_a_users_own_folder(cnnexp, workdir):
 
 def test_failed_run_leaves_no_folder_of_its_own(cnnexp, workdir):
     assert cnnexp("train", "trainer.batch_size=1000").code == 2
-    assert not any((workdir / "outputs" / "train").iterdir())
+    assert not (workdir / "outputs").exists()

@@ -1,8 +1,8 @@
-"""`cnnexp <command> [overrides]`: pick the command, compose its Hydra config, run it.
+"""`cnnexp <command> [tool] [overrides]`: pick the command, run it as its Hydra app.
 
-Each command is a module with `CONFIG_NAME`, `HELP`, optional `FLAGS` (`--tencrop` ->
-`eval.tencrop=true`) and `run(cfg)`; a module may instead define `main(argv) -> int` for
-commands that are not one Hydra job (e.g. sub-subcommands).
+A command module (see cnnexp/commands/__init__.py) is one Hydra app; a module with `TOOLS` (e.g.
+`data`) names one app per tool, chosen by the first argument; a module with `main(argv)` (e.g.
+`sweep`, which launches the train app in multirun) takes the arguments itself.
 """
 
 import importlib
@@ -28,6 +28,18 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+def run_tool(name: str, module, args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(f"usage: cnnexp {name} <tool> [key=value ...] [--help]\n\ntools:")
+        for tool_name, tool in module.TOOLS.items():
+            print(f"  {tool_name:<11} {tool.HELP}")
+        print(f"\n`cnnexp {name} <tool> --help` lists its keys and defaults.")
+        return 0
+    if args[0] not in module.TOOLS:
+        raise UserError(f"unknown {name} tool '{args[0]}'; choose one of: {', '.join(module.TOOLS)}")
+    return launch(f"{name} {args[0]}", module.TOOLS[args[0]], args[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -38,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"unknown command '{name}'; choose one of: {', '.join(COMMANDS)}", 2)
     try:
         module = importlib.import_module(COMMANDS[name])
+        if hasattr(module, "TOOLS"):
+            return run_tool(name, module, args)
         if hasattr(module, "main"):
             return module.main(args)
         return launch(name, module, args)
@@ -47,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except BrokenPipeError:  # the reader went away (`cnnexp train --help | head`): nothing left to say
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # a bug, not a user error: keep it short unless debugging
         message, code = describe(exc)
         sys.stderr.write(message + "\n")

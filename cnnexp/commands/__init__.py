@@ -11,5 +11,6 @@ COMMANDS = {
     "eval": "cnnexp.commands.eval",
     "predict": "cnnexp.commands.predict",
     "data": "cnnexp.commands.data",
+    "serve": "cnnexp.commands.serve",
     "viz": "cnnexp.commands.viz",
 }

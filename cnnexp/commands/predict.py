@@ -8,32 +8,22 @@ import sys
 import torch
 from rich.table import Table
 
-from cnnexp.utils import jobdirs
 from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
 from cnnexp.utils.errors import UserError
+from cnnexp.inference.guesses import BATCH, class_probs, top_guesses
+from cnnexp.inference.options import check_guess_options
 from cnnexp.inference.inputs import UnreadableImage, image_files, load
 from cnnexp.inference.reports import console
 from cnnexp.inference.restore import Restored, restore
-from cnnexp.utils.runs import current_run_dir
-from cnnexp.inference.scoring import plain_scores, require_crops, tencrop_scores
+from cnnexp.inference.scoring import require_crops
 
 CONFIG_NAME = "predict"
 HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"
 FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
-BATCH = 256  # images decoded and classified at a time
 OLIVETTI = person_names()
 
 
 def run(cfg) -> None:
-    out = current_run_dir()
-    try:
-        predict_run(cfg)
-    finally:
-        if jobdirs.is_scratch(out):
-            jobdirs.prune_empty(out, levels=1)
-
-
-def predict_run(cfg) -> None:
     check_options(cfg)
     restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
     if cfg.tencrop:
@@ -47,27 +37,7 @@ def predict_run(cfg) -> None:
 def check_options(cfg) -> None:
     if cfg.image is None:
         raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
-    if not isinstance(cfg.topk, int) or isinstance(cfg.topk, bool) or cfg.topk < 1:
-        raise UserError(f"topk={cfg.topk!r} must be an integer >= 1")
-    if cfg.resize not in (None, "aspect", "simple"):
-        raise UserError(f"resize={cfg.resize} is not one of: aspect, simple, null (the run's dataset.resize)")
-    if not isinstance(cfg.face_margin, (int, float)) or cfg.face_margin < 0:
-        raise UserError(f"face_margin={cfg.face_margin!r} must be a number >= 0")
-
-
-def class_probs(cfg, restored: Restored, images: torch.Tensor) -> torch.Tensor:
-    """N x K probabilities for uint8 images of the run's training size."""
-    images = images.to(restored.device)
-    if cfg.tencrop:
-        return tencrop_scores(restored.model, images, None, restored.pipeline, BATCH,
-                              mirror=bool(cfg.tencrop_mirror)).probs.cpu()
-    return plain_scores(restored.model, images, None, restored.pipeline, BATCH).probs.cpu()
-
-
-def top_guesses(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:
-    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
-    return [[{"label": names[i], "prob": round(p, 4)} for p, i in zip(row_p, row_i)]
-            for row_p, row_i in zip(values.tolist(), indices.tolist())]
+    check_guess_options(cfg)
 
 
 # ---- image files ---------------------------------------------------------------------------------
@@ -111,7 +81,7 @@ def classify_chunk(cfg, restored: Restored, chunk: list) -> list[dict]:
     found = [i for i, (_, tensor, _) in enumerate(chunk) if tensor is not None]
     guesses = {}
     if found:
-        probs = class_probs(cfg, restored, torch.stack([chunk[i][1] for i in found]))
+        probs = class_probs(restored, torch.stack([chunk[i][1] for i in found]), cfg.tencrop, bool(cfg.tencrop_mirror))
         guesses = dict(zip(found, top_guesses(probs, restored.class_names, cfg.topk)))
     rows = []
     for i, (path, _, box) in enumerate(chunk):
@@ -166,7 +136,7 @@ def predict_olivetti(cfg, restored: Restored) -> None:
         raise UserError("detect_face applies to image files; the Olivetti faces are already cropped")
     faces = torch.from_numpy(read_faces(embedded_gif())).unsqueeze(1)
     labels = torch.arange(len(faces)) // FACES_PER_PERSON
-    probs = class_probs(cfg, restored, faces)
+    probs = class_probs(restored, faces, cfg.tencrop, bool(cfg.tencrop_mirror))
     guesses = top_guesses(probs, restored.class_names, cfg.topk)
     splits = olivetti_splits(restored.config)
     rows = [{"index": i, "true": OLIVETTI[label], "split": splits[i % FACES_PER_PERSON],

@@ -6,12 +6,14 @@ from cnnexp.data import create_dataset
 from cnnexp.engine.checkpoint import load_checkpoint
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
+from cnnexp.config.checks import check_config
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir, refuse_used_run_dir, save_config
 
 CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
+check = check_config  # run on the composed config before Hydra makes the run folder
 
 
 def run(cfg) -> dict:
@@ -58,40 +60,6 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
     if groups and OmegaConf.to_container(cfg, resolve=True) != OmegaConf.to_container(base, resolve=True):
         raise UserError(f"cannot change '{groups[0]}' when resuming; start a new run, or override single keys")
     return base
-
-
-def require(cfg, key: str, minimum: float = 1, optional: bool = False, kind=int) -> None:
-    value = OmegaConf.select(cfg, key)
-    if value is None and optional:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum
-    if kind is int:
-        ok = ok and isinstance(value, int)
-    if not ok:
-        what = "an integer" if kind is int else "a number"
-        raise UserError(f"{key}={value!r} must be {what} >= {minimum}" + (" or null" if optional else ""))
-
-
-def require_bool(cfg, key: str) -> None:
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, bool):
-        raise UserError(f"{key}={value!r} must be true or false")
-
-
-def check_config(cfg) -> None:
-    """Reject values that would otherwise fail deep inside the loop, or be silently misread."""
-    require_bool(cfg, "trainer.shuffle")
-    require_bool(cfg, "device.channels_last")
-    require(cfg, "seed", 0)
-    require(cfg, "trainer.epochs", 1)
-    require(cfg, "trainer.batch_size", 1)
-    require(cfg, "trainer.eval_batch_size", 1)
-    require(cfg, "trainer.eval_every", 1, optional=True)
-    require(cfg, "trainer.checkpoint_every", 0)
-    require(cfg, "trainer.grad_clip", 0, optional=True, kind=float)
-    require(cfg, "dataset.limit", 1, optional=True)
-    require(cfg, "optimizer.lr", 0, kind=float)
-    require(cfg, "optimizer.weight_decay", 0, optional=True, kind=float)
 
 
 def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:

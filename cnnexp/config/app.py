@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
 from cnnexp.utils.errors import Diverged, UserError
+from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
 
 HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc",
@@ -16,9 +17,12 @@ HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell
 DEBUG = "CNNEXP_DEBUG"
 
 
-def check_composes(config_name: str, args: list[str]) -> None:
-    """Compose once up front so a bad override is a one-line error before anything is written."""
-    compose_config(config_name, [a for a in args if not a.startswith("hydra")])
+def check_composes(config_name: str, args: list[str], check=None) -> None:
+    """Compose once up front so a bad override or value is a one-line error before anything is written;
+    `check(cfg)` is the command's own check of the composed config (types of its models, ranges)."""
+    cfg = compose_config(config_name, [a for a in args if not a.startswith("hydra")])
+    if check is not None:
+        check(cfg)
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
@@ -51,6 +55,9 @@ def guarded(run, cfg):
             return None
         remove_if_unused(out)
         sys.exit(code)
+    finally:
+        if is_scratch(out):  # the empty folder of a command that writes nothing there (predict, data tools)
+            prune_empty(out, 1)
 
 
 def remove_if_unused(run_dir: Path) -> None:
@@ -61,22 +68,62 @@ def remove_if_unused(run_dir: Path) -> None:
     hydra_only = {".hydra", "config.yaml"} | {p.name for p in run_dir.glob("*.log")}
     if all(p.name in hydra_only for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
+        prune_empty(run_dir.parent, 2)  # outputs/train, outputs: made for this run alone
 
 
-def launch(name: str, module, args: list[str]) -> int:
+def launch(name: str, command, args: list[str]) -> int:
+    """Run `command` (CONFIG_NAME, run(cfg), optional FLAGS and check(cfg)) as the Hydra app
+    `cnnexp <name>`: `--help` lists the command's own groups and keys, `--cfg job`, `-m` and launchers
+    are Hydra's."""
     import hydra
 
-    for flag, override in getattr(module, "FLAGS", {}).items():
+    for flag, override in getattr(command, "FLAGS", {}).items():
         args = [override if a == flag else a for a in args]
+    if any(a in ("--help", "-h") for a in args):
+        print(help_text(command.CONFIG_NAME, [a for a in args if a not in ("--help", "-h")]))
+        return 0
     if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
-        check_composes(module.CONFIG_NAME, args)
+        check_composes(command.CONFIG_NAME, args, getattr(command, "check", None))
 
-    @hydra.main(config_path=str(conf_dir()), config_name=module.CONFIG_NAME, version_base=None)
+    @hydra.main(config_path=str(conf_dir()), config_name=command.CONFIG_NAME, version_base=None)
     def job(cfg):
-        return guarded(module.run, cfg)
+        return guarded(command.run, cfg)
 
     sys.argv = [f"cnnexp {name}", *args]
     job()
     return 0
 
 
+def help_text(config_name: str, overrides: list[str]) -> str:
+    """The command's header, the config groups its defaults list uses (with their options), its
+    composed config and its footer (examples)."""
+    from omegaconf import OmegaConf
+
+    cfg, options = compose_with_groups(config_name, [a for a in overrides if not a.startswith("hydra")])
+    help_cfg = cfg.hydra.help
+    groups = [f"{group}: {', '.join(choices)}" for group, choices in options.items()]
+    job_cfg = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}).rstrip()
+    parts = [str(help_cfg.header)]
+    if groups:
+        parts += ["== Config groups (group=choice) ==", "\n".join(groups)]
+    parts += ["== Config (key=value) ==", job_cfg, str(help_cfg.footer)]
+    return "\n\n".join(parts)
+
+
+def compose_with_groups(config_name: str, overrides: list[str]):
+    """(config with its hydra node, {group: options}) for the groups in the config's defaults tree."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cnnexp.config.compose import one_line
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name=config_name):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            loader = GlobalHydra.instance().config_loader()
+            groups = [g for g in cfg.hydra.runtime.choices if not g.startswith("hydra")]
+            return cfg, {g: loader.get_group_options(g) for g in sorted(groups)}
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(one_line(exc).replace("<command>", config_name)) from exc

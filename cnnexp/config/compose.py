@@ -19,6 +19,12 @@ def one_line(exc: Exception) -> str:
         group, _, choice = missing.rpartition("/")
         return f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
     text = str(exc)
+    if text.startswith("Error merging override") and exc.__cause__ is not None:
+        reason = str(exc.__cause__).splitlines()[0]
+        return f"{text.split('override ', 1)[1]}: {reason}"
+    if text.startswith("Error parsing override '"):
+        arg = text.split("'")[1]
+        return f"cannot read '{arg}': expected key=value (or group=choice); quote values with spaces or commas"
     if text.startswith("Could not override '"):
         key = text.split("'")[1]
         return f"unknown key '{key}'; `cnnexp <command> --help` lists the keys (add a new one with +{key}=...)"

@@ -5,6 +5,7 @@ Pillow cannot identify. A file Pillow recognises but cannot decode (a truncated 
 to OpenCV, which would return a half-grey picture instead of failing.
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,15 @@ def check_options(channels: int, resize: str) -> None:
         raise UserError(f"resize={resize} is not one of: {', '.join(RESIZE_MODES)}")
 
 
-def _open_pillow(path: Path, mode: str, size: tuple[int, int] | None) -> Image.Image | None:
-    """The decoded image, or None when Pillow does not know the format."""
+def _open_pillow(source, path, mode: str, size: tuple[int, int] | None) -> Image.Image | None:
+    """The decoded image of `source` (a file or a file object; `path` names it in messages), or None
+    when Pillow does not know the format."""
     try:
-        image = Image.open(path)
+        image = Image.open(source)
     except UnidentifiedImageError:
         return None
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(path, str(exc)) from exc
     try:
         if size is not None:
             image.draft(mode, (size[1], size[0]))  # JPEG: decode at a reduced scale still >= the target size
@@ -57,7 +61,10 @@ def _open_opencv(path: Path, mode: str) -> Image.Image:
     import cv2
 
     flag = cv2.IMREAD_GRAYSCALE if mode == "L" else cv2.IMREAD_COLOR
-    array = cv2.imread(str(path), flag)
+    return _from_opencv(cv2.imread(str(path), flag), path, mode)
+
+
+def _from_opencv(array: np.ndarray | None, path, mode: str) -> Image.Image:
     if array is None:
         raise UnreadableImage(path, "not an image Pillow or OpenCV can read")
     return Image.fromarray(array if mode == "L" else array[:, :, ::-1].copy())
@@ -69,10 +76,23 @@ def open_image(path, channels: int, size: tuple[int, int] | None = None) -> Imag
     path = Path(path)
     mode = "L" if channels == 1 else "RGB"
     try:
-        image = _open_pillow(path, mode, size)
+        image = _open_pillow(path, path, mode, size)
     except OSError as exc:  # missing, a folder, no permission
         raise UnreadableImage(path, exc.strerror or str(exc)) from exc
     return image if image is not None else _open_opencv(path, mode)
+
+
+def image_from_bytes(data: bytes, name: str, channels: int) -> Image.Image:
+    """An image held in memory (an upload), decoded as `open_image` decodes a file; `name` only
+    appears in messages, it is never opened."""
+    import cv2
+
+    mode = "L" if channels == 1 else "RGB"
+    image = _open_pillow(io.BytesIO(data), name, mode, None)
+    if image is not None:
+        return image
+    flag = cv2.IMREAD_GRAYSCALE if mode == "L" else cv2.IMREAD_COLOR
+    return _from_opencv(cv2.imdecode(np.frombuffer(data, np.uint8), flag) if data else None, name, mode)
 
 
 def fit_image(image: Image.Image, size: tuple[int, int], resize: str = "simple") -> np.ndarray:

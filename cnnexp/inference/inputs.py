@@ -50,6 +50,14 @@ def decode(path: Path, channels: int) -> Image.Image:
         raise UnreadableImage(f"cannot decode {path} as an image ({exc.reason}); give a PNG, JPEG, GIF, BMP or TIFF file")
 
 
+def decode_upload(data: bytes, name: str, channels: int) -> Image.Image:
+    """Bytes a client sent (a web upload), decoded like a file; `name` is only used in the message."""
+    try:
+        return images.image_from_bytes(data, name, channels)
+    except images.UnreadableImage as exc:
+        raise UnreadableImage(f"cannot decode {name} as an image ({exc.reason}); send a PNG, JPEG, GIF, BMP or TIFF file")
+
+
 def fit(image: Image.Image, size: tuple[int, int], resize: str = "aspect") -> torch.Tensor:
     """uint8 C x H x W of size (H, W): `aspect` scales to cover and centre-crops, `simple` stretches."""
     return torch.from_numpy(fit_image(image, size, resize)).permute(2, 0, 1).contiguous()
@@ -72,7 +80,11 @@ def face_window(box, image_size: tuple[int, int], size: tuple[int, int], margin:
 
 def load(path: Path, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float):
     """(uint8 C x H x W tensor, face box or None); the tensor is None when a face was asked for and not found."""
-    image = decode(path, shape[0])
+    return prepare(decode(path, shape[0]), shape, resize, detect_face, margin)
+
+
+def prepare(image: Image.Image, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float):
+    """A decoded image -> (uint8 C x H x W tensor or None when no face was found, face box or None)."""
     if not detect_face:
         return fit(image, shape[1:], resize), None
     box = largest_face(np.asarray(image.convert("L")))

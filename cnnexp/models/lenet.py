@@ -40,9 +40,15 @@ def theano_init(model: LeNet, pool: int):
 
 
 @register_model
-def lenet(in_shape, num_classes, nkerns=(20, 50), kernel_size=5, pool=2, hidden=500,
-          activation="tanh", init="theano", dropout=0.0):
-    """N conv (`nkerns`, `kernel_size`) + max-pool (`pool`) layers, a `hidden` layer, softmax output."""
+def lenet(in_shape, num_classes, nkerns: list[int] = (20, 50), kernel_size: int = 5, pool: int = 2, hidden: int = 500,
+          activation: str = "tanh", init: str = "theano", dropout: float = 0.0):
+    """The deeplearning.net LeNet: N conv + max-pool layers, tanh, one hidden layer, softmax output.
+
+    nkerns: kernels per conv layer (the list length is the number of layers); kernel_size, pool: conv
+    and max-pool sizes; hidden: units of the hidden layer (500 as the MNIST tutorial; the Olivetti
+    tutorial used 2000, experiment=olivetti_lenet); activation: tanh | relu | sigmoid | elu; init:
+    theano (uniform +-sqrt(6/(fan_in+fan_out/pool^2)), zero bias) | pytorch; dropout: before the
+    output layer."""
     nkerns = list(nkerns)
     if not nkerns or min(nkerns) < 1:
         raise UserError(f"model.nkerns={nkerns} must list at least one positive kernel count, e.g. [20,50]")
@@ -64,9 +70,9 @@ def lenet(in_shape, num_classes, nkerns=(20, 50), kernel_size=5, pool=2, hidden=
 
 
 @register_model
-def lenet5(in_shape, num_classes, activation="tanh", pool_type="avg", dropout=0.0):
+def lenet5(in_shape, num_classes, activation: str = "tanh", pool_type: str = "avg", dropout: float = 0.0):
     """LeCun et al. 1998: conv 6@5x5 ('same' on the input, as the 32x32 padding of the paper), pool,
-    conv 16@5x5, pool, dense 120, 84, output."""
+    conv 16@5x5, pool, dense 120, 84, output. pool_type: avg (subsampling, as the paper) | max."""
     pooling = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
     if pool_type not in pooling:
         raise UserError(f"model.pool_type={pool_type} is not one of: avg, max")

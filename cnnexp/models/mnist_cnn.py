@@ -9,7 +9,10 @@ from cnnexp.models.lenet import LeNet
 
 
 @register_model
-def mnist_cnn(in_shape, num_classes, convs=(32, 64), dense=(1024, 256, 50), dropout=0.5):
+def mnist_cnn(in_shape, num_classes, convs: list[int] = (32, 64), dense: list[int] = (1024, 256, 50),
+              dropout: float = 0.5):
+    """The TF2 walkthrough's MNIST CNN: 5x5 'same' convs (`convs`), each followed by 2x2 max-pooling,
+    then dense layers (`dense`) with ReLU and `dropout` after each."""
     layers, channels = [], in_shape[0]
     for width in convs:
         layers += [nn.Conv2d(channels, width, 5, padding="same"), nn.ReLU(), nn.MaxPool2d(2)]

@@ -50,4 +50,9 @@ class Registry:
             inspect.signature(factory).bind(**kwargs)
         except TypeError as exc:
             raise UserError(f"{self.kind} '{name}' got a wrong config key ({exc}); check the {self.kind}.* overrides")
-        return factory(**kwargs)
+        try:
+            return factory(**kwargs)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. a negative width or an empty list
+            settings = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("in_shape", "num_classes", "cfg"))
+            raise UserError(f"cannot build {self.kind} '{name}' with {settings}: {str(exc).splitlines()[0]}; "
+                            f"check the {self.kind}.* values") from exc

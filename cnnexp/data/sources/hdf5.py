@@ -1,4 +1,4 @@
-"""HDF5 image datasets, as in the dogs-vs-cats tutorial: build one file from an image folder, read it back.
+"""HDF5 image datasets, as in the dogs-vs-cats tutorial (built by `data/tools/build_hdf5.py`).
 
 Layout: a group per split (`train`, `val`, `test`) holding `images` (uint8 N x H x W x C, chunked)
 and `labels` (int64 N); file attributes `format`, `label_names`, `mean` and `std` (per channel,
@@ -7,24 +7,19 @@ and `labels` (int64 N); file attributes `format`, `label_names`, `mean` and `std
 renamed when complete, so a file with the right name is never half written.
 """
 
-import json
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cnnexp.data import register_dataset
-from cnnexp.data.sources.folder import FileImages, decode_all, report_unreadable, user_path
+from cnnexp.data.sources.folder import user_path
 from cnnexp.data.image_data import SPLITS, ImageData, Split
-from cnnexp.data.images import assign_splits, check_options, image_size, scan_folder
 from cnnexp.data.stream import LazyImages, fits_in_memory
 from cnnexp.utils.errors import UserError
 
 FORMAT = "cnnexp-hdf5"
-COMPRESSIONS = (None, "gzip", "lzf")
 MEAN_MODES = ("stored", "train")
 
 

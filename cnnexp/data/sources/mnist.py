@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import torch
 from torchvision.datasets import MNIST
 
 from cnnexp.data import register_dataset

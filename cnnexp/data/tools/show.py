@@ -49,17 +49,17 @@ def describe(cfg) -> tuple[ImageData, Group]:
     return data, Group(counts_table(data.class_names, split_counts(data)), *(Text(line) for line in lines))
 
 
-def sample_grid(cfg, data: ImageData, opts, out: Path) -> None:
-    """A PNG: `opts.samples` images of `opts.split` as stored (top row) and two augmented training
+def sample_grid(cfg, data: ImageData, out: Path) -> None:
+    """A PNG: `cfg.samples` images of `cfg.split` as stored (top row) and two augmented training
     views of each (the rows below), titled with their class."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    split = data.split(str(opts.split))
+    split = data.split(str(cfg.split))
     generator = torch.Generator().manual_seed(int(cfg.seed))
-    index = torch.randperm(len(split), generator=generator)[: max(1, int(opts.samples))]
+    index = torch.randperm(len(split), generator=generator)[: max(1, int(cfg.samples))]
     images = split.images[index].cpu().float()
     augmentation = Augmentation(cfg.augmentation, data.image_shape)
     rows = [("image", images), *((f"augmented {i}", augmentation.train(images, generator)) for i in (1, 2))]
@@ -74,7 +74,7 @@ def sample_grid(cfg, data: ImageData, opts, out: Path) -> None:
                 ax.set_title(data.class_names[int(split.labels[index[c]])], fontsize=8)
             if c == 0:
                 ax.set_ylabel(title, fontsize=8)
-    fig.suptitle(f"{cfg.dataset.name} / {opts.split} / augmentation={augmentation.name}", fontsize=9)
+    fig.suptitle(f"{cfg.dataset.name} / {cfg.split} / augmentation={augmentation.name}", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

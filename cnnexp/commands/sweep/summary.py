@@ -1,0 +1,92 @@
+"""The summary of a sweep: statistics over seeds per grid point, rebuilt from the run folders alone."""
+
+import statistics
+from pathlib import Path
+
+from cnnexp.commands.sweep.folders import Run, load_runs, read_json, run_key
+from cnnexp.commands.sweep.plot import plot_summary
+from cnnexp.commands.sweep.table import STAT_METRICS, SUMMARY_FILES, rich_table, write_summary
+from cnnexp.utils.errors import UserError
+
+
+def summarize(sweep_dir: Path, metric: str) -> dict:
+    from rich.console import Console
+
+    runs = load_runs(sweep_dir)
+    if not runs:
+        raise UserError(f"{sweep_dir} holds no run folders; give the folder a sweep wrote "
+                        f"(outputs/sweep/<timestamp>)")
+    keys, orders = point_keys(sweep_dir, runs)
+    rows = aggregate(runs, keys, metric)
+    summary = {"sweep_dir": str(sweep_dir), "metric": metric, "keys": keys, "points": rows}
+    write_summary(sweep_dir, summary)
+    plot_summary(rows, keys, orders, metric, sweep_dir / "summary.png")
+    console = Console()
+    if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
+        console = Console(width=200)
+    console.print(rich_table(summary))
+    for row in rows:
+        for run in row["runs"]:
+            if run["error"]:
+                console.print(f"[red]{run['status']}[/]: {run['folder']}: {run['error']}", highlight=False,
+                              soft_wrap=True)
+    console.print(f"wrote {', '.join(SUMMARY_FILES)} in {sweep_dir}; compare the runs in TensorBoard's "
+                  f"HPARAMS tab: tensorboard --logdir {sweep_dir}", highlight=False, soft_wrap=True)
+    return summary
+
+
+def sort_key(value: str):
+    """Numbers in numeric order, then everything else in text order."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def point_keys(sweep_dir: Path, runs: list[Run]) -> tuple[list[str], dict]:
+    """The swept keys (those of sweep.json, else those whose value differs between runs, seed
+    aside) and the order of each key's values."""
+    saved = (read_json(sweep_dir / "sweep.json") or {}).get("grid") or {}
+    varying = [k for k in dict.fromkeys(k for run in runs for k in run.overrides)
+               if k != "seed" and len({run.overrides.get(k) for run in runs}) > 1]
+    keys = list(saved) + [k for k in varying if k not in saved]
+    orders = {}
+    for key in keys:
+        found = sorted({run.overrides.get(key, "-") for run in runs}, key=sort_key)
+        orders[key] = [v for v in saved.get(key, []) if v in found] + [v for v in found if v not in saved.get(key, [])]
+    return keys, orders
+
+
+def stats(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one run), min and max; all None without values."""
+    if not values:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
+
+
+def aggregate(runs: list[Run], keys: list[str], metric: str) -> list[dict]:
+    """One row per grid point, statistics over its successful runs; sorted by the metric's mean."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run_key(run.overrides, keys), []).append(run)
+    rows = []
+    for point, members in groups.items():
+        good = [r for r in members if r.ok]
+        row = {"values": dict(zip(keys, point)), "runs_total": len(members), "runs_ok": len(good),
+               "failed": sum(r.status in ("failed", "diverged") for r in members),
+               "unfinished": sum(r.status == "unfinished" for r in members)}
+        for name in dict.fromkeys((*STAT_METRICS, metric)):
+            numbers = [float(r.metrics[name]) for r in good if r.metrics.get(name) is not None]
+            row[name] = stats(numbers)
+        row["runs"] = [run_record(r) for r in members]
+        rows.append(row)
+    sign = -1 if metric == "images_per_second" else 1
+    rows.sort(key=lambda r: (r[metric]["mean"] is None, sign * (r[metric]["mean"] or 0.0)))
+    return rows
+
+
+def run_record(run: Run) -> dict:
+    error = run.error if run.error is not None else ("diverged" if run.status == "diverged" else None)
+    return {"folder": str(run.folder), "seed": run.overrides.get("seed"), "status": run.status, "error": error,
+            "metrics": run.metrics}

@@ -1,0 +1,92 @@
+"""The summary as a table: the console (rich), summary.md, summary.csv and summary.json."""
+
+import csv
+from pathlib import Path
+
+from cnnexp.utils.files import write_json_atomic
+
+SUMMARY_FILES = ("summary.csv", "summary.json", "summary.md", "summary.png")
+STAT_METRICS = ("best_val_error", "test_error", "best_epoch", "train_seconds")
+
+
+def fmt(value, name: str) -> str:
+    if value is None:
+        return "-"
+    if name.endswith("error"):
+        return f"{100 * value:.2f}"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def mean_std(stat: dict, name: str) -> str:
+    if stat["mean"] is None:
+        return "-"
+    return f"{fmt(stat['mean'], name)} ± {fmt(stat['std'], name)}"
+
+
+def min_max(stat: dict, name: str) -> str:
+    return "-" if stat["min"] is None else f"{fmt(stat['min'], name)}–{fmt(stat['max'], name)}"
+
+
+def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the console table and summary.md (errors in %)."""
+    keys = summary["keys"]
+    header = [*keys, "runs", "val err %", "val range", "test err %", "test range", "best epoch", "train s",
+              "failed"]
+    metric = summary["metric"]
+    extra = metric not in STAT_METRICS
+    if extra:
+        header.insert(len(keys) + 1, metric)
+    unfinished = any(row["unfinished"] for row in summary["points"])
+    if unfinished:  # runs still going, or interrupted: finish them with sweep.dir=<this folder>
+        header.append("unfinished")
+    cells = []
+    for row in summary["points"]:
+        line = [*row["values"].values(), f"{row['runs_ok']}/{row['runs_total']}",
+                mean_std(row["best_val_error"], "best_val_error"), min_max(row["best_val_error"], "best_val_error"),
+                mean_std(row["test_error"], "test_error"), min_max(row["test_error"], "test_error"),
+                mean_std(row["best_epoch"], "best_epoch"), fmt(row["train_seconds"]["mean"], "train_seconds"),
+                str(row["failed"])]
+        if extra:
+            line.insert(len(keys) + 1, mean_std(row[metric], metric))
+        if unfinished:
+            line.append(str(row["unfinished"]))
+        cells.append(line)
+    return header, cells
+
+
+def rich_table(summary: dict):
+    from rich.table import Table
+
+    header, cells = table_rows(summary)
+    metric = summary["metric"]
+    table = Table(title=f"cnnexp sweep: {summary['sweep_dir']}  (sorted by {metric}; mean ± std over seeds)")
+    for name in header:
+        table.add_column(name, justify="left" if name in summary["keys"] else "right")
+    for line in cells:
+        table.add_row(*line)
+    return table
+
+
+def markdown(summary: dict) -> str:
+    header, cells = table_rows(summary)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
+    note = (f"Sorted by {summary['metric']}; mean ± sample std over seeds, min–max; errors in %; "
+            f"train s = mean training seconds a run; failed counts failed and diverged runs.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def write_summary(sweep_dir: Path, summary: dict) -> None:
+    write_json_atomic(summary, sweep_dir / "summary.json")
+    (sweep_dir / "summary.md").write_text(markdown(summary))
+    columns = [*summary["keys"], "runs_ok", "runs_total", "failed", "unfinished"]
+    columns += [f"{m}_{s}" for m in dict.fromkeys((*STAT_METRICS, summary["metric"]))
+                for s in ("mean", "std", "min", "max")]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for row in summary["points"]:
+            flat = {**row["values"], **{k: row[k] for k in ("runs_ok", "runs_total", "failed", "unfinished")}}
+            flat |= {f"{m}_{s}": row[m][s] for m in dict.fromkeys((*STAT_METRICS, summary["metric"]))
+                     for s in ("mean", "std", "min", "max")}
+            writer.writerow(flat)

@@ -1,0 +1,32 @@
+"""Range checks the schemas' types cannot express, in one place: each failure is one `error:` line."""
+
+from omegaconf import OmegaConf
+
+from cnnexp.utils.errors import UserError
+
+
+def require(cfg, key: str, minimum: float = 1, optional: bool = False, kind=int) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum
+    if kind is int:
+        ok = ok and isinstance(value, int)
+    if not ok:
+        what = "an integer" if kind is int else "a number"
+        raise UserError(f"{key}={value!r} must be {what} >= {minimum}" + (" or null" if optional else ""))
+
+
+def check_config(cfg) -> None:
+    """Reject values of the right type that would otherwise fail deep inside the loop."""
+    require(cfg, "seed", 0)
+    require(cfg, "trainer.epochs", 1)
+    require(cfg, "trainer.batch_size", 1)
+    require(cfg, "trainer.eval_batch_size", 1)
+    require(cfg, "trainer.eval_every", 1, optional=True)
+    require(cfg, "trainer.checkpoint_every", 0)
+    require(cfg, "trainer.grad_clip", 0, optional=True, kind=float)
+    require(cfg, "dataset.limit", 1, optional=True)
+    require(cfg, "optimizer.lr", 0, kind=float)
+    require(cfg, "optimizer.weight_decay", 0, optional=True, kind=float)
+    require(cfg, "device.threads", 1, optional=True)

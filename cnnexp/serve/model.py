@@ -1,0 +1,71 @@
+"""The served model: a restored run, decoding uploads as `cnnexp predict` decodes files, and the same
+scoring (`inference.guesses`), so the service answers the numbers `predict` prints."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from cnnexp.engine.build import set_threads
+from cnnexp.inference.guesses import class_probs, top_guesses
+from cnnexp.inference.inputs import decode_upload, prepare
+from cnnexp.inference.restore import restore
+from cnnexp.inference.scoring import require_crops
+
+
+class ServedModel:
+    def __init__(self, cfg):
+        set_threads({"threads": threads_per_worker(cfg)})
+        self.restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
+        if cfg.tencrop:
+            require_crops(self.restored.pipeline, self.restored.image_shape)
+        self.cfg = cfg
+        self.resize = cfg.resize or self.restored.config.dataset.get("resize") or "aspect"
+        self.detect_face, self.face_margin, self.topk = bool(cfg.detect_face), float(cfg.face_margin), int(cfg.topk)
+        self.tencrop, self.mirror = bool(cfg.tencrop), bool(cfg.tencrop_mirror)
+        self.classify([torch.zeros(self.restored.image_shape, dtype=torch.uint8)])  # first-call set-up, not a user's wait
+
+    def prepare(self, data: bytes, name: str):
+        """(uint8 C x H x W tensor or None when no face was found, face box or None); UnreadableImage if undecodable."""
+        shape = self.restored.image_shape
+        return prepare(decode_upload(data, name, shape[0]), shape, self.resize, self.detect_face, self.face_margin)
+
+    def classify(self, images: list[torch.Tensor]) -> tuple[list[list[dict]], float]:
+        """The top-k guesses per image and the seconds the forward pass took."""
+        start = time.perf_counter()
+        probs = class_probs(self.restored, torch.stack(images), self.tencrop, self.mirror)
+        guesses = top_guesses(probs, self.restored.class_names, self.topk)
+        return guesses, time.perf_counter() - start
+
+    def info(self) -> dict:
+        restored, cfg = self.restored, self.cfg
+        run = Path(str(cfg.run)).expanduser().resolve() if cfg.run is not None else None
+        return {
+            "run": str(run) if run else None,
+            "checkpoint": str(restored.checkpoint_path.resolve()),
+            "epoch": restored.epoch,
+            "model": restored.config.model.name,
+            "dataset": restored.config.dataset.get("name"),
+            "class_names": restored.class_names,
+            "image_shape": list(restored.image_shape),
+            "input_shape": list(restored.pipeline.augmentation.out_shape),
+            "device": str(restored.device),
+            "threads": torch.get_num_threads(),
+            "metrics": run_metrics(run),
+            "options": {key: cfg[key] for key in ("topk", "detect_face", "face_margin", "tencrop", "max_batch",
+                                                   "max_wait_ms", "max_upload_mb")} | {"resize": self.resize},
+        }
+
+
+def threads_per_worker(cfg) -> int:
+    """device.threads, else the cores shared out between the workers (more intra-op threads than cores
+    in all the workers together makes CPU serving slower, not faster)."""
+    return cfg.device.get("threads") or max(1, (os.cpu_count() or 1) // int(cfg.workers))
+
+
+def run_metrics(run: Path | None) -> dict | None:
+    """The run's metrics.json (its final numbers), if it has one."""
+    path = run / "metrics.json" if run is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
