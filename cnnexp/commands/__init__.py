@@ -14,4 +14,5 @@ COMMANDS = {
     "serve": "cnnexp.commands.serve",
     "features": "cnnexp.commands.features",
     "probe": "cnnexp.commands.probe",
+    "viz": "cnnexp.commands.viz",
 }

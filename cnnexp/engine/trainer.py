@@ -20,7 +20,7 @@ from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everythi
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.evaluation import evaluate
-from cnnexp.engine.loggers import ConsoleReporter, HistoryCSV, TensorBoardLogger
+from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.errors import Diverged, UserError
 from cnnexp.models import create_model, model_kwargs
@@ -136,6 +136,7 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
         self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
+        self.curves = CurvesPlot(self.run_dir / "curves.png", curves_title(self.cfg, self.run_dir))
         self.tensorboard = TensorBoardLogger(self.run_dir)
         if self.weights is not None:
             write_json_atomic(self.weights.record(), self.run_dir / "weights.json")
@@ -148,6 +149,7 @@ class Trainer:
             self.finish(diverged=True)
             raise
         finally:
+            self.curves.close()
             self.tensorboard.close()
 
     def train_one_epoch(self) -> None:
@@ -236,6 +238,7 @@ class Trainer:
         self.interval = {"loss_sum": 0.0, "batches": 0}
         self.state.history.append(row)
         self.history.append(row)
+        self.curves.update(self.state.history)
         self.tensorboard.scalars({"val/loss": val_loss, "val/error": val_error, "test/error": test_error,
                                   "lr": row["lr"], "perf/images_per_second": images_per_second}, self.state.step)
         self.reporter.eval_row(row, improved)
@@ -274,6 +277,10 @@ class Trainer:
         if not diverged:
             self.reporter.finish(metrics, self.run_dir)
         return metrics
+
+
+def curves_title(cfg, run_dir: Path) -> str:
+    return f"{cfg.model.name} on {cfg.dataset.name}, {run_dir.name}"
 
 
 def hparam_summary(cfg) -> dict:

@@ -2,6 +2,7 @@
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -10,3 +11,16 @@ def write_json_atomic(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """A temporary name beside `path` to write to; renamed to `path` when the block ends without error,
+    so a reader (a user opening a PNG while a run is going) never sees a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
