@@ -241,3 +241,33 @@ def test_sigkill_a_few_times_loses_nothing(workdir, reference_runs):
 @pytest.mark.slow
 def test_sigkill_many_times_loses_nothing(workdir, reference_runs):
     kill_and_resume(workdir, reference_runs(16), epochs=16, kills=25)
+
+
+# ---- resume with a changed schedule ---------------------------------------------------------------
+
+COSINE = (*[a for a in TINY if not a.startswith("scheduler")], "scheduler=cosine")
+
+
+def test_resume_refuses_to_stretch_a_cosine_schedule(cnnexp, workdir):
+    assert cnnexp("train", *COSINE, "trainer.epochs=2", "hydra.run.dir=first").code == 0
+    result = cnnexp("train", "trainer.resume=first", "trainer.epochs=4", "hydra.run.dir=longer")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "cosine schedule spans its 2 epochs" in result.err and "+scheduler.T_max=2" in result.err
+    assert not (workdir / "longer" / "checkpoints").exists()
+
+
+def test_resume_with_the_old_cosine_length_given_continues_it_exactly(cnnexp, workdir):
+    assert cnnexp("train", *COSINE, "trainer.epochs=3", "scheduler.T_max=2", "hydra.run.dir=straight").code == 0
+    assert cnnexp("train", *COSINE, "trainer.epochs=2", "hydra.run.dir=first").code == 0
+    result = cnnexp("train", "trainer.resume=first", "trainer.epochs=3", "+scheduler.T_max=2",
+                    "hydra.run.dir=resumed")
+    assert result.code == 0, result.err
+    assert_same_run(workdir / "resumed", workdir / "straight")
+
+
+def test_resume_refuses_a_changed_step_schedule(cnnexp, workdir):
+    """A step schedule resumed with more epochs continues correctly (test_train's
+    test_resume_gives_identical_weights); a change of its settings would be ignored, so it is refused."""
+    assert cnnexp("train", *TINY, "trainer.epochs=1", "hydra.run.dir=first").code == 0
+    result = cnnexp("train", "trainer.resume=first", "trainer.epochs=3", "+scheduler.step_size=1")
+    assert result.code == 2 and "scheduler.step_size=1 differs from the resumed run's 2" in result.err, result.err

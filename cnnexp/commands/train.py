@@ -25,6 +25,7 @@ def run(cfg) -> dict:
     if cfg.trainer.resume:
         checkpoint = load_checkpoint(cfg.trainer.resume, "last")
         cfg = resumed_config(checkpoint["config"], cfg, task_overrides())
+        check_schedule(checkpoint["config"], cfg, task_overrides())
     check_config(cfg)
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
     save_config(cfg, run_dir)
@@ -65,6 +66,27 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
     if groups and OmegaConf.to_container(cfg, resolve=True) != OmegaConf.to_container(base, resolve=True):
         raise UserError(f"cannot change '{groups[0]}' when resuming; start a new run, or override single keys")
     return base
+
+
+def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
+    """A resumed run continues the scheduler state it saved, so its settings cannot change: refuse a
+    change rather than ignore it. A schedule whose length is the run's (cosine, T_max = trainer.epochs)
+    is refused a new trainer.epochs too, unless scheduler.T_max is given to say the old length is meant.
+    Schedules counted in epochs from the start (step, multistep, plateau) continue correctly."""
+    old = saved.get("scheduler") or {}
+    new = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") is not None else {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            raise UserError(f"scheduler.{key}={new.get(key)} differs from the resumed run's {old.get(key)}; a resumed "
+                            f"run keeps its schedule: start a new run to change it")
+    old_epochs, epochs = saved["trainer"]["epochs"], int(cfg.trainer.epochs)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if (str(old.get("_target_")).endswith("CosineAnnealingLR") and old.get("T_max") == old_epochs != epochs
+            and "scheduler.T_max" not in given):
+        raise UserError(f"the run's cosine schedule spans its {old_epochs} epochs (scheduler.T_max={old_epochs}); "
+                        f"resuming with trainer.epochs={epochs} cannot stretch it. Start a new run with "
+                        f"trainer.epochs={epochs}, or add +scheduler.T_max={old_epochs} to continue the old schedule "
+                        f"as it is (torch's cosine rises again after T_max)")
 
 
 def carry_best(resumed, checkpoint: dict, run_dir: Path) -> None:
