@@ -271,3 +271,44 @@ def test_resume_refuses_a_changed_step_schedule(cnnexp, workdir):
     assert cnnexp("train", *TINY, "trainer.epochs=1", "hydra.run.dir=first").code == 0
     result = cnnexp("train", "trainer.resume=first", "trainer.epochs=3", "+scheduler.step_size=1")
     assert result.code == 2 and "scheduler.step_size=1 differs from the resumed run's 2" in result.err, result.err
+
+
+# ---- damaged checkpoints ---------------------------------------------------------------------------
+
+def truncation_offsets(size: int) -> list[int]:
+    """The first bytes, every 1/20 of the file, and the last bytes."""
+    edges = [0, 1, 2, 3, 8, 64, 512, size - 512, size - 64, size - 8, size - 3, size - 2, size - 1]
+    return sorted({o for o in edges + [size * k // 20 for k in range(1, 20)] if 0 <= o < size})
+
+
+def test_checkpoint_truncated_at_any_offset_is_refused(reference_runs, tmp_path):
+    whole = (reference_runs(5) / "checkpoints" / "last.pt").read_bytes()
+    offsets, not_refused = truncation_offsets(len(whole)), []
+    for offset in offsets:
+        path = tmp_path / f"cut{offset}.pt"
+        path.write_bytes(whole[:offset])
+        try:
+            load_checkpoint(path)
+            not_refused.append(offset)
+        except UserError as exc:
+            assert str(path) in str(exc) and "\n" not in str(exc)
+        path.unlink()
+    print(f"\ntruncated checkpoints: {len(offsets)} offsets of {len(whole)} bytes tried, "
+          f"not refused: {not_refused or 'none'}")
+    assert not_refused == []
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_truncated_checkpoint_is_one_line_for_eval_predict_and_resume(cnnexp, workdir, reference_runs, where):
+    run = reference_runs(5)
+    whole = (run / "checkpoints" / "last.pt").read_bytes()
+    offset = {"start": 10, "middle": len(whole) // 2, "end": len(whole) - 1}[where]
+    cut = workdir / "cut.pt"
+    cut.write_bytes(whole[:offset])
+    for args in (("eval", f"run={run}", f"checkpoint={cut}"), ("predict", f"run={run}", f"checkpoint={cut}",
+                                                                  "image=olivetti"),
+                 ("train", f"trainer.resume={cut}")):
+        result = cnnexp(*args)
+        assert result.code == 2, (args, result.err)
+        assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1, result.err
+        assert "cut.pt" in result.err and "truncated" in result.err
