@@ -312,3 +312,55 @@ def test_truncated_checkpoint_is_one_line_for_eval_predict_and_resume(cnnexp, wo
         assert result.code == 2, (args, result.err)
         assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1, result.err
         assert "cut.pt" in result.err and "truncated" in result.err
+
+
+# ---- damaged inputs during a run -------------------------------------------------------------------
+
+STREAMED = ("model=small_cnn", "model.widths=[4,8]", "trainer.batch_size=4", "trainer.epochs=200", "device=cpu",
+            "device.threads=1", "dataset.in_memory=false", "dataset.workers=1", "hydra.run.dir=run")
+
+
+def damage_during_run(workdir: Path, damage, *args: str) -> subprocess.CompletedProcess:
+    """Start a streamed run, damage its data after the first epoch, and return how it ended."""
+    proc = start(workdir, "train", *args, *STREAMED)
+    history = workdir / "run" / "history.csv"
+    wait_for(lambda: history.exists() and len(history.read_text().splitlines()) >= 2 or proc.poll() is not None,
+             what="epoch 1")
+    assert proc.poll() is None, proc.communicate()[1]
+    damage()
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def assert_stopped_naming(result: subprocess.CompletedProcess, name: str, run: Path) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read ") and name in lines[0], result.stderr
+    step = load_checkpoint(run)["step"]
+    assert step >= 3 and f"last.pt of step {step} is kept: resume with cnnexp train trainer.resume=" in lines[0]
+
+
+def test_hdf5_truncated_during_a_run_is_one_line_after_saving(cnnexp, workdir):
+    from test_folder import photo_folder
+
+    photo_folder(workdir / "photos", per_class=12)
+    assert cnnexp("data", "build-hdf5", "src=photos", "out=small.h5", "size=24", "split=[0.5,0.25,0.25]",
+                  "workers=0").code == 0
+    h5 = workdir / "small.h5"
+    result = damage_during_run(workdir, lambda: os.truncate(h5, 4096),
+                               "dataset=hdf5", "dataset.path=small.h5")
+    assert_stopped_naming(result, str(h5.name), workdir / "run")
+
+
+def test_image_folder_damaged_during_a_run_is_one_line_after_saving(workdir):
+    from test_folder import photo_folder
+
+    photos = workdir / "photos"
+    photo_folder(photos, per_class=12)
+
+    def garble():
+        for path in photos.rglob("*.jpg"):
+            path.write_bytes(b"\xff\xd8 garbage, not a JPEG any more" * 4)
+
+    result = damage_during_run(workdir, garble, "dataset=folder", "dataset.root=photos", "dataset.size=24")
+    assert_stopped_naming(result, "photos", workdir / "run")

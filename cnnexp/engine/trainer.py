@@ -4,6 +4,7 @@ early stopping, divergence detection and a clean stop on SIGINT/SIGTERM.
 The trainer is told a config, an in-memory dataset and a run folder; it knows nothing of the CLI.
 """
 
+import errno
 import math
 import shlex
 import signal
@@ -81,6 +82,7 @@ class Trainer:
         self.epoch_order: torch.Tensor | None = None
         self.stop_reason: str | None = None
         self.stop_requests = StopRequests()
+        self.saved_step: int | None = None  # the step of the last.pt this run wrote
 
     def _check_batch_size(self, n_train: int) -> None:
         batch_size = int(self.cfg.trainer.batch_size)
@@ -112,6 +114,8 @@ class Trainer:
 
     def save(self, which: str) -> None:
         save_atomic(self.checkpoint(), self.run_dir / "checkpoints" / f"{which}.pt")
+        if which == "last":
+            self.saved_step = self.state.step
 
     def load(self, ckpt: dict) -> None:
         """Continue from a checkpoint of the same configuration (resume)."""
@@ -142,8 +146,26 @@ class Trainer:
         except Interrupted:
             self.finish(diverged=False, interrupted=True)
             raise
+        except UserError as exc:  # a data file damaged since the start, a full disk: say what is kept
+            raise UserError(f"{exc}; {self.kept()}") from exc
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(f"no space left for the run folder {self.run_dir} ({exc.strerror}); {self.kept()}")
         finally:
+            self.close_tensorboard()
+
+    def kept(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        return (f"last.pt of step {self.saved_step} is kept: resume with "
+                f"cnnexp train trainer.resume={shlex.quote(str(self.run_dir.resolve()))}")
+
+    def close_tensorboard(self) -> None:
+        try:
             self.tensorboard.close()
+        except OSError:  # a full disk: the error that stopped the run is the one to report
+            pass
 
     def _stop_if_requested(self) -> None:
         """At a step boundary, after SIGINT/SIGTERM: save last.pt and stop (fit writes metrics.json)."""
@@ -166,7 +188,7 @@ class Trainer:
         with self.reporter.progress() as progress:
             task = progress.add_task("train", total=len(self.train_batches), completed=self.state.batch_in_epoch,
                                      epoch=epoch, loss=float("nan"), ips=0.0)
-            for images, labels in self.train_batches.iterate(self.epoch_order, self.state.batch_in_epoch):
+            for images, labels in self._training_batches():
                 loss = self.train_step(self.pipeline(images, train=True, generator=self.generator), labels)
                 self.state.step += 1
                 self.state.batch_in_epoch += 1
@@ -197,6 +219,21 @@ class Trainer:
         if self.stop_reason is None and self.stopper.should_stop(self.state.step, epoch):
             self.stop_reason = "early stopping"
         self.save("last")
+
+    def _training_batches(self):
+        """The epoch's remaining batches. A file that can no longer be read (changed or damaged since the
+        run started) stops the run with its one-line error (see fit), after saving last.pt at this step
+        boundary."""
+        batches = self.train_batches.iterate(self.epoch_order, self.state.batch_in_epoch)
+        while True:
+            try:
+                images, labels = next(batches)
+            except StopIteration:
+                return
+            except UserError:
+                self.save("last")
+                raise
+            yield images, labels
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
