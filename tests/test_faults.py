@@ -364,3 +364,65 @@ def test_image_folder_damaged_during_a_run_is_one_line_after_saving(workdir):
 
     result = damage_during_run(workdir, garble, "dataset=folder", "dataset.root=photos", "dataset.size=24")
     assert_stopped_naming(result, "photos", workdir / "run")
+
+
+# ---- a full disk -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(workdir):
+    """A 4 MiB tmpfs at workdir/disk (skipped where this process may not mount one)."""
+    disk = workdir / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'}); "
+                    "the full-disk test needs root or CAP_SYS_ADMIN")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> None:
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_full_disk_stops_with_one_line_and_keeps_the_checkpoints(small_disk):
+    run = small_disk / "run"
+    proc = start(small_disk.parent, "train", *TINY, "trainer.epochs=200", f"hydra.run.dir={run}")
+    wait_for(lambda: (run / "checkpoints" / "best.pt").exists() and (run / "checkpoints" / "last.pt").exists()
+             or proc.poll() is not None, what="the first checkpoints")
+    fill(small_disk)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(run) in lines[0], err
+    assert "No space left on device" in lines[0] and "is kept: resume with" in lines[0]
+    for which in ("last", "best"):
+        load_checkpoint(run, which)
+    print(f"\nfull disk: {lines[0]}")
+
+
+@pytest.mark.parametrize("writer", ["history", "tensorboard"])
+def test_full_disk_in_history_or_tensorboard_is_one_line(cnnexp, workdir, monkeypatch, writer):
+    """Where the first write to fail is history.csv or the TensorBoard log (simulated: on a real full
+    disk the checkpoint is usually first, above)."""
+    import errno
+
+    from cnnexp.engine import loggers
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = {"history": (loggers.HistoryCSV, "append"), "tensorboard": (loggers.TensorBoardLogger, "scalars")}
+    monkeypatch.setattr(*target[writer], no_space)
+    result = cnnexp("train", *TINY, "trainer.epochs=2", "hydra.run.dir=run")
+    assert result.code == 2, result.err
+    line = result.err.strip()
+    assert line.startswith(f"error: no space left for the run folder {workdir / 'run'} (No space left on device); ") \
+        and "\n" not in line, line
