@@ -426,3 +426,109 @@ def test_full_disk_in_history_or_tensorboard_is_one_line(cnnexp, workdir, monkey
     line = result.err.strip()
     assert line.startswith(f"error: no space left for the run folder {workdir / 'run'} (No space left on device); ") \
         and "\n" not in line, line
+
+
+# ---- races -----------------------------------------------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from cnnexp.utils.files import exclusive_lock
+with exclusive_lock(Path(sys.argv[1])) as mine:
+    print(mine, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_run_lock_is_exclusive_and_released_when_its_holder_is_killed(tmp_path):
+    from cnnexp.utils.files import exclusive_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with exclusive_lock(tmp_path) as mine:
+            assert mine is False
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive_lock(tmp_path) as mine:
+        assert mine is True
+
+
+CLAIM_AT = """
+import sys, time
+from cnnexp.utils.runs import claim_run_dir
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+print(claim_run_dir("outputs/train"))
+"""
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(workdir):
+    at = str(int(time.time()) + 3.1)  # early in a second, so that all four claim within it
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIM_AT, at], cwd=workdir, stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    folders = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert len(set(folders)) == 4 and all(Path(workdir, f).is_dir() for f in folders)
+    assert len({Path(f).name[:19] for f in folders}) == 1, folders  # the same second
+
+
+@pytest.mark.slow
+def test_two_train_commands_at_once_get_two_run_folders(workdir):
+    procs = [start(workdir, "train", *TINY, "trainer.epochs=1") for _ in range(2)]
+    assert [p.communicate(timeout=300)[0] and p.returncode for p in procs] == [0, 0]
+    runs = sorted((workdir / "outputs" / "train").iterdir())
+    assert len(runs) == 2 and all((r / "metrics.json").exists() for r in runs)
+    print(f"\ntwo trains at once: {[r.name for r in runs]}")
+
+
+SWEEP = ("sweep", "optimizer.lr=0.05,0.02", "seeds=2", *TINY, "trainer.epochs=2")
+
+
+def sweep_table(sweep_dir: Path) -> list[dict]:
+    """summary.json's points without the timing statistics."""
+    return [{k: v for k, v in point.items() if k not in TIMING} for point in read_json(sweep_dir / "summary.json")["points"]]
+
+
+@pytest.fixture(scope="module")
+def reference_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    proc = start(folder, *SWEEP, f"sweep.dir={folder / 'whole'}")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return folder / "whole"
+
+
+@pytest.mark.slow
+def test_sweep_killed_midway_and_run_again_ends_with_the_same_table(workdir, reference_sweep):
+    sweep_dir, rng, kills = workdir / "killed", random.Random(0), 0
+    for _ in range(3):
+        proc = start(workdir, *SWEEP, f"sweep.dir={sweep_dir}")
+        wait_for(lambda: any(sweep_dir.glob("*/checkpoints/last.pt")) or proc.poll() is not None, what="a run")
+        time.sleep(rng.uniform(0.2, 3.0))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate()
+    again = start(workdir, *SWEEP, f"sweep.dir={sweep_dir}")
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert sweep_table(sweep_dir) == sweep_table(reference_sweep)
+    assert all(p["unfinished"] == 0 and p["runs_ok"] == 2 for p in sweep_table(sweep_dir))
+    print(f"\nsweep: {kills} kills, then the same table as the uninterrupted sweep")
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_folder_train_each_run_once(workdir, reference_sweep):
+    sweep_dir = workdir / "shared"
+    procs = [start(workdir, *SWEEP, f"sweep.dir={sweep_dir}") for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    runs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
+    assert len(runs) == 4 and not list(sweep_dir.glob("*/interrupted*"))
+    trained = {run.name: sum(out.count(f"run folder: {run}\n") for out in outs) for run in runs}
+    assert set(trained.values()) == {1}, trained
+    skipped = sum(out.count("another process is training") for out in outs)
+    subprocess.run([sys.executable, "-m", "cnnexp", "sweep", "summarize", f"dir={sweep_dir}"], cwd=workdir,
+                   capture_output=True, check=True)
+    assert sweep_table(sweep_dir) == sweep_table(reference_sweep)
+    print(f"\ntwo sweeps at once: each of {len(runs)} runs trained once ({skipped} skipped as locked)")
