@@ -98,11 +98,11 @@ def interrupt_after_first_epoch(workdir: Path, signum: int, epochs: int) -> subp
 
 
 def test_sigint_stops_at_a_step_saves_and_resumes_exactly(workdir, reference_runs):
-    stopped = interrupt_after_first_epoch(workdir, signal.SIGINT, 6)
+    stopped = interrupt_after_first_epoch(workdir, signal.SIGINT, 8)
     assert stopped.returncode == 130, stopped.stderr
     assert "interrupted by SIGINT after step" in stopped.stderr and "Traceback" not in stopped.stderr
     metrics = read_json(workdir / "stopped" / "metrics.json")
-    assert metrics["interrupted"] is True and 1 <= metrics["epochs_run"] < 6
+    assert metrics["interrupted"] is True and 1 <= metrics["epochs_run"] < 8
     ckpt = load_checkpoint(workdir / "stopped")
     assert ckpt["step"] == metrics["steps"] >= 8
 
@@ -111,7 +111,7 @@ def test_sigint_stops_at_a_step_saves_and_resumes_exactly(workdir, reference_run
     proc = start(workdir, *command[1:])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert_same_run(only_run(workdir / "outputs" / "train"), reference_runs(6))
+    assert_same_run(only_run(workdir / "outputs" / "train"), reference_runs(8))
     print(f"\nSIGINT after step {ckpt['step']}: resumed with the printed command, 1 of 1 resumes matched")
 
 
@@ -235,7 +235,7 @@ def kill_and_resume(workdir: Path, reference: Path, epochs: int, kills: int) -> 
 
 
 def test_sigkill_a_few_times_loses_nothing(workdir, reference_runs):
-    kill_and_resume(workdir, reference_runs(5), epochs=5, kills=3)
+    kill_and_resume(workdir, reference_runs(8), epochs=8, kills=3)
 
 
 @pytest.mark.slow
@@ -282,7 +282,7 @@ def truncation_offsets(size: int) -> list[int]:
 
 
 def test_checkpoint_truncated_at_any_offset_is_refused(reference_runs, tmp_path):
-    whole = (reference_runs(5) / "checkpoints" / "last.pt").read_bytes()
+    whole = (reference_runs(8) / "checkpoints" / "last.pt").read_bytes()
     offsets, not_refused = truncation_offsets(len(whole)), []
     for offset in offsets:
         path = tmp_path / f"cut{offset}.pt"
@@ -300,7 +300,7 @@ def test_checkpoint_truncated_at_any_offset_is_refused(reference_runs, tmp_path)
 
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
 def test_truncated_checkpoint_is_one_line_for_eval_predict_and_resume(cnnexp, workdir, reference_runs, where):
-    run = reference_runs(5)
+    run = reference_runs(8)
     whole = (run / "checkpoints" / "last.pt").read_bytes()
     offset = {"start": 10, "middle": len(whole) // 2, "end": len(whole) - 1}[where]
     cut = workdir / "cut.pt"
@@ -485,8 +485,12 @@ SWEEP = ("sweep", "optimizer.lr=0.05,0.02", "seeds=2", *TINY, "trainer.epochs=2"
 
 
 def sweep_table(sweep_dir: Path) -> list[dict]:
-    """summary.json's points without the timing statistics."""
-    return [{k: v for k, v in point.items() if k not in TIMING} for point in read_json(sweep_dir / "summary.json")["points"]]
+    """summary.json's points without timings and folder names."""
+    def run(entry: dict) -> dict:
+        return {"seed": entry["seed"], "status": entry["status"], "metrics": without_timing(entry["metrics"])}
+
+    return [{k: v for k, v in point.items() if k not in TIMING and k != "runs"} | {"runs": list(map(run, point["runs"]))}
+            for point in read_json(sweep_dir / "summary.json")["points"]]
 
 
 @pytest.fixture(scope="module")

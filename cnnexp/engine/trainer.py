@@ -155,11 +155,13 @@ class Trainer:
         finally:
             self.close_tensorboard()
 
+    def resume_command(self) -> str:
+        return f"cnnexp train trainer.resume={shlex.quote(str(self.run_dir.resolve()))}"
+
     def kept(self) -> str:
         if self.saved_step is None:
             return "no checkpoint was written yet"
-        return (f"last.pt of step {self.saved_step} is kept: resume with "
-                f"cnnexp train trainer.resume={shlex.quote(str(self.run_dir.resolve()))}")
+        return f"last.pt of step {self.saved_step} is kept: resume with {self.resume_command()}"
 
     def close_tensorboard(self) -> None:
         try:
@@ -173,11 +175,10 @@ class Trainer:
         if signum is None:
             return
         self.save("last")
-        run = shlex.quote(str(self.run_dir.resolve()))
         raise Interrupted(f"interrupted by {signal.Signals(signum).name} after step {self.state.step} "
                           f"({self.state.epoch} epochs + {self.state.batch_in_epoch} batches); saved "
                           f"{self.run_dir / 'checkpoints' / 'last.pt'}", signum,
-                          f"resume with: cnnexp train trainer.resume={run}")
+                          f"resume with: {self.resume_command()}")
 
     def train_one_epoch(self) -> None:
         trainer_cfg = self.cfg.trainer
