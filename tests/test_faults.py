@@ -490,8 +490,9 @@ def sweep_table(sweep_dir: Path) -> list[dict]:
     def run(entry: dict) -> dict:
         return {"seed": entry["seed"], "status": entry["status"], "metrics": without_timing(entry["metrics"])}
 
-    return [{k: v for k, v in point.items() if k not in TIMING and k != "runs"} | {"runs": list(map(run, point["runs"]))}
-            for point in read_json(sweep_dir / "summary.json")["points"]]
+    points = read_json(sweep_dir / "summary.json")["points"]
+    return [{k: v for k, v in p.items() if k not in TIMING and k != "runs"} | {"runs": list(map(run, p["runs"]))}
+            for p in points]
 
 
 @pytest.fixture(scope="module")
