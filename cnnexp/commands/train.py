@@ -1,9 +1,11 @@
 """`cnnexp train`: build the dataset and model a config names, train, and write a run folder."""
 
+from pathlib import Path
+
 from omegaconf import OmegaConf, open_dict
 
 from cnnexp.data import create_dataset
-from cnnexp.engine.checkpoint import load_checkpoint
+from cnnexp.engine.checkpoint import load_checkpoint, save_atomic
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.config.checks import check_config
@@ -23,6 +25,7 @@ def run(cfg) -> dict:
     if cfg.trainer.resume:
         checkpoint = load_checkpoint(cfg.trainer.resume, "last")
         cfg = resumed_config(checkpoint["config"], cfg, task_overrides())
+        check_schedule(checkpoint["config"], cfg, task_overrides())
     check_config(cfg)
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
     save_config(cfg, run_dir)
@@ -30,6 +33,7 @@ def run(cfg) -> dict:
     trainer = Trainer(cfg, data, run_dir, reporter)
     if checkpoint is not None:
         trainer.load(checkpoint)
+        carry_best(cfg.trainer.resume, checkpoint, run_dir)
     reporter.start(run_summary(cfg, data, trainer, run_dir))
     return trainer.fit()
 
@@ -57,9 +61,47 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
             OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
     with open_dict(base):
         base.trainer.resume = cfg.trainer.resume
+        for key in cfg.trainer.keys() - base.trainer.keys():  # keys added to cnnexp after the run was made
+            base.trainer[key] = cfg.trainer[key]
     if groups and OmegaConf.to_container(cfg, resolve=True) != OmegaConf.to_container(base, resolve=True):
         raise UserError(f"cannot change '{groups[0]}' when resuming; start a new run, or override single keys")
     return base
+
+
+def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
+    """A resumed run continues the scheduler state it saved, so its settings cannot change: refuse a
+    change rather than ignore it. A schedule whose length is the run's (cosine, T_max = trainer.epochs)
+    is refused a new trainer.epochs too, unless scheduler.T_max is given to say the old length is meant.
+    Schedules counted in epochs from the start (step, multistep, plateau) continue correctly."""
+    old = saved.get("scheduler") or {}
+    new = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") is not None else {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            raise UserError(f"scheduler.{key}={new.get(key)} differs from the resumed run's {old.get(key)}; a resumed "
+                            f"run keeps its schedule: start a new run to change it")
+    old_epochs, epochs = saved["trainer"]["epochs"], int(cfg.trainer.epochs)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if (str(old.get("_target_")).endswith("CosineAnnealingLR") and old.get("T_max") == old_epochs != epochs
+            and "scheduler.T_max" not in given):
+        raise UserError(f"the run's cosine schedule spans its {old_epochs} epochs (scheduler.T_max={old_epochs}); "
+                        f"resuming with trainer.epochs={epochs} cannot stretch it. Start a new run with "
+                        f"trainer.epochs={epochs}, or add +scheduler.T_max={old_epochs} to continue the old schedule "
+                        f"as it is (torch's cosine rises again after T_max)")
+
+
+def carry_best(resumed, checkpoint: dict, run_dir: Path) -> None:
+    """Copy the resumed run folder's best.pt into the new run when it is the best model of the state
+    resumed (not one written after that last.pt): a run resumed after its best epoch keeps its best.pt."""
+    best_path = Path(str(resumed)).expanduser() / "checkpoints" / "best.pt"
+    if not best_path.is_file():
+        return
+    try:
+        best = load_checkpoint(best_path)
+    except UserError as exc:
+        print(f"warning: best.pt not carried over: {exc}")
+        return
+    if best["step"] == checkpoint["train_state"]["best_step"] and best["step"] <= checkpoint["step"]:
+        save_atomic(best, run_dir / "checkpoints" / "best.pt")
 
 
 def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:

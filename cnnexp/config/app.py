@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
-from cnnexp.utils.errors import Diverged, UserError
+from cnnexp.utils.errors import Diverged, Interrupted, UserError
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
 
@@ -29,7 +29,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     """The one line a user sees for a failure, and the exit code."""
     if isinstance(exc, UserError):
         return f"error: {exc}", exc.exit_code
-    if isinstance(exc, Diverged):
+    if isinstance(exc, (Diverged, Interrupted)):
         return str(exc), exc.exit_code
     if os.environ.get(DEBUG):
         traceback.print_exception(exc)
@@ -45,6 +45,12 @@ def guarded(run, cfg):
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         return run(cfg)
+    except Interrupted as exc:  # saved and stopped on a signal: a sweep stops too, and is continued by re-running it
+        if multirun:
+            sys.stderr.write(f"{exc.message}; to finish the sweep, run it again with sweep.dir={out.parent}\n")
+        else:
+            sys.stderr.write(f"{exc}\n")
+        sys.exit(exc.exit_code)
     except Exception as exc:
         message, code = describe(exc)
         sys.stderr.write(message + "\n")

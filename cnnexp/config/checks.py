@@ -26,6 +26,7 @@ def check_config(cfg) -> None:
     require(cfg, "trainer.eval_every", 1, optional=True)
     require(cfg, "trainer.checkpoint_every", 0)
     require(cfg, "trainer.grad_clip", 0, optional=True, kind=float)
+    require(cfg, "trainer.diverge_loss", 0, kind=float)
     require(cfg, "dataset.limit", 1, optional=True)
     require(cfg, "optimizer.lr", 0, kind=float)
     require(cfg, "optimizer.weight_decay", 0, optional=True, kind=float)

@@ -40,6 +40,7 @@ class TrainerSchema:
     patience_increase: float = MISSING
     improvement_threshold: float = MISSING
     grad_clip: Optional[float] = MISSING
+    diverge_loss: float = MISSING
     checkpoint_every: int = MISSING
     resume: Optional[str] = MISSING
 

@@ -1,7 +1,9 @@
 """Checkpoints: plain dicts of tensors and primitives, written atomically, read with weights_only=True."""
 
+import io
 import os
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -10,14 +12,39 @@ from cnnexp.utils.errors import UserError
 from cnnexp.utils.safe_load import safe_torch_load
 
 FORMAT = "cnnexp-checkpoint-1"
+SLOW_WRITES = "CNNEXP_TEST_SLOW_WRITES"  # seconds one checkpoint write takes: lets fault tests kill inside it
 
 
 def save_atomic(obj, path: Path) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    """Write to a temporary file beside `path`, flush it to disk, then rename: a crash, a kill or a full
+    disk never leaves half a file under `path`, only the previous complete one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            if os.environ.get(SLOW_WRITES):
+                write_slowly(obj, handle, float(os.environ[SLOW_WRITES]))
+            else:
+                torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # no space left, quota, read-only: the previous file stays
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path.name} in {path.parent} ({exc.strerror or exc}); free space there "
+                        f"or choose another folder (the previous {path.name} is intact)") from exc
+
+
+def write_slowly(obj, handle, seconds: float, pieces: int = 10) -> None:
+    """The serialised checkpoint written in pieces over `seconds` (the fault-injection hook)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    size = -(-len(data) // pieces)
+    for start in range(0, len(data), size):
+        handle.write(data[start:start + size])
+        handle.flush()
+        time.sleep(seconds / pieces)
 
 
 def find_checkpoint(run_or_file, which: str = "last") -> Path:

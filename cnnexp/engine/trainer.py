@@ -1,10 +1,13 @@
 """The training loop: one function per epoch, validation every `eval_every` steps, checkpoints,
-early stopping and divergence detection.
+early stopping, divergence detection and a clean stop on SIGINT/SIGTERM.
 
 The trainer is told a config, an in-memory dataset and a run folder; it knows nothing of the CLI.
 """
 
+import errno
 import math
+import shlex
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +23,10 @@ from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everythi
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.evaluation import evaluate
+from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
-from cnnexp.utils.errors import Diverged, UserError
+from cnnexp.utils.errors import Diverged, Interrupted, UserError
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import apply_freeze, parameter_groups
 from cnnexp.models.weights import choose_normalization, start_weights
@@ -44,6 +48,8 @@ class TrainState:
     train_seconds: float = 0.0
     images_seen: int = 0
     smooth_loss: float | None = None
+    interval_loss_sum: float = 0.0  # training loss since the last validation (its history row's train_loss)
+    interval_batches: int = 0
     history: list = field(default_factory=list)
 
 
@@ -79,8 +85,9 @@ class Trainer:
         self.stopper = make_early_stopping(cfg.trainer)
         self.state = TrainState()
         self.epoch_order: torch.Tensor | None = None
-        self.interval = {"loss_sum": 0.0, "batches": 0}
         self.stop_reason: str | None = None
+        self.stop_requests = StopRequests()
+        self.saved_step: int | None = None  # the step of the last.pt this run wrote
 
     def _normalizer(self, train_split, stored_stats) -> Normalizer:
         """The starting weights' normalisation (model.preprocess=weights), else dataset.normalize's."""
@@ -119,6 +126,8 @@ class Trainer:
 
     def save(self, which: str) -> None:
         save_atomic(self.checkpoint(), self.run_dir / "checkpoints" / f"{which}.pt")
+        if which == "last":
+            self.saved_step = self.state.step
 
     def load(self, ckpt: dict) -> None:
         """Continue from a checkpoint of the same configuration (resume)."""
@@ -141,16 +150,52 @@ class Trainer:
         if self.weights is not None:
             write_json_atomic(self.weights.record(), self.run_dir / "weights.json")
         try:
-            self._log_input_grid()
-            while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
-                self.train_one_epoch()
+            with self.stop_requests:
+                self._log_input_grid()
+                while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
+                    self._stop_if_requested()
+                    self.train_one_epoch()
             return self.finish(diverged=False)
         except Diverged:
             self.finish(diverged=True)
             raise
+        except Interrupted:
+            self.finish(diverged=False, interrupted=True)
+            raise
+        except UserError as exc:  # a data file damaged since the start, a full disk: say what is kept
+            raise UserError(f"{exc}; {self.kept()}") from exc
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserError(f"no space left for the run folder {self.run_dir} ({exc.strerror}); {self.kept()}")
         finally:
-            self.curves.close()
+            self.close_loggers()
+
+    def resume_command(self) -> str:
+        return f"cnnexp train trainer.resume={shlex.quote(str(self.run_dir.resolve()))}"
+
+    def kept(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint was written yet"
+        return f"last.pt of step {self.saved_step} is kept: resume with {self.resume_command()}"
+
+    def close_loggers(self) -> None:
+        self.curves.close()
+        try:
             self.tensorboard.close()
+        except OSError:  # a full disk: the error that stopped the run is the one to report
+            pass
+
+    def _stop_if_requested(self) -> None:
+        """At a step boundary, after SIGINT/SIGTERM: save last.pt and stop (fit writes metrics.json)."""
+        signum = self.stop_requests.signum
+        if signum is None:
+            return
+        self.save("last")
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} after step {self.state.step} "
+                          f"({self.state.epoch} epochs + {self.state.batch_in_epoch} batches); saved "
+                          f"{self.run_dir / 'checkpoints' / 'last.pt'}", signum,
+                          f"resume with: {self.resume_command()}")
 
     def train_one_epoch(self) -> None:
         trainer_cfg = self.cfg.trainer
@@ -161,7 +206,7 @@ class Trainer:
         with self.reporter.progress() as progress:
             task = progress.add_task("train", total=len(self.train_batches), completed=self.state.batch_in_epoch,
                                      epoch=epoch, loss=float("nan"), ips=0.0)
-            for images, labels in self.train_batches.iterate(self.epoch_order, self.state.batch_in_epoch):
+            for images, labels in self._training_batches():
                 loss = self.train_step(self.pipeline(images, train=True, generator=self.generator), labels)
                 self.state.step += 1
                 self.state.batch_in_epoch += 1
@@ -179,6 +224,9 @@ class Trainer:
                 if self.stopper.should_stop(self.state.step, epoch - 1):
                     self.stop_reason = "early stopping"
                     break
+                if self.stop_requests.requested:
+                    self.state.train_seconds += time.perf_counter() - start_time
+                    self._stop_if_requested()
         elapsed = time.perf_counter() - start_time
         self.state.train_seconds += elapsed
         stopped_mid_epoch = self.stop_reason is not None
@@ -189,6 +237,21 @@ class Trainer:
         if self.stop_reason is None and self.stopper.should_stop(self.state.step, epoch):
             self.stop_reason = "early stopping"
         self.save("last")
+
+    def _training_batches(self):
+        """The epoch's remaining batches. A file that can no longer be read (changed or damaged since the
+        run started) stops the run with its one-line error (see fit), after saving last.pt at this step
+        boundary."""
+        batches = self.train_batches.iterate(self.epoch_order, self.state.batch_in_epoch)
+        while True:
+            try:
+                images, labels = next(batches)
+            except StopIteration:
+                return
+            except UserError:
+                self.save("last")
+                raise
+            yield images, labels
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
@@ -202,12 +265,14 @@ class Trainer:
 
     def _track_loss(self, loss: torch.Tensor, epoch: int) -> None:
         value = loss.item()
-        if not math.isfinite(value):
-            raise Diverged(f"Model diverged with loss = {value} at epoch {epoch}, step {self.state.step}")
+        limit = float(self.cfg.trainer.diverge_loss)
+        if not math.isfinite(value) or value > limit:
+            above = "" if not math.isfinite(value) else f" (above trainer.diverge_loss={limit:g})"
+            raise Diverged(f"Model diverged with loss = {value}{above} at epoch {epoch}, step {self.state.step}")
         previous = self.state.smooth_loss
         self.state.smooth_loss = value if previous is None else SMOOTHING * previous + (1 - SMOOTHING) * value
-        self.interval["loss_sum"] += value
-        self.interval["batches"] += 1
+        self.state.interval_loss_sum += value
+        self.state.interval_batches += 1
         self.tensorboard.scalars({"train/loss": value, "train/loss_smooth": self.state.smooth_loss}, self.state.step)
 
     def _step_scheduler(self) -> None:
@@ -231,11 +296,11 @@ class Trainer:
         self.stopper.update(improved, val_error, best_before, self.state.step, epoch)
         row = {
             "epoch": epoch, "step": self.state.step,
-            "train_loss": self.interval["loss_sum"] / max(self.interval["batches"], 1),
+            "train_loss": self.state.interval_loss_sum / max(self.state.interval_batches, 1),
             "val_loss": val_loss, "val_error": val_error, "test_error": test_error,
             "lr": self.optimizer.param_groups[0]["lr"], "images_per_second": images_per_second,
         }
-        self.interval = {"loss_sum": 0.0, "batches": 0}
+        self.state.interval_loss_sum, self.state.interval_batches = 0.0, 0
         self.state.history.append(row)
         self.history.append(row)
         self.curves.update(self.state.history)
@@ -251,7 +316,7 @@ class Trainer:
         self.tensorboard.image_grid("inputs/train", self.pipeline.views(images, True, generator))
 
     # ---- the end -----------------------------------------------------------------------------
-    def metrics(self, diverged: bool) -> dict:
+    def metrics(self, diverged: bool, interrupted: bool = False) -> dict:
         state = self.state
         return {
             "best_val_error": state.best_val_error if math.isfinite(state.best_val_error) else None,
@@ -266,15 +331,16 @@ class Trainer:
             "trainable_params": self.freezing.trainable,
             "stopped_early": self.stop_reason == "early stopping",
             "diverged": diverged,
+            "interrupted": interrupted,
         }
 
-    def finish(self, diverged: bool) -> dict:
-        metrics = self.metrics(diverged)
+    def finish(self, diverged: bool, interrupted: bool = False) -> dict:
+        metrics = self.metrics(diverged, interrupted)
         write_json_atomic(metrics, self.run_dir / "metrics.json")
         self.tensorboard.hparams(hparam_summary(self.cfg), {k: v for k, v in metrics.items()
                                                             if k in ("best_val_error", "test_error", "best_epoch")
                                                             and v is not None})
-        if not diverged:
+        if not (diverged or interrupted):
             self.reporter.finish(metrics, self.run_dir)
         return metrics
 

@@ -11,3 +11,12 @@ class Diverged(Exception):
     """The training loss became NaN or infinite: exit code 3."""
 
     exit_code = 3
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM stopped the run at a step boundary after saving it: exit code 128 + the signal
+    (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process the signal ended."""
+
+    def __init__(self, message: str, signum: int, resume_hint: str = ""):
+        super().__init__(message + (f"; {resume_hint}" if resume_hint else ""))
+        self.message, self.exit_code = message, 128 + signum

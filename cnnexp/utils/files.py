@@ -1,5 +1,6 @@
 """Small file helpers shared by every layer."""
 
+import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -24,3 +25,19 @@ def atomic_path(path: Path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive_lock(folder: Path, name: str = ".lock"):
+    """Yield True while this process holds the lock file `folder/name`, False when another process holds
+    it. An flock belongs to the open file, so the kernel releases it when the holder dies, however it dies."""
+    with open(folder / name, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

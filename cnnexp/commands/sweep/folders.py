@@ -20,6 +20,8 @@ class Run:
 
     @property
     def status(self) -> str:
+        if self.metrics and self.metrics.get("interrupted"):  # stopped by SIGINT/SIGTERM: to run again
+            return "unfinished"
         if self.metrics and self.metrics.get("diverged"):
             return "diverged"
         if self.error is not None:
@@ -101,11 +103,13 @@ def merge_order(new: list, old: list) -> list:
     return list(new) + [v for v in old if v not in new]
 
 
+LEFTOVERS = ("checkpoints", "history.csv", "config.yaml", "metrics.json")  # metrics.json: of an interrupted run
+
+
 def set_aside(folder: Path) -> None:
     """Move what an interrupted run left (checkpoints, history, events) into `interrupted[-N]/`, so
     the run can start again in its own folder and nothing already written is lost."""
-    leftovers = [p for p in folder.iterdir() if p.name in ("checkpoints", "history.csv", "config.yaml")
-                 or p.name.startswith("events.out.tfevents")]
+    leftovers = [p for p in folder.iterdir() if p.name in LEFTOVERS or p.name.startswith("events.out.tfevents")]
     if not any(p.name in ("checkpoints", "history.csv") for p in leftovers):
         return
     target, n = folder / "interrupted", 1

@@ -1,18 +1,31 @@
 """The job Hydra runs for each point of a sweep."""
 
 from cnnexp.commands import train
-from cnnexp.commands.sweep.folders import set_aside
+from cnnexp.commands.sweep.folders import read_json, set_aside
+from cnnexp.utils.files import exclusive_lock
 from cnnexp.utils.runs import current_run_dir
 
 
 def run_point(cfg):
-    """One sweep run: skipped when its folder already holds a result; an interrupted run starts again.
+    """One sweep run: skipped when its folder already holds a result or another process (a second
+    `cnnexp sweep sweep.dir=` on the same folder) is training it; an interrupted run starts again.
 
     The interrupted run is restarted rather than resumed from its last checkpoint: a seeded run
     started again reaches the same numbers, and what it had written is kept aside."""
     folder = current_run_dir()
-    if (folder / "metrics.json").exists() or (folder / "failed.json").exists():
-        print(f"already done: {folder}")
-        return None
-    set_aside(folder)
-    return train.run(cfg)  # a failure is recorded in failed.json by cli.guarded, and the sweep goes on
+    with exclusive_lock(folder) as mine:
+        if not mine:
+            print(f"another process is training {folder}; skipped here")
+            return None
+        if is_done(folder):
+            print(f"already done: {folder}")
+            return None
+        set_aside(folder)
+        return train.run(cfg)  # a failure is recorded in failed.json by cli.guarded, and the sweep goes on
+
+
+def is_done(folder) -> bool:
+    """Finished, diverged or failed; a run stopped by SIGINT/SIGTERM (metrics.json says interrupted) is not."""
+    metrics = read_json(folder / "metrics.json")
+    finished = isinstance(metrics, dict) and not metrics.get("interrupted")
+    return finished or (folder / "failed.json").exists()

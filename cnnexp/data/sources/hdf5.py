@@ -63,12 +63,16 @@ class H5Images(LazyImages):
 
     def read(self, index: np.ndarray) -> torch.Tensor:
         index = np.asarray(index, dtype=np.int64)
-        dataset = self._dataset()
-        if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
-            array = dataset[index[0] : index[0] + len(index)]
-        else:  # h5py wants increasing indices: read sorted, put back in the asked order
-            unique, inverse = np.unique(index, return_inverse=True)
-            array = dataset[unique][inverse] if len(index) else np.empty((0, *dataset.shape[1:]), np.uint8)
+        try:
+            dataset = self._dataset()
+            if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+                array = dataset[index[0] : index[0] + len(index)]
+            else:  # h5py wants increasing indices: read sorted, put back in the asked order
+                unique, inverse = np.unique(index, return_inverse=True)
+                array = dataset[unique][inverse] if len(index) else np.empty((0, *dataset.shape[1:]), np.uint8)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:  # truncated or overwritten since the start
+            raise UserError(f"cannot read {self.path} ({str(exc).strip().splitlines()[0][:120]}); it changed after "
+                            f"the run started: restore or rebuild it and resume") from exc
         return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
     def __getstate__(self) -> dict:
