@@ -94,8 +94,8 @@ def draw_curves(histories: dict[str, list[dict]], path: Path, title: str) -> Non
 
 # ---- the drawing process: `python -m cnnexp.engine.curves <png> <title>` ----------------------
 def serve(path: Path, title: str, requests=sys.stdin, replies=sys.stdout) -> None:
-    """Read history rows from `requests` (JSON lines {"seq": n, "rows": [new rows]}), redraw after each
-    batch that arrived, and answer the last `seq` drawn on `replies`. Rows that arrive while a picture
+    """Read history rows from `requests` (JSON lines {"seq": n, "rows": [new rows]}, then {"end": true}),
+    redraw after each batch that arrived, and answer the last `seq` drawn on `replies`. Rows that arrive while a picture
     is being drawn are all drawn together next, so a slow disk or fast evaluations never back up."""
     rows, latest, changed = [], 0, threading.Condition()
     ended = False
@@ -104,6 +104,8 @@ def serve(path: Path, title: str, requests=sys.stdin, replies=sys.stdout) -> Non
         nonlocal latest, ended
         for line in requests:
             message = json.loads(line)
+            if message.get("end"):  # not EOF: forked DataLoader workers may hold the pipe open
+                break
             with changed:
                 rows.extend(message["rows"])
                 latest = message["seq"]

@@ -81,11 +81,15 @@ class CurvesPlot:
         if self.worker is None:
             return
         self.wait()
-        try:
+        try:  # an explicit end: EOF may never come while forked DataLoader workers hold the pipe
+            self.worker.stdin.write(json.dumps({"end": True}) + "\n")
             self.worker.stdin.close()
-        except OSError:
+        except (OSError, ValueError):
             pass  # it is gone already
-        self.worker.wait()
+        try:
+            self.worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
 
     def _read_answers(self) -> None:
         for line in self.worker.stdout:
