@@ -52,8 +52,11 @@ class CurvesPlot:
         self.sent = self.drawn = 0
         self.answered = threading.Condition()
         try:
+            # its stderr is not the run's: a picture it cannot write (a full disk) must not add lines to the
+            # one-line error the run then ends with; history.csv holds the same numbers
             self.worker = subprocess.Popen([sys.executable, "-m", "cnnexp.engine.curves", str(path), title],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.DEVNULL, text=True)
         except OSError:
             self.worker = None
         else:

@@ -144,32 +144,32 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
-        self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
-        self.curves = CurvesPlot(self.run_dir / "curves.png", curves_title(self.cfg, self.run_dir))
-        self.tensorboard = TensorBoardLogger(self.run_dir)
-        if self.weights is not None:
-            write_json_atomic(self.weights.record(), self.run_dir / "weights.json")
-        try:
-            with self.stop_requests:
+        with self.stop_requests:  # before anything is written: a Ctrl-C from now on stops at a step
+            self.curves = CurvesPlot(self.run_dir / "curves.png", curves_title(self.cfg, self.run_dir))
+            self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
+            self.tensorboard = TensorBoardLogger(self.run_dir)
+            if self.weights is not None:
+                write_json_atomic(self.weights.record(), self.run_dir / "weights.json")
+            try:
                 self._log_input_grid()
                 while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
                     self._stop_if_requested()
                     self.train_one_epoch()
-            return self.finish(diverged=False)
-        except Diverged:
-            self.finish(diverged=True)
-            raise
-        except Interrupted:
-            self.finish(diverged=False, interrupted=True)
-            raise
-        except UserError as exc:  # a data file damaged since the start, a full disk: say what is kept
-            raise UserError(f"{exc}; {self.kept()}") from exc
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                return self.finish(diverged=False)
+            except Diverged:
+                self.finish(diverged=True)
                 raise
-            raise UserError(f"no space left for the run folder {self.run_dir} ({exc.strerror}); {self.kept()}")
-        finally:
-            self.close_loggers()
+            except Interrupted:
+                self.finish(diverged=False, interrupted=True)
+                raise
+            except UserError as exc:  # a data file damaged since the start, a full disk: say what is kept
+                raise UserError(f"{exc}; {self.kept()}") from exc
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise UserError(f"no space left for the run folder {self.run_dir} ({exc.strerror}); {self.kept()}")
+            finally:
+                self.close_loggers()
 
     def resume_command(self) -> str:
         return f"cnnexp train trainer.resume={shlex.quote(str(self.run_dir.resolve()))}"
