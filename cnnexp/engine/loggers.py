@@ -51,19 +51,27 @@ class CurvesPlot:
         self.history: list[dict] = []
         self.sent = self.drawn = 0
         self.answered = threading.Condition()
+        self.worker = None
+        self.started = False
+
+    def _start(self) -> None:
+        """Start the drawing process at the first evaluation, not with the run: its start-up (matplotlib's
+        import, about a second of CPU) then does not compete with the first training steps."""
+        self.started = True
         try:
             # its stderr is not the run's: a picture it cannot write (a full disk) must not add lines to the
             # one-line error the run then ends with; history.csv holds the same numbers
-            self.worker = subprocess.Popen([sys.executable, "-m", "cnnexp.engine.curves", str(path), title],
+            self.worker = subprocess.Popen([sys.executable, "-m", "cnnexp.engine.curves", str(self.path), self.title],
                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                            stderr=subprocess.DEVNULL, text=True)
         except OSError:
-            self.worker = None
-        else:
-            threading.Thread(target=self._read_answers, name="curves.png answers", daemon=True).start()
+            return
+        threading.Thread(target=self._read_answers, name="curves.png answers", daemon=True).start()
 
     def update(self, history: list[dict]) -> None:
         new_rows, self.history = history[len(self.history):], [dict(row) for row in history]
+        if not self.started:
+            self._start()
         if self.worker is not None:
             try:
                 self.worker.stdin.write(json.dumps({"seq": self.sent + 1, "rows": new_rows}) + "\n")
