@@ -135,13 +135,12 @@ class EvalSchema:
 
 
 @dataclass
-class PredictSchema:
+class GuessSchema:
+    """What predict and serve share: the run to load and how its guesses for an image are made."""
     run: Optional[str] = MISSING
     checkpoint: Optional[str] = MISSING
     which: str = MISSING
-    image: Optional[str] = MISSING
     topk: int = MISSING
-    json: bool = MISSING
     tencrop: bool = MISSING
     tencrop_mirror: bool = MISSING
     detect_face: bool = MISSING
@@ -151,25 +150,21 @@ class PredictSchema:
 
 
 @dataclass
-class ServeSchema:
-    run: Optional[str] = MISSING
-    checkpoint: Optional[str] = MISSING
-    which: str = MISSING
+class PredictSchema(GuessSchema):
+    image: Optional[str] = MISSING
+    json: bool = MISSING
+
+
+@dataclass
+class ServeSchema(GuessSchema):
     host: str = MISSING
     port: int = MISSING
-    topk: int = MISSING
-    tencrop: bool = MISSING
-    tencrop_mirror: bool = MISSING
-    detect_face: bool = MISSING
-    face_margin: float = MISSING
-    resize: Optional[str] = MISSING
     max_batch: int = MISSING
     max_wait_ms: float = MISSING
     max_upload_mb: float = MISSING
     read_timeout_s: float = MISSING
     workers: int = MISSING
     access_log: bool = MISSING
-    device: DeviceSchema = field(default_factory=DeviceSchema)
 
 
 @dataclass
