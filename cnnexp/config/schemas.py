@@ -110,6 +110,14 @@ class SweepSummarizeSchema:
 
 
 @dataclass
+class RunChoice:
+    """A trained run to read (its folder, or a checkpoint file) and which of its checkpoints."""
+    run: Optional[str] = MISSING
+    checkpoint: Optional[str] = MISSING
+    which: str = MISSING
+
+
+@dataclass
 class EvalSettings:
     tencrop: bool = MISSING
     tencrop_reduce: str = MISSING
@@ -123,10 +131,7 @@ class EvalBatch:
 
 
 @dataclass
-class EvalSchema:
-    run: Optional[str] = MISSING
-    checkpoint: Optional[str] = MISSING
-    which: str = MISSING
+class EvalSchema(RunChoice):
     split: str = MISSING
     eval: EvalSettings = field(default_factory=EvalSettings)
     trainer: EvalBatch = field(default_factory=EvalBatch)
@@ -135,11 +140,8 @@ class EvalSchema:
 
 
 @dataclass
-class GuessSchema:
+class GuessSchema(RunChoice):
     """What predict and serve share: the run to load and how its guesses for an image are made."""
-    run: Optional[str] = MISSING
-    checkpoint: Optional[str] = MISSING
-    which: str = MISSING
     topk: int = MISSING
     tencrop: bool = MISSING
     tencrop_mirror: bool = MISSING
@@ -198,10 +200,7 @@ class FromVideoSchema:
 
 
 @dataclass
-class FeaturesSchema:
-    run: Optional[str] = MISSING
-    checkpoint: Optional[str] = MISSING
-    which: str = MISSING
+class FeaturesSchema(RunChoice):
     model: Any = MISSING
     out: Optional[str] = MISSING
     overwrite: bool = MISSING
