@@ -29,9 +29,11 @@ def save_atomic(obj, path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:  # no space left, quota, read-only: the previous file stays
+    except (OSError, RuntimeError) as exc:  # no space left, quota, read-only: the previous file stays
+        # (torch's zip writer reports a failed write as a RuntimeError "unexpected pos ...")
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path.name} in {path.parent} ({exc.strerror or exc}); free space there "
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise UserError(f"cannot write {path.name} in {path.parent} ({reason}); free space there "
                         f"or choose another folder (the previous {path.name} is intact)") from exc
 
 
