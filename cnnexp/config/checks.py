@@ -31,3 +31,15 @@ def check_config(cfg) -> None:
     require(cfg, "optimizer.lr", 0, kind=float)
     require(cfg, "optimizer.weight_decay", 0, optional=True, kind=float)
     require(cfg, "device.threads", 1, optional=True)
+    require(cfg, "scheduler.warmup_epochs", 0, optional=True)
+    below_one(cfg, "trainer.label_smoothing")
+    below_one(cfg, "trainer.ema_decay", optional=True)
+
+
+def below_one(cfg, key: str, optional: bool = False) -> None:
+    """A fraction in [0, 1)."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and optional:
+        return
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+        raise UserError(f"{key}={value!r} must be a number in [0, 1)" + (" or null" if optional else ""))

@@ -40,6 +40,8 @@ class TrainerSchema:
     patience_increase: float = MISSING
     improvement_threshold: float = MISSING
     grad_clip: Optional[float] = MISSING
+    label_smoothing: float = MISSING
+    ema_decay: Optional[float] = MISSING
     diverge_loss: float = MISSING
     checkpoint_every: int = MISSING
     resume: Optional[str] = MISSING

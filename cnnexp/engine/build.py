@@ -35,7 +35,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-ENGINE_OPTIMIZER_KEYS = ("head_lr_mult",)  # read by the engine (param groups), not passed to torch
+ENGINE_OPTIMIZER_KEYS = ("head_lr_mult", "decay_norm_bias")  # read by the engine (param groups), not passed to torch
+ENGINE_SCHEDULER_KEYS = ("warmup_epochs",)
 
 
 def build_optimizer(optimizer_cfg, params) -> torch.optim.Optimizer:
@@ -49,11 +50,31 @@ def build_optimizer(optimizer_cfg, params) -> torch.optim.Optimizer:
 
 
 def build_scheduler(scheduler_cfg, optimizer):
-    """None for `scheduler=none` (a config whose `_target_` is null)."""
-    if scheduler_cfg is None or scheduler_cfg.get("_target_") is None:
+    """None for `scheduler=none` (a config whose `_target_` is null) without warm-up. With
+    `scheduler.warmup_epochs=W`, the learning rate rises linearly over the first W epochs (from lr/(W+1)
+    in the first) before the chosen schedule starts."""
+    if scheduler_cfg is None:
         return None
+    warmup_epochs = int(scheduler_cfg.get("warmup_epochs") or 0)
+    main = _instantiate_scheduler(scheduler_cfg, optimizer)
+    if warmup_epochs <= 0:
+        return main
+    if isinstance(main, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise UserError("scheduler.warmup_epochs does not combine with scheduler=plateau; "
+                        "use scheduler.warmup_epochs=0 or another scheduler")
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup_epochs + 1), end_factor=1.0,
+                                               total_iters=warmup_epochs)
+    if main is None:
+        return warmup
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[warmup_epochs])
+
+
+def _instantiate_scheduler(scheduler_cfg, optimizer):
+    if scheduler_cfg.get("_target_") is None:
+        return None
+    torch_cfg = OmegaConf.create({k: v for k, v in scheduler_cfg.items() if k not in ENGINE_SCHEDULER_KEYS})
     try:
-        return instantiate(scheduler_cfg, optimizer=optimizer)
+        return instantiate(torch_cfg, optimizer=optimizer)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         raise UserError(f"cannot build scheduler {scheduler_cfg.get('_target_')}: {cause}; check the scheduler.* keys")

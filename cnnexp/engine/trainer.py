@@ -22,6 +22,7 @@ from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everythi
                                  to_plain)
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
+from cnnexp.engine.ema import WeightAverage
 from cnnexp.engine.evaluation import evaluate
 from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
@@ -75,8 +76,11 @@ class Trainer:
         self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory_format)
+        ema_decay = cfg.trainer.get("ema_decay")
+        self.ema = WeightAverage(self.model, ema_decay) if ema_decay else None
         self.optimizer = build_optimizer(cfg.optimizer, parameter_groups(
-            self.model, float(cfg.optimizer.get("head_lr_mult", 1.0)), float(cfg.optimizer.lr)))
+            self.model, float(cfg.optimizer.get("head_lr_mult", 1.0)), float(cfg.optimizer.lr),
+            bool(cfg.optimizer.get("decay_norm_bias", True))))
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer)
 
         self.train_batches = make_batches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle))
@@ -104,11 +108,18 @@ class Trainer:
                 f"use 1 to {n_train}"
             )
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation measures and checkpoints offer to eval/predict: the average with EMA."""
+        return self.ema.module if self.ema else self.model
+
     # ---- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> dict:
+        trained = {"trained_model": self.model.state_dict()} if self.ema else {}
         return {
             "format": FORMAT,
-            "model": self.model.state_dict(),
+            "model": self.eval_model.state_dict(),
+            **trained,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.state.epoch,
@@ -131,7 +142,9 @@ class Trainer:
 
     def load(self, ckpt: dict) -> None:
         """Continue from a checkpoint of the same configuration (resume)."""
-        self.model.load_state_dict(ckpt["model"])
+        self.model.load_state_dict(ckpt.get("trained_model", ckpt["model"]))
+        if self.ema:
+            self.ema.module.load_state_dict(ckpt["model"])
         self.normalizer = self.pipeline.normalizer = Normalizer(**ckpt["normalization"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler and ckpt["scheduler"]:
@@ -255,12 +268,15 @@ class Trainer:
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
-        loss = F.cross_entropy(self.model(inputs), labels)
+        smoothing = float(self.cfg.trainer.get("label_smoothing") or 0.0)
+        loss = F.cross_entropy(self.model(inputs), labels, label_smoothing=smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.trainer.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.trainer.grad_clip))
         self.optimizer.step()
+        if self.ema:
+            self.ema.update(self.model, self.state.step)
         return loss.detach()
 
     def _track_loss(self, loss: torch.Tensor, epoch: int) -> None:
@@ -285,12 +301,12 @@ class Trainer:
             self.scheduler.step()
 
     def validate(self, epoch: int, images_per_second: float) -> None:
-        val_loss, val_error = evaluate(self.model, self.data.split("val"), self.pipeline, self.eval_batch_size)
+        val_loss, val_error = evaluate(self.eval_model, self.data.split("val"), self.pipeline, self.eval_batch_size)
         best_before = self.state.best_val_error
         improved = val_error < best_before
         test_error = None
         if improved:
-            _, test_error = evaluate(self.model, self.data.split("test"), self.pipeline, self.eval_batch_size)
+            _, test_error = evaluate(self.eval_model, self.data.split("test"), self.pipeline, self.eval_batch_size)
             self.state.best_val_error, self.state.test_error = val_error, test_error
             self.state.best_epoch, self.state.best_step = epoch, self.state.step
         self.stopper.update(improved, val_error, best_before, self.state.step, epoch)

@@ -90,13 +90,25 @@ def head_prefix(model: nn.Module) -> str:
     return owners[-1]
 
 
-def parameter_groups(model: nn.Module, head_lr_mult: float, lr: float) -> list[dict]:
-    """The trainable parameters; with `head_lr_mult` != 1, the head in its own group at lr x mult."""
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    if head_lr_mult == 1:
-        return [{"params": [p for _, p in trainable]}]
-    head = head_prefix(model)
-    backbone = [p for name, p in trainable if not under(name, [head])]
-    head_params = [p for name, p in trainable if under(name, [head])]
-    groups = [{"params": backbone, "name": "backbone"}, {"params": head_params, "lr": lr * head_lr_mult, "name": "head"}]
-    return [group for group in groups if group["params"]]
+def parameter_groups(model: nn.Module, head_lr_mult: float, lr: float, decay_norm_bias: bool = True) -> list[dict]:
+    """The trainable parameters in optimizer groups: with `head_lr_mult` != 1 the head gets its own group
+    at lr x mult; with `decay_norm_bias` false, biases and norm-layer weights (every tensor of one
+    dimension, as timm decides) get a group with no weight decay."""
+    head = head_prefix(model) if head_lr_mult != 1 else None
+    groups: dict[tuple[bool, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        in_head = head is not None and under(name, [head])
+        no_decay = not decay_norm_bias and param.ndim <= 1
+        group = groups.setdefault((in_head, no_decay), {"params": []})
+        group["params"].append(param)
+    for (in_head, no_decay), group in groups.items():
+        if head is not None:
+            group["name"] = "head" if in_head else "backbone"
+        if in_head:
+            group["lr"] = lr * head_lr_mult
+        if no_decay:
+            group["weight_decay"] = 0.0
+            group["name"] = f"{group.get('name', 'all')}/no_decay"
+    return [groups[key] for key in sorted(groups)]
