@@ -135,6 +135,7 @@ def test_small_cnn_stacks_convs_per_stage():
     ("trainer.label_smoothing=1.0", "trainer.label_smoothing=1.0 must be a number in [0, 1)"),
     ("trainer.ema_decay=-0.5", "trainer.ema_decay=-0.5 must be a number in [0, 1) or null"),
     ("scheduler.warmup_epochs=-1", "scheduler.warmup_epochs=-1 must be an integer >= 0"),
+    ("trainer.best_by=accuracy", "trainer.best_by=accuracy is not one of: val_error, val_loss, val_error_then_loss"),
 ])
 def test_bad_knob_values_are_one_line_errors(cnnexp, workdir, override, message):
     result = cnnexp("train", override)
@@ -146,3 +147,22 @@ def test_warmup_with_plateau_is_refused(cnnexp, workdir):
     assert result.code == 2
     assert "scheduler.warmup_epochs does not combine with scheduler=plateau" in result.err
     assert not (workdir / "outputs").exists() or not any((workdir / "outputs").rglob("last.pt"))
+
+
+@pytest.mark.parametrize("best_by, expected", [
+    ("val_error", [True, False, False, False]),  # ties keep the earlier model, as the tutorials
+    ("val_error_then_loss", [True, True, False, False]),
+    ("val_loss", [False, True, False, True]),
+])
+def test_best_by_decides_which_validation_makes_best_pt(tmp_path, best_by, expected):
+    trainer = tiny_trainer(tmp_path, f"trainer.best_by={best_by}")
+    trainer.state.best_val_error, trainer.state.best_val_loss = 0.05, 0.5
+    candidates = [(0.025, 0.9), (0.05, 0.4), (0.05, 0.6), (0.075, 0.3)]  # (val error, val loss)
+    assert [trainer.is_better(error, loss) for error, loss in candidates] == expected
+
+
+def test_best_by_val_loss_run_keeps_the_lowest_loss_checkpoint(cnnexp, workdir):
+    assert cnnexp("train", *QUICK, "trainer.best_by=val_loss", "trainer.epochs=3", "hydra.run.dir=run").code == 0
+    rows = history_rows(workdir / "run")
+    best = min(rows, key=lambda row: float(row["val_loss"]))
+    assert read_json(workdir / "run" / "metrics.json")["best_epoch"] == int(best["epoch"])

@@ -4,6 +4,8 @@ from omegaconf import OmegaConf
 
 from cnnexp.utils.errors import UserError
 
+BEST_BY = ("val_error", "val_loss", "val_error_then_loss")  # trainer.best_by: what makes a checkpoint best.pt
+
 
 def require(cfg, key: str, minimum: float = 1, optional: bool = False, kind=int) -> None:
     value = OmegaConf.select(cfg, key)
@@ -33,6 +35,8 @@ def check_config(cfg) -> None:
     require(cfg, "device.threads", 1, optional=True)
     require(cfg, "scheduler.warmup_epochs", 0, optional=True)
     below_one(cfg, "trainer.label_smoothing")
+    if cfg.trainer.best_by not in BEST_BY:
+        raise UserError(f"trainer.best_by={cfg.trainer.best_by} is not one of: {', '.join(BEST_BY)}")
     below_one(cfg, "trainer.ema_decay", optional=True)
 
 

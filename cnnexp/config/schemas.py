@@ -42,6 +42,7 @@ class TrainerSchema:
     grad_clip: Optional[float] = MISSING
     label_smoothing: float = MISSING
     ema_decay: Optional[float] = MISSING
+    best_by: str = MISSING
     diverge_loss: float = MISSING
     checkpoint_every: int = MISSING
     resume: Optional[str] = MISSING

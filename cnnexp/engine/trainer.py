@@ -43,6 +43,7 @@ class TrainState:
     step: int = 0  # completed optimizer steps
     batch_in_epoch: int = 0
     best_val_error: float = math.inf
+    best_val_loss: float = math.inf  # of the best checkpoint (trainer.best_by)
     best_epoch: int | None = None
     best_step: int | None = None
     test_error: float | None = None
@@ -303,11 +304,11 @@ class Trainer:
     def validate(self, epoch: int, images_per_second: float) -> None:
         val_loss, val_error = evaluate(self.eval_model, self.data.split("val"), self.pipeline, self.eval_batch_size)
         best_before = self.state.best_val_error
-        improved = val_error < best_before
+        improved = self.is_better(val_error, val_loss)
         test_error = None
         if improved:
             _, test_error = evaluate(self.eval_model, self.data.split("test"), self.pipeline, self.eval_batch_size)
-            self.state.best_val_error, self.state.test_error = val_error, test_error
+            self.state.best_val_error, self.state.best_val_loss, self.state.test_error = val_error, val_loss, test_error
             self.state.best_epoch, self.state.best_step = epoch, self.state.step
         self.stopper.update(improved, val_error, best_before, self.state.step, epoch)
         row = {
@@ -325,6 +326,18 @@ class Trainer:
         self.reporter.eval_row(row, improved)
         if improved:
             self.save("best")
+
+    def is_better(self, val_error: float, val_loss: float) -> bool:
+        """Whether this validation beats the best checkpoint's, by `trainer.best_by`: the error (ties keep
+        the earlier model, as the tutorials), the loss, or the error with ties broken by the loss (on a
+        small validation set many epochs tie at the same error; the lower loss is the surer model)."""
+        best = self.state
+        by = self.cfg.trainer.get("best_by") or "val_error"
+        if by == "val_loss":
+            return val_loss < best.best_val_loss
+        if by == "val_error_then_loss":
+            return (val_error, val_loss) < (best.best_val_error, best.best_val_loss)
+        return val_error < best.best_val_error
 
     def _log_input_grid(self) -> None:
         images = self.data.split("train").images[: min(64, self.train_batches.batch_size * 4)]
