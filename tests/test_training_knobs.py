@@ -166,3 +166,16 @@ def test_best_by_val_loss_run_keeps_the_lowest_loss_checkpoint(cnnexp, workdir):
     rows = history_rows(workdir / "run")
     best = min(rows, key=lambda row: float(row["val_loss"]))
     assert read_json(workdir / "run" / "metrics.json")["best_epoch"] == int(best["epoch"])
+
+
+def test_ema_averages_weights_and_norm_statistics():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, 0.5)
+    start = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.add_(4 if tensor.is_floating_point() else 7)
+    average.update(model, step=10**6)  # decay 0.5: halfway
+    for key, value in average.module.state_dict().items():
+        expected = start[key] + 2 if value.is_floating_point() else start[key] + 7
+        assert torch.allclose(value, expected), key

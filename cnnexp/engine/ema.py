@@ -3,7 +3,8 @@
 After every optimizer step, each averaged tensor moves towards the trained one:
 avg <- avg + (1 - d) (w - avg), with d = min(ema_decay, (1 + step) / (10 + step)) so that the
 average follows the fast early changes instead of remembering the random start (timm's ModelEmaV3
-warm-up). Buffers (batch-norm running statistics) are copied, not averaged.
+warm-up). Floating-point buffers (batch-norm running statistics) are averaged the same way, so the
+statistics match the averaged weights (timm's ModelEmaV2); integer buffers are copied.
 """
 
 import copy
@@ -25,8 +26,9 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         """`step`: optimizer steps taken before this one."""
-        averaged = [p for p in self.module.parameters() if p.is_floating_point()]
-        trained = [p.detach() for p in model.parameters() if p.is_floating_point()]
-        torch._foreach_lerp_(averaged, trained, 1.0 - self.decay_at(step))
-        for mine, theirs in zip(self.module.buffers(), model.buffers()):
-            mine.copy_(theirs)
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
+        floats = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
+        torch._foreach_lerp_([mine for mine, _ in floats], [theirs for _, theirs in floats], 1.0 - self.decay_at(step))
+        for mine, theirs in pairs:
+            if not mine.is_floating_point():
+                mine.copy_(theirs)
