@@ -43,6 +43,9 @@ class TrainerSchema:
     diverge_loss: float = MISSING
     checkpoint_every: int = MISSING
     resume: Optional[str] = MISSING
+    log_every: int = MISSING
+    sync_bn: bool = MISSING
+    ddp_timeout: float = MISSING
 
 
 @dataclass
