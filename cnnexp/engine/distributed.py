@@ -9,6 +9,7 @@ every method then does nothing the single-process run would not do itself.
 """
 
 import os
+import re
 from datetime import timedelta
 
 import torch
@@ -136,9 +137,8 @@ class Group:
         return tensor
 
     def lost(self, exc: BaseException) -> PeerLost:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         return PeerLost(f"another training process stopped or stopped answering (rank {self.rank} of "
-                        f"{self.world_size} saw: {detail[:200]})")
+                        f"{self.world_size} saw: {first_sentence(exc)})")
 
     def is_peer_failure(self, exc: BaseException) -> bool:
         """A collective's failure (a rank killed, a timeout) rather than a bug of this process."""
@@ -149,6 +149,14 @@ class Group:
         text = str(exc).lower()
         return isinstance(exc, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection", "timed out",
                                                                           "peer"))
+
+
+def first_sentence(exc: BaseException) -> str:
+    """'[.../pair.cc:545] Read error [127.0.0.1]:9919: Connection reset by peer. This is typically...'
+    -> 'Read error [127.0.0.1]:9919: Connection reset by peer'."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
+    return text.split(". ", 1)[0][:160]
 
 
 def shard_starts(n: int, batch_size: int, rank: int, world_size: int) -> range:
