@@ -21,7 +21,8 @@ check = check_config  # run on the composed config before Hydra makes the run fo
 DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
 
-def run(cfg) -> dict:
+def run(cfg, on_evaluation=None) -> dict:
+    """`on_evaluation(row)`: called after each evaluation (a search reports to its pruner there)."""
     run_dir = current_run_dir()
     refuse_used_run_dir(run_dir)
     checkpoint = None
@@ -40,6 +41,8 @@ def run(cfg) -> dict:
         trainer.load(checkpoint)
         if main_process:
             carry_best(cfg.trainer.resume, checkpoint, run_dir)
+    if on_evaluation is not None:
+        trainer.evaluation_hooks.append(on_evaluation)
     reporter.start(run_summary(cfg, data, trainer, run_dir))
     return trainer.fit()
 

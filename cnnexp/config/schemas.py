@@ -98,6 +98,13 @@ class SweepSettings:
 @dataclass
 class SweepSchema(TrainSchema):
     seeds: int = MISSING
+    search: str = MISSING
+    trials: int = MISSING
+    sampler: str = MISSING
+    pruner: str = MISSING
+    startup_trials: int = MISSING
+    storage: Optional[str] = MISSING
+    study: str = MISSING
     sweep: SweepSettings = field(default_factory=SweepSettings)
 
 

@@ -26,7 +26,7 @@ from cnnexp.engine.evaluation import evaluate, evaluate_shard
 from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
-from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
+from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, Pruned, UserError
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import apply_freeze, parameter_groups
 from cnnexp.models.weights import choose_normalization, start_weights
@@ -93,6 +93,7 @@ class Trainer:
         self.global_batch = 0  # images in the current step over all processes
         self.epoch_in_progress = 0
         self.stop_agreed = False  # data-parallel: a rank was asked to stop, and all ranks know it
+        self.evaluation_hooks: list = []  # f(history row) after each evaluation; may raise Pruned (a search)
         self.stopper = make_early_stopping(cfg.trainer)
         self.state = TrainState()
         self.epoch_order: torch.Tensor | None = None
@@ -187,6 +188,9 @@ class Trainer:
                 raise
             except Interrupted:
                 self.finish(diverged=False, interrupted=True)
+                raise
+            except Pruned:
+                self.finish(diverged=False, pruned=True)
                 raise
             except UserError as exc:  # a data file damaged since the start, a full disk: say what is kept
                 raise UserError(f"{exc}; {self.kept()}") from exc
@@ -381,6 +385,8 @@ class Trainer:
         self.reporter.eval_row(row, improved)
         if improved:
             self.save("best")
+        for hook in self.evaluation_hooks:
+            hook(row)
 
     def _log_input_grid(self) -> None:
         images = self.data.split("train").images[: min(64, self.train_batches.batch_size * 4)]
@@ -406,15 +412,17 @@ class Trainer:
             "interrupted": interrupted,
         }
 
-    def finish(self, diverged: bool, interrupted: bool = False) -> dict:
+    def finish(self, diverged: bool, interrupted: bool = False, pruned: bool = False) -> dict:
         metrics = self.metrics(diverged, interrupted)
+        if pruned:
+            metrics["pruned"] = True
         if not self.group.is_main:
             return metrics
         write_json_atomic(metrics, self.run_dir / "metrics.json")
         self.tensorboard.hparams(hparam_summary(self.cfg), {k: v for k, v in metrics.items()
                                                             if k in ("best_val_error", "test_error", "best_epoch")
                                                             and v is not None})
-        if not (diverged or interrupted):
+        if not (diverged or interrupted or pruned):
             self.reporter.finish(metrics, self.run_dir)
         return metrics
 

@@ -27,3 +27,10 @@ class PeerLost(Exception):
     every rank stops with this one line instead of waiting for ever; exit code 1."""
 
     exit_code = 1
+
+
+class Pruned(Exception):
+    """A search stopped this run at an evaluation (its validation error was hopeless): metrics.json
+    says `pruned`, and the search goes on."""
+
+    exit_code = 0
