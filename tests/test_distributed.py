@@ -94,6 +94,38 @@ def test_resume_across_world_sizes_continues_exactly(runs):
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2", "3"]
 
 
+def test_eval_reads_a_data_parallel_run_like_any_other(runs):
+    proc = subprocess.run([sys.executable, "-m", "cnnexp", "eval", f"run={runs['two']}", "split=val"],
+                          cwd=runs["base"], env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best_val = read_json(runs["two"] / "metrics.json")["best_val_error"]
+    assert f"{100 * best_val:.2f}" in proc.stdout
+
+
+def test_the_step_loop_reads_the_loss_every_log_every_steps(tmp_path, monkeypatch):
+    """One device-to-host read per trainer.log_every steps (and at evaluations and epoch ends), yet
+    every step's loss is logged and checked, with its own step number."""
+    from cnnexp.config.compose import compose_config
+    from cnnexp.data import create_dataset
+    from cnnexp.engine.distributed import Group
+    from cnnexp.engine.trainer import Trainer
+
+    reads = []
+    gather = Group.gather_losses
+    monkeypatch.setattr(Group, "gather_losses", lambda self, losses, stop: reads.append(len(losses))
+                        or gather(self, losses, stop))
+    job = [arg for arg in JOB if not arg.startswith("trainer.log_every")]
+    cfg = compose_config("train", [*job, "trainer.epochs=2", "trainer.log_every=4"])
+    data = create_dataset(cfg.dataset, 0).limit(80)
+    trainer = Trainer(cfg, data, tmp_path)
+    logged = []
+    track = trainer._track_loss
+    trainer._track_loss = lambda value, epoch, step: logged.append(step) or track(value, epoch, step)
+    trainer.fit()
+    assert reads == [4, 2, 4, 2]  # 6 steps an epoch: a read after 4 steps, the rest at the epoch's end
+    assert logged == list(range(1, 13))
+
+
 def rank_pids(launcher_pid: int) -> dict:
     """{rank: pid} of torchrun's worker processes."""
     found = {}

@@ -13,6 +13,7 @@ which stops hopeless trials (marked pruned in metrics.json and the summary, not 
 used directly (the Hydra Optuna sweeper plugin pins Optuna < 3) and imported only here.
 """
 
+import importlib
 import math
 import warnings
 from pathlib import Path
@@ -114,6 +115,10 @@ def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
     from cnnexp.config.checks import check_config
 
     check_settings(settings)
+    try:  # an optional dependency: say how to get it before anything is written
+        importlib.import_module("optuna")
+    except ImportError as exc:
+        raise UserError("search=optuna needs Optuna: pip install 'cnnexp[search]' (or pip install optuna)") from exc
     fixed, space = split_space(train_args)
     first = {key: sample_values(dist)[0] for key, dist in space.items()}
     variants = [first] + [{**first, key: v} for key, dist in space.items() for v in sample_values(dist)[1:]]
