@@ -10,6 +10,7 @@ the median over rounds of the command's wall time (process start, data load and 
 included) and of the training loop's own images/s (metrics.json), with ratios to the 1-process run.
 - 1 process, device.threads=N (all N cores in one process's intra-op threads)
 - 2 processes x device.threads=N/2 (torchrun --nproc_per_node=2: DDP, each half of every batch)
+- 1 process, device.threads=N/2 (what one of those processes would do alone)
 - 1 process, log_every=1 (reads the loss after every step, as cnnexp did before log_every)
 """
 
@@ -58,6 +59,7 @@ def main() -> None:
     sides = {  # name -> (launcher, arguments, threads a process)
         f"1 process x {cores} threads": ([sys.executable], one, cores),
         f"2 processes x {half} threads": (torchrun, job(opts.limit, opts.epochs, opts.batch, half), half),
+        f"1 process x {half} threads": ([sys.executable], job(opts.limit, opts.epochs, opts.batch, half), half),
         f"1 process x {cores} threads, log_every=1": ([sys.executable], [*one, "trainer.log_every=1"], cores),
     }
     results = {name: [] for name in sides}

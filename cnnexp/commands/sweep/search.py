@@ -220,7 +220,7 @@ def save_plots(study, sweep_dir: Path) -> None:
              "optuna_importance.png": optuna_plots.plot_param_importances}
     for name, plot in plots.items():
         try:
-            axes = plot(study)
+            axes = plot(study, target_name=OBJECTIVE)
         except (ValueError, RuntimeError) as exc:  # importance needs two finished trials
             print(f"{name} not drawn: {str(exc).splitlines()[0]}")
             continue
