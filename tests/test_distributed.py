@@ -170,3 +170,47 @@ def test_a_killed_rank_ends_the_run_with_an_error_not_a_hang(tmp_path):
     # rank 0's one line (torchrun then adds its own report of the killed rank)
     assert "another training process stopped or stopped answering (rank 0 of 2 saw: " in err
     assert "last.pt of step" in err and "is kept: resume with cnnexp train trainer.resume=" in err
+
+
+def _two_rank_checks(rank: int, init_file: str, results) -> None:
+    """In each of 2 spawned processes: BatchNorm running stats averaged, evaluation sharded exactly."""
+    import torch.distributed as dist
+
+    from cnnexp.data.image_data import Split
+    from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
+    from cnnexp.engine.distributed import Group
+    from cnnexp.engine.evaluation import evaluate, evaluate_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    group = Group()
+    norm = torch.nn.BatchNorm1d(3)
+    norm.running_mean.fill_(float(rank))  # rank 0: 0, rank 1: 1
+    group.average_buffers(norm)
+    torch.manual_seed(0)  # the same model and data on both ranks
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    split = Split(torch.randint(0, 256, (7, 1, 2, 2), dtype=torch.uint8), torch.randint(0, 3, (7,)))
+    pipeline = Pipeline(Augmentation({}, (1, 2, 2)), Normalizer("scale", [0.0], [1.0]))
+    results[rank] = (norm.running_mean.tolist(), evaluate_shard(model, split, pipeline, 2, group),
+                     evaluate(model, split, pipeline, 2))
+    dist.destroy_process_group()
+
+
+def test_batchnorm_stats_are_averaged_and_evaluation_counts_every_image_once(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_two_rank_checks, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
+    for rank in (0, 1):
+        running_mean, sharded, whole = results[rank]
+        assert running_mean == [0.5, 0.5, 0.5]
+        # 7 images in chunks of 2: rank 0 evaluates images 0-1 and 4-5, rank 1 images 2-3 and 6
+        assert sharded == pytest.approx(whole, abs=1e-6)
+
+
+@pytest.mark.parametrize("n, batch_size, world_size", [(7, 2, 2), (10, 3, 4), (2, 5, 3), (100, 10, 2)])
+def test_evaluation_shards_cover_every_image_exactly_once(n, batch_size, world_size):
+    from cnnexp.engine.distributed import shard_starts
+
+    seen = [i for rank in range(world_size) for start in shard_starts(n, batch_size, rank, world_size)
+            for i in range(start, min(start + batch_size, n))]
+    assert sorted(seen) == list(range(n))
