@@ -218,7 +218,11 @@ def save_plots(study, sweep_dir: Path) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     plots = {"optuna_history.png": optuna_plots.plot_optimization_history,
              "optuna_importance.png": optuna_plots.plot_param_importances}
+    complete = sum(t.state.name == "COMPLETE" for t in study.trials)
     for name, plot in plots.items():
+        if name == "optuna_importance.png" and complete < 2:
+            print(f"{name} not drawn: parameter importance needs 2 complete trials ({complete} so far)")
+            continue
         try:
             axes = plot(study, target_name=OBJECTIVE)
         except (ValueError, RuntimeError) as exc:  # importance needs two finished trials
