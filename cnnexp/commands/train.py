@@ -3,9 +3,11 @@
 from pathlib import Path
 
 from omegaconf import OmegaConf, open_dict
+from rich.console import Console
 
 from cnnexp.data import create_dataset
 from cnnexp.engine.checkpoint import load_checkpoint, save_atomic
+from cnnexp.engine.distributed import Group
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.config.checks import check_config
@@ -16,9 +18,11 @@ CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
 check = check_config  # run on the composed config before Hydra makes the run folder
+DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
 
-def run(cfg) -> dict:
+def run(cfg, on_evaluation=None) -> dict:
+    """`on_evaluation(row)`: called after each evaluation (a search reports to its pruner there)."""
     run_dir = current_run_dir()
     refuse_used_run_dir(run_dir)
     checkpoint = None
@@ -28,12 +32,17 @@ def run(cfg) -> dict:
         check_schedule(checkpoint["config"], cfg, task_overrides())
     check_config(cfg)
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
-    save_config(cfg, run_dir)
-    reporter = ConsoleReporter()
+    main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
+    if main_process:
+        save_config(cfg, run_dir)
+    reporter = ConsoleReporter() if main_process else ConsoleReporter(Console(quiet=True))
     trainer = Trainer(cfg, data, run_dir, reporter)
     if checkpoint is not None:
         trainer.load(checkpoint)
-        carry_best(cfg.trainer.resume, checkpoint, run_dir)
+        if main_process:
+            carry_best(cfg.trainer.resume, checkpoint, run_dir)
+    if on_evaluation is not None:
+        trainer.evaluation_hooks.append(on_evaluation)
     reporter.start(run_summary(cfg, data, trainer, run_dir))
     return trainer.fit()
 
@@ -117,6 +126,15 @@ def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:
         "device": f"{trainer.device}  seed {cfg.seed}",
         "run folder": str(run_dir),
     }
+    group = trainer.group
+    if group.active:
+        global_batch = int(cfg.trainer.batch_size)
+        per_rank = global_batch // group.world_size
+        shares = f"{per_rank}" if global_batch % group.world_size == 0 else f"{per_rank}-{per_rank + 1}"
+        summary["processes"] = (f"{group.world_size} (DDP, {'NCCL' if trainer.device.type == 'cuda' else 'Gloo'}): "
+                                f"global batch {global_batch} = {shares} images per process")
+        if trainer.batchnorm:
+            summary["batchnorm"] = trainer.batchnorm
     if trainer.weights is not None:
         summary["weights"] = weights_line(trainer.weights, trainer)
     return summary

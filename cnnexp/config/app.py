@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
-from cnnexp.utils.errors import Diverged, Interrupted, UserError
+from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
 
@@ -17,19 +17,20 @@ HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell
 DEBUG = "CNNEXP_DEBUG"
 
 
-def check_composes(config_name: str, args: list[str], check=None) -> None:
+def check_composes(config_name: str, args: list[str], check=None):
     """Compose once up front so a bad override or value is a one-line error before anything is written;
     `check(cfg)` is the command's own check of the composed config (types of its models, ranges)."""
     cfg = compose_config(config_name, [a for a in args if not a.startswith("hydra")])
     if check is not None:
         check(cfg)
+    return cfg
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line a user sees for a failure, and the exit code."""
     if isinstance(exc, UserError):
         return f"error: {exc}", exc.exit_code
-    if isinstance(exc, (Diverged, Interrupted)):
+    if isinstance(exc, (Diverged, Interrupted, PeerLost)):
         return str(exc), exc.exit_code
     if os.environ.get(DEBUG):
         traceback.print_exception(exc)
@@ -88,16 +89,47 @@ def launch(name: str, command, args: list[str]) -> int:
     if any(a in ("--help", "-h") for a in args):
         print(help_text(command.CONFIG_NAME, [a for a in args if a not in ("--help", "-h")]))
         return 0
+    data_parallel = False
     if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
-        check_composes(command.CONFIG_NAME, args, getattr(command, "check", None))
+        cfg = check_composes(command.CONFIG_NAME, args, getattr(command, "check", None))
+        data_parallel = getattr(command, "DATA_PARALLEL", False) and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if data_parallel:  # started by torchrun: join the other processes before Hydra makes a folder
+            from cnnexp.engine import distributed
+
+            distributed.start(cfg.trainer.ddp_timeout)
+            args = [*args, *shared_run_dir(command.CONFIG_NAME, args)]
 
     @hydra.main(config_path=str(conf_dir()), config_name=command.CONFIG_NAME, version_base=None)
     def job(cfg):
         return guarded(command.run, cfg)
 
     sys.argv = [f"cnnexp {name}", *args]
-    job()
+    try:
+        job()
+    finally:
+        if data_parallel:
+            distributed.stop()
     return 0
+
+
+def shared_run_dir(config_name: str, args: list[str]) -> list[str]:
+    """Under torchrun: rank 0 claims the run folder (hydra.run.dir, resolved once) and tells the other
+    ranks; they use it without writing Hydra's files or a log there. Hydra overrides for this rank."""
+    from cnnexp.engine import distributed
+
+    folder = None
+    if distributed.is_rank_0():
+        from hydra import compose, initialize_config_dir
+        from omegaconf import OmegaConf
+
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name=config_name):
+            cfg = compose(config_name, overrides=args, return_hydra_config=True)
+            folder = str(OmegaConf.select(cfg, "hydra.run.dir"))
+    folder = distributed.share(folder)
+    overrides = [f"hydra.run.dir='{folder}'"]
+    if not distributed.is_rank_0():
+        overrides += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    return overrides
 
 
 def help_text(config_name: str, overrides: list[str]) -> str:

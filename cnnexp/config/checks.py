@@ -27,6 +27,8 @@ def check_config(cfg) -> None:
     require(cfg, "trainer.eval_batch_size", 1)
     require(cfg, "trainer.eval_every", 1, optional=True)
     require(cfg, "trainer.checkpoint_every", 0)
+    require(cfg, "trainer.log_every", 1)
+    require(cfg, "trainer.ddp_timeout", 1, kind=float)
     require(cfg, "trainer.grad_clip", 0, optional=True, kind=float)
     require(cfg, "trainer.diverge_loss", 0, kind=float)
     require(cfg, "dataset.limit", 1, optional=True)

@@ -46,6 +46,9 @@ class TrainerSchema:
     diverge_loss: float = MISSING
     checkpoint_every: int = MISSING
     resume: Optional[str] = MISSING
+    log_every: int = MISSING
+    sync_bn: bool = MISSING
+    ddp_timeout: float = MISSING
 
 
 @dataclass
@@ -98,6 +101,13 @@ class SweepSettings:
 @dataclass
 class SweepSchema(TrainSchema):
     seeds: int = MISSING
+    search: str = MISSING
+    trials: int = MISSING
+    sampler: str = MISSING
+    pruner: str = MISSING
+    startup_trials: int = MISSING
+    storage: Optional[str] = MISSING
+    study: str = MISSING
     sweep: SweepSettings = field(default_factory=SweepSettings)
 
 

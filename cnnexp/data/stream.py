@@ -112,16 +112,17 @@ class StreamBatches(TensorBatches):
 
     def iterate(self, order: torch.Tensor, start: int = 0):
         order = order.cpu()
-        index = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(start, len(self))]
+        index = [self.part(order[i * self.batch_size : (i + 1) * self.batch_size]) for i in range(start, len(self))]
         labels = self.split.labels
         for images, rows in zip(self.split.images.batches([i.numpy() for i in index]), index):
             yield images, labels[rows.to(labels.device)]
 
 
-def make_batches(split, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> TensorBatches:
-    """Index batches over in-memory tensors, or streamed batches over `LazyImages`."""
+def make_batches(split, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 shard: tuple[int, int] = (0, 1)) -> TensorBatches:
+    """Index batches over in-memory tensors, or streamed batches over `LazyImages`; `shard`: see TensorBatches."""
     kind = StreamBatches if isinstance(split.images, LazyImages) else TensorBatches
-    return kind(split, batch_size, shuffle, drop_last)
+    return kind(split, batch_size, shuffle, drop_last, shard)
 
 
 def fits_in_memory(setting, n_bytes: int, limit_mb: float) -> bool:

@@ -160,14 +160,15 @@ class Augmentation:
         the image at  patch centre + A F p + t,  A = rotation . shear . zoom, F the optional mirror,
         t = rotation . shift (Keras composes the same way)."""
         (h, w), (ch, cw), r = self.image_size, self.crop_size, self.ranges
-        u = torch.rand(n, 9, generator=generator, device=generator.device).double().cpu()
+        # drawn and composed on the generator's device: no copy to the host, so a GPU step never waits here
+        u = torch.rand(n, 9, generator=generator, device=generator.device).double()
         rotation = rotation_matrices(torch.deg2rad(_uniform(u[:, 0], r["rotation"])))
         a = rotation @ shear_zoom_matrices(torch.deg2rad(_uniform(u[:, 1], r["shear"])),
                                            1 + _uniform(u[:, 2], r["zoom"]), 1 + _uniform(u[:, 3], r["zoom"]))
         shift = torch.stack([_uniform(u[:, 4], r["width_shift"]) * cw, _uniform(u[:, 5], r["height_shift"]) * ch], 1)
         mirror = torch.where((u[:, 6] < 0.5) & self.flip, -1.0, 1.0)
         left, top = (u[:, 7] * (w - cw + 1)).floor(), (u[:, 8] * (h - ch + 1)).floor()
-        to_unit = torch.tensor([2 / w, 2 / h], dtype=torch.float64)  # pixels -> normalised input units
+        to_unit = torch.tensor([2 / w, 2 / h], dtype=torch.float64, device=u.device)  # pixels -> normalised input units
         from_unit = torch.stack([mirror * cw / 2, torch.full_like(mirror, ch / 2)], 1)  # normalised patch -> pixels
         linear = to_unit[None, :, None] * a * from_unit[:, None, :]
         centre = torch.stack([left + cw / 2 - w / 2, top + ch / 2 - h / 2], 1)
@@ -182,7 +183,7 @@ def rotation_matrices(angle: torch.Tensor) -> torch.Tensor:
 
 def shear_zoom_matrices(shear: torch.Tensor, zoom_x: torch.Tensor, zoom_y: torch.Tensor) -> torch.Tensor:
     """Keras' shear matrix [[1, -sin s], [0, cos s]] times diag(zoom_x, zoom_y)."""
-    out = torch.zeros(len(shear), 2, 2, dtype=torch.float64)
+    out = torch.zeros(len(shear), 2, 2, dtype=torch.float64, device=shear.device)
     out[:, 0, 0], out[:, 0, 1], out[:, 1, 1] = zoom_x, -shear.sin() * zoom_y, shear.cos() * zoom_y
     return out
 

@@ -23,3 +23,27 @@ def evaluate(model, split: Split, pipeline: Pipeline, batch_size: int) -> tuple[
     loss = F.cross_entropy(logits, split.labels).item()
     error = (logits.argmax(1) != split.labels).double().mean().item()
     return loss, error
+
+
+@torch.no_grad()
+def evaluate_shard(model, split: Split, pipeline: Pipeline, batch_size: int, group) -> tuple[float, float]:
+    """`evaluate` over the ranks of a data-parallel run: each rank runs its share of the chunks,
+    then one all-reduce of (loss sum, errors, images) gives every rank the split's exact numbers."""
+    from cnnexp.engine.distributed import shard_starts
+
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=split.labels.device)
+    n = len(split.labels)
+    for start in shard_starts(n, batch_size, group.rank, group.world_size):
+        stop = min(start + batch_size, n)
+        images = split.images[start:stop]
+        labels = split.labels[start:stop]
+        logits = model(pipeline(images, train=False)).float()
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                             (logits.argmax(1) != labels).sum().double(), torch.tensor(float(stop - start),
+                                                                                   dtype=torch.float64,
+                                                                                   device=sums.device)])
+    model.train(was_training)
+    loss_sum, errors, count = group.all_reduce(sums.cpu()).tolist()
+    return loss_sum / count, errors / count

@@ -53,6 +53,7 @@ class CurvesPlot:
         self.answered = threading.Condition()
         self.worker = None
         self.started = False
+        self.answers_ended = False
 
     def _start(self) -> None:
         """Start the drawing process at the first evaluation, not with the run: its start-up (matplotlib's
@@ -84,7 +85,7 @@ class CurvesPlot:
 
     def wait(self) -> None:
         with self.answered:
-            self.answered.wait_for(lambda: self.drawn >= self.sent or self.worker is None
+            self.answered.wait_for(lambda: self.drawn >= self.sent or self.worker is None or self.answers_ended
                                    or self.worker.poll() is not None)
 
     def close(self) -> None:
@@ -107,7 +108,8 @@ class CurvesPlot:
             with self.answered:
                 self.drawn = int(line)
                 self.answered.notify_all()
-        with self.answered:
+        with self.answered:  # EOF: the process ended (or was killed with its process group): no more answers
+            self.answers_ended = True
             self.answered.notify_all()
 
 

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from cnnexp.data.image_data import ImageData
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
@@ -21,13 +20,14 @@ from cnnexp.data.stream import make_batches
 from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everything, select_device, set_threads,
                                  to_plain)
 from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
+from cnnexp.engine.distributed import Discard, Group
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.ema import WeightAverage
-from cnnexp.engine.evaluation import evaluate
+from cnnexp.engine.evaluation import evaluate, evaluate_shard
 from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
-from cnnexp.utils.errors import Diverged, Interrupted, UserError
+from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, Pruned, UserError
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import apply_freeze, parameter_groups
 from cnnexp.models.weights import choose_normalization, start_weights
@@ -59,6 +59,7 @@ class Trainer:
     def __init__(self, cfg, data: ImageData, run_dir: Path, reporter: ConsoleReporter | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.reporter = reporter or ConsoleReporter()
+        self.group = Group()  # rank 0 of 1 unless started by torchrun
         self.device = select_device(cfg.device)
         set_threads(cfg.device)
         seed_everything(int(cfg.seed))
@@ -77,6 +78,9 @@ class Trainer:
         self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory_format)
+        sync_bn = bool(cfg.trainer.get("sync_bn", False))
+        self.batchnorm = self.group.batchnorm_mode(self.model, self.device, sync_bn)
+        self.train_model = self.group.wrap(self.model, self.device, sync_bn)  # what train_step calls
         ema_decay = cfg.trainer.get("ema_decay")
         self.ema = WeightAverage(self.model, ema_decay) if ema_decay else None
         self.optimizer = build_optimizer(cfg.optimizer, parameter_groups(
@@ -84,9 +88,17 @@ class Trainer:
             bool(cfg.optimizer.get("decay_norm_bias", True))))
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer)
 
-        self.train_batches = make_batches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle))
+        self.train_batches = make_batches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle),
+                                          shard=(self.group.rank, self.group.world_size))
         self.eval_batch_size = int(cfg.trainer.eval_batch_size)
-        self.generator = torch.Generator(device=self.device).manual_seed(int(cfg.seed))
+        self.generator = torch.Generator(device=self.device).manual_seed(int(cfg.seed))  # the epochs' orders
+        self.augment_generator = self._augment_generator(int(cfg.seed))
+        self.log_every = int(cfg.trainer.get("log_every") or 1)
+        self.pending_losses: list[torch.Tensor] = []  # on the device, read every log_every steps
+        self.global_batch = 0  # images in the current step over all processes
+        self.epoch_in_progress = 0
+        self.stop_agreed = False  # data-parallel: a rank was asked to stop, and all ranks know it
+        self.evaluation_hooks: list = []  # f(history row) after each evaluation; may raise Pruned (a search)
         self.stopper = make_early_stopping(cfg.trainer)
         self.state = TrainState()
         self.epoch_order: torch.Tensor | None = None
@@ -100,6 +112,15 @@ class Trainer:
         if stats is not None:
             return Normalizer(**stats)
         return Normalizer.fit(self.cfg.dataset.normalize, train_split.images, stored_stats)
+
+    def _augment_generator(self, seed: int) -> torch.Generator:
+        """One process draws augmentations and epoch orders from one generator (as always). Data-parallel
+        processes share the order's generator but augment their own images with their own generator
+        (and dropout masks from their own seed), so no two ranks draw the same random views."""
+        if not self.group.active:
+            return self.generator
+        torch.manual_seed(seed + 7919 * self.group.rank)
+        return torch.Generator(device=self.device).manual_seed(seed + 7919 * self.group.rank)
 
     def _check_batch_size(self, n_train: int) -> None:
         batch_size = int(self.cfg.trainer.batch_size)
@@ -134,9 +155,13 @@ class Trainer:
             "normalization": self.normalizer.state_dict(),
             "input_shape": list(self.input_shape),
             "image_shape": list(self.data.image_shape),
+            "world_size": self.group.world_size,
         }
 
     def save(self, which: str) -> None:
+        self._flush_losses()
+        if not self.group.is_main:
+            return
         save_atomic(self.checkpoint(), self.run_dir / "checkpoints" / f"{which}.pt")
         if which == "last":
             self.saved_step = self.state.step
@@ -159,25 +184,34 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
         with self.stop_requests:  # before anything is written: a Ctrl-C from now on stops at a step
-            self.curves = CurvesPlot(self.run_dir / "curves.png", curves_title(self.cfg, self.run_dir))
-            self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
-            self.tensorboard = TensorBoardLogger(self.run_dir)
-            if self.weights is not None:
+            self._open_loggers()
+            if self.weights is not None and self.group.is_main:
                 write_json_atomic(self.weights.record(), self.run_dir / "weights.json")
             try:
                 self._log_input_grid()
                 while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
+                    if self.group.active:
+                        self.stop_agreed = self.group.any(self.stop_requests.requested or self.stop_agreed)
                     self._stop_if_requested()
                     self.train_one_epoch()
                 return self.finish(diverged=False)
+            except PeerLost as exc:
+                raise PeerLost(f"{exc}; the run stops: {self.kept()}") from exc
             except Diverged:
                 self.finish(diverged=True)
                 raise
             except Interrupted:
                 self.finish(diverged=False, interrupted=True)
                 raise
+            except Pruned:
+                self.finish(diverged=False, pruned=True)
+                raise
             except UserError as exc:  # a data file damaged since the start, a full disk: say what is kept
                 raise UserError(f"{exc}; {self.kept()}") from exc
+            except RuntimeError as exc:  # inside DDP's backward: a rank died or timed out
+                if not self.group.is_peer_failure(exc):
+                    raise
+                raise PeerLost(f"{self.group.lost(exc)}; the run stops: {self.kept()}") from exc
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -193,6 +227,15 @@ class Trainer:
             return "no checkpoint was written yet"
         return f"last.pt of step {self.saved_step} is kept: resume with {self.resume_command()}"
 
+    def _open_loggers(self) -> None:
+        """history.csv, curves.png and TensorBoard: rank 0's alone."""
+        if not self.group.is_main:
+            self.curves = self.history = self.tensorboard = Discard()
+            return
+        self.curves = CurvesPlot(self.run_dir / "curves.png", curves_title(self.cfg, self.run_dir))
+        self.history = HistoryCSV(self.run_dir / "history.csv", self.state.history)
+        self.tensorboard = TensorBoardLogger(self.run_dir)
+
     def close_loggers(self) -> None:
         self.curves.close()
         try:
@@ -201,7 +244,13 @@ class Trainer:
             pass
 
     def _stop_if_requested(self) -> None:
-        """At a step boundary, after SIGINT/SIGTERM: save last.pt and stop (fit writes metrics.json)."""
+        """At a step boundary, after SIGINT/SIGTERM: save last.pt and stop (fit writes metrics.json).
+        Data-parallel ranks stop only once they all know (`stop_agreed`, from a collective)."""
+        if self.group.active:
+            if not self.stop_agreed:
+                return
+            if self.stop_requests.signum is None:
+                self.stop_requests.signum = signal.SIGTERM  # another rank was asked
         signum = self.stop_requests.signum
         if signum is None:
             return
@@ -216,20 +265,26 @@ class Trainer:
         epoch = self.state.epoch + 1
         if self.epoch_order is None:
             self.epoch_order = self.train_batches.order(self.generator)
+        self.epoch_in_progress = epoch
         start_time, start_images = time.perf_counter(), 0
         with self.reporter.progress() as progress:
             task = progress.add_task("train", total=len(self.train_batches), completed=self.state.batch_in_epoch,
                                      epoch=epoch, loss=float("nan"), ips=0.0)
             for images, labels in self._training_batches():
-                loss = self.train_step(self.pipeline(images, train=True, generator=self.generator), labels)
+                self.global_batch = self.train_batches.global_size(self.state.batch_in_epoch)
+                loss = self.train_step(self.pipeline(images, train=True, generator=self.augment_generator), labels)
                 self.state.step += 1
                 self.state.batch_in_epoch += 1
-                start_images += len(labels)
-                self.state.images_seen += len(labels)
-                self._track_loss(loss, epoch)
-                ips = start_images / max(time.perf_counter() - start_time, 1e-9)
-                progress.update(task, advance=1, loss=self.state.smooth_loss, ips=ips)
+                start_images += self.global_batch
+                self.state.images_seen += self.global_batch
+                self.pending_losses.append(loss)
+                if len(self.pending_losses) >= self.log_every:  # the only host-device sync of the step loop
+                    self._flush_losses()
+                    ips = start_images / max(time.perf_counter() - start_time, 1e-9)
+                    progress.update(task, completed=self.state.batch_in_epoch, loss=self.state.smooth_loss, ips=ips)
                 if trainer_cfg.eval_every and self.state.step % int(trainer_cfg.eval_every) == 0:
+                    self._flush_losses()
+                    ips = start_images / max(time.perf_counter() - start_time, 1e-9)
                     self.state.train_seconds += time.perf_counter() - start_time
                     self.validate(epoch, ips)
                     start_time, start_images = time.perf_counter(), 0
@@ -238,9 +293,10 @@ class Trainer:
                 if self.stopper.should_stop(self.state.step, epoch - 1):
                     self.stop_reason = "early stopping"
                     break
-                if self.stop_requests.requested:
+                if self.stop_agreed if self.group.active else self.stop_requests.requested:
                     self.state.train_seconds += time.perf_counter() - start_time
                     self._stop_if_requested()
+        self._flush_losses()
         elapsed = time.perf_counter() - start_time
         self.state.train_seconds += elapsed
         stopped_mid_epoch = self.stop_reason is not None
@@ -270,7 +326,7 @@ class Trainer:
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
         smoothing = float(self.cfg.trainer.get("label_smoothing") or 0.0)
-        loss = F.cross_entropy(self.model(inputs), labels, label_smoothing=smoothing)
+        loss = self.group.loss(self.train_model(inputs), labels, self.global_batch, smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.trainer.grad_clip:
@@ -280,17 +336,29 @@ class Trainer:
             self.ema.update(self.model, self.state.step)
         return loss.detach()
 
-    def _track_loss(self, loss: torch.Tensor, epoch: int) -> None:
-        value = loss.item()
+    def _flush_losses(self) -> None:
+        """Read the losses of the steps since the last read (one copy to the host, and in a data-parallel
+        run one all-reduce, which also tells every rank whether any was asked to stop) and log them
+        step by step; a diverged step stops the run here."""
+        if not self.pending_losses:
+            return
+        losses, self.pending_losses = torch.stack(self.pending_losses), []
+        values, stop = self.group.gather_losses(losses, self.stop_requests.requested)
+        self.stop_agreed = self.stop_agreed or stop
+        first_step = self.state.step - len(values) + 1
+        for i, value in enumerate(values):
+            self._track_loss(value, self.epoch_in_progress, first_step + i)
+
+    def _track_loss(self, value: float, epoch: int, step: int) -> None:
         limit = float(self.cfg.trainer.diverge_loss)
         if not math.isfinite(value) or value > limit:
             above = "" if not math.isfinite(value) else f" (above trainer.diverge_loss={limit:g})"
-            raise Diverged(f"Model diverged with loss = {value}{above} at epoch {epoch}, step {self.state.step}")
+            raise Diverged(f"Model diverged with loss = {value}{above} at epoch {epoch}, step {step}")
         previous = self.state.smooth_loss
         self.state.smooth_loss = value if previous is None else SMOOTHING * previous + (1 - SMOOTHING) * value
         self.state.interval_loss_sum += value
         self.state.interval_batches += 1
-        self.tensorboard.scalars({"train/loss": value, "train/loss_smooth": self.state.smooth_loss}, self.state.step)
+        self.tensorboard.scalars({"train/loss": value, "train/loss_smooth": self.state.smooth_loss}, step)
 
     def _step_scheduler(self) -> None:
         if self.scheduler is None:
@@ -301,13 +369,23 @@ class Trainer:
         else:
             self.scheduler.step()
 
+    def evaluate(self, split: str) -> tuple[float, float]:
+        """Loss and error of the model on a split; over all ranks of a data-parallel run (each its share)."""
+        if not self.group.active:
+            return evaluate(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size)
+        return evaluate_shard(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size, self.group)
+
     def validate(self, epoch: int, images_per_second: float) -> None:
-        val_loss, val_error = evaluate(self.eval_model, self.data.split("val"), self.pipeline, self.eval_batch_size)
+        self._flush_losses()
+        self.group.average_buffers(self.model)
+        if self.ema:
+            self.group.average_buffers(self.ema.module)
+        val_loss, val_error = self.evaluate("val")
         best_before = self.state.best_val_error
         improved = self.is_better(val_error, val_loss)
         test_error = None
         if improved:
-            _, test_error = evaluate(self.eval_model, self.data.split("test"), self.pipeline, self.eval_batch_size)
+            _, test_error = self.evaluate("test")
             self.state.best_val_error, self.state.best_val_loss, self.state.test_error = val_error, val_loss, test_error
             self.state.best_epoch, self.state.best_step = epoch, self.state.step
         self.stopper.update(improved, val_error, best_before, self.state.step, epoch)
@@ -326,6 +404,8 @@ class Trainer:
         self.reporter.eval_row(row, improved)
         if improved:
             self.save("best")
+        for hook in self.evaluation_hooks:
+            hook(row)
 
     def is_better(self, val_error: float, val_loss: float) -> bool:
         """Whether this validation beats the best checkpoint's, by `trainer.best_by`: the error (ties keep
@@ -363,13 +443,17 @@ class Trainer:
             "interrupted": interrupted,
         }
 
-    def finish(self, diverged: bool, interrupted: bool = False) -> dict:
+    def finish(self, diverged: bool, interrupted: bool = False, pruned: bool = False) -> dict:
         metrics = self.metrics(diverged, interrupted)
+        if pruned:
+            metrics["pruned"] = True
+        if not self.group.is_main:
+            return metrics
         write_json_atomic(metrics, self.run_dir / "metrics.json")
         self.tensorboard.hparams(hparam_summary(self.cfg), {k: v for k, v in metrics.items()
                                                             if k in ("best_val_error", "test_error", "best_epoch")
                                                             and v is not None})
-        if not (diverged or interrupted):
+        if not (diverged or interrupted or pruned):
             self.reporter.finish(metrics, self.run_dir)
         return metrics
 

@@ -20,3 +20,17 @@ class Interrupted(Exception):
     def __init__(self, message: str, signum: int, resume_hint: str = ""):
         super().__init__(message + (f"; {resume_hint}" if resume_hint else ""))
         self.message, self.exit_code = message, 128 + signum
+
+
+class PeerLost(Exception):
+    """A data-parallel run lost one of its processes (killed, or silent past `trainer.ddp_timeout`):
+    every rank stops with this one line instead of waiting for ever; exit code 1."""
+
+    exit_code = 1
+
+
+class Pruned(Exception):
+    """A search stopped this run at an evaluation (its validation error was hopeless): metrics.json
+    says `pruned`, and the search goes on."""
+
+    exit_code = 0

@@ -27,7 +27,8 @@ from cnnexp.utils.runs import claim_run_dir
 
 CONFIG_NAME = "sweep"
 HELP = "train a grid of configs x seeds (Hydra multirun); ends in a table, CSV/JSON/Markdown and a plot"
-SETTINGS = ("sweep", "seeds")  # keys of conf/sweep.yaml; every other argument is a train override
+SETTINGS = ("sweep", "seeds", "search", "trials", "sampler", "pruner", "startup_trials", "storage", "study")
+# ^ keys of conf/sweep.yaml; every other argument is a train override
 METRICS = ("test_error", "best_val_error", "best_epoch", "epochs_run", "train_seconds", "images_per_second")
 HYDRA_ONLY = ("--help", "-h", "--cfg", "-c", "--info", "--resolve", "-p", "--package")
 
@@ -77,6 +78,10 @@ def main(argv: list[str]) -> int:
     settings_args, hydra_args, train_args = split_args(argv)
     settings = compose_settings(settings_args)
     metric = check_metric(settings.sweep.metric)
+    if settings.search == "optuna":
+        return optuna_search(settings, train_args, hydra_args, metric)
+    if settings.search != "grid":
+        raise UserError(f"search={settings.search} is not one of: grid, optuna")
     plan = make_plan(settings, train_args)
     check_plan(plan)
     sweep_dir = sweep_folder(settings.sweep.dir)
@@ -88,6 +93,19 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         launch(plan, sweep_dir, hydra_args)
         print(f"ran {len(todo)} run{'s' * (len(todo) != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
+    summarize(sweep_dir, metric)
+    return 0
+
+
+def optuna_search(settings, train_args: list[str], hydra_args: list[str], metric: str) -> int:
+    """`search=optuna`: trials of an Optuna study instead of a grid (see sweep/search.py), then the summary."""
+    from cnnexp.commands.sweep.search import prepare, run_search
+
+    fixed, space = prepare(settings, train_args)
+    sweep_dir = sweep_folder(settings.sweep.dir)
+    started = time.perf_counter()
+    run_search(settings, fixed, space, hydra_args, sweep_dir)
+    print(f"ran {settings.trials} trial{'s' * (settings.trials != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
     summarize(sweep_dir, metric)
     return 0
 

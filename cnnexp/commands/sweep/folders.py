@@ -24,6 +24,8 @@ class Run:
             return "unfinished"
         if self.metrics and self.metrics.get("diverged"):
             return "diverged"
+        if self.metrics and self.metrics.get("pruned"):  # stopped by an Optuna search: neither done nor failed
+            return "pruned"
         if self.error is not None:
             return "failed"
         return "done" if self.metrics is not None else "unfinished"

@@ -75,7 +75,8 @@ def aggregate(runs: list[Run], keys: list[str], metric: str) -> list[dict]:
         good = [r for r in members if r.ok]
         row = {"values": dict(zip(keys, point)), "runs_total": len(members), "runs_ok": len(good),
                "failed": sum(r.status in ("failed", "diverged") for r in members),
-               "unfinished": sum(r.status == "unfinished" for r in members)}
+               "unfinished": sum(r.status == "unfinished" for r in members),
+               "pruned": sum(r.status == "pruned" for r in members)}
         for name in dict.fromkeys((*STAT_METRICS, metric)):
             numbers = [float(r.metrics[name]) for r in good if r.metrics.get(name) is not None]
             row[name] = stats(numbers)

@@ -39,6 +39,9 @@ def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     unfinished = any(row["unfinished"] for row in summary["points"])
     if unfinished:  # runs still going, or interrupted: finish them with sweep.dir=<this folder>
         header.append("unfinished")
+    pruned = any(row.get("pruned") for row in summary["points"])
+    if pruned:  # stopped early by an Optuna search
+        header.append("pruned")
     cells = []
     for row in summary["points"]:
         line = [*row["values"].values(), f"{row['runs_ok']}/{row['runs_total']}",
@@ -50,6 +53,8 @@ def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
             line.insert(len(keys) + 1, mean_std(row[metric], metric))
         if unfinished:
             line.append(str(row["unfinished"]))
+        if pruned:
+            line.append(str(row["pruned"]))
         cells.append(line)
     return header, cells
 
@@ -79,14 +84,17 @@ def markdown(summary: dict) -> str:
 def write_summary(sweep_dir: Path, summary: dict) -> None:
     write_json_atomic(summary, sweep_dir / "summary.json")
     (sweep_dir / "summary.md").write_text(markdown(summary))
-    columns = [*summary["keys"], "runs_ok", "runs_total", "failed", "unfinished"]
+    counts = ["runs_ok", "runs_total", "failed", "unfinished"]
+    if any(row.get("pruned") for row in summary["points"]):  # a search that pruned runs
+        counts.append("pruned")
+    columns = [*summary["keys"], *counts]
     columns += [f"{m}_{s}" for m in dict.fromkeys((*STAT_METRICS, summary["metric"]))
                 for s in ("mean", "std", "min", "max")]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         for row in summary["points"]:
-            flat = {**row["values"], **{k: row[k] for k in ("runs_ok", "runs_total", "failed", "unfinished")}}
+            flat = {**row["values"], **{k: row[k] for k in counts}}
             flat |= {f"{m}_{s}": row[m][s] for m in dict.fromkeys((*STAT_METRICS, summary["metric"]))
                      for s in ("mean", "std", "min", "max")}
             writer.writerow(flat)

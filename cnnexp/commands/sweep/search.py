@@ -1,0 +1,251 @@
+"""`cnnexp sweep search=optuna`: an Optuna study instead of a grid, over a space written in Hydra's
+override grammar (as Hydra's Optuna sweeper reads it):
+
+    optimizer.lr='tag(log,interval(1e-4,1e-1))'    a float, log-uniform (tag(int,...) for integers)
+    trainer.batch_size='range(10,50,step=10)'      10, 20, 30 or 40, as an ordered integer
+    model.nkerns='choice([20,50],[10,30])'         one of the values (as is `a,b,c`)
+
+Each trial is an ordinary train run folder `trial-NNNN` in the sweep folder, made by the same Hydra
+job as a grid run, so the summary table, files and plots are the grid's; the study (SQLite in the
+sweep folder, or any database `storage=` names) is what workers on other machines join, and a
+re-run of the command continues it. Each evaluation reports the validation error to the pruner,
+which stops hopeless trials (marked pruned in metrics.json and the summary, not failed). Optuna is
+used directly (the Hydra Optuna sweeper plugin pins Optuna < 3) and imported only here.
+"""
+
+import importlib
+import math
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+from cnnexp.commands import train
+from cnnexp.commands.sweep.folders import read_json
+from cnnexp.commands.sweep.plan import parse_overrides
+from cnnexp.utils.errors import Pruned, UserError
+from cnnexp.utils.files import write_json_atomic
+
+OBJECTIVE = "best_val_error"  # what the study minimises: the test split stays out of the choice
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "none")
+
+
+def split_space(train_args: list[str]) -> tuple[list[str], dict]:
+    """Fixed train overrides, and {key: Optuna distribution} for every swept one."""
+    fixed, space = [], {}
+    for override in parse_overrides(train_args):
+        if override.is_sweep_override():
+            space[override.get_key_element()] = distribution(override)
+        else:
+            fixed.append(override.input_line)
+    if not space:
+        raise UserError("search=optuna needs a search space, e.g. optimizer.lr='tag(log,interval(1e-4,1e-1))' "
+                        "trainer.batch_size='range(10,50,step=10)' model.nkerns='choice([20,50],[10,30])'")
+    return fixed, space
+
+
+def distribution(override):
+    """The Optuna distribution of one override: interval -> float (int with tag int, log with tag log),
+    range -> stepped int (float when a bound or the step is), choice and a,b,c -> categorical."""
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value, key = override.value(), override.get_key_element()
+    log = "log" in (value.tags or set())
+    if isinstance(value, IntervalSweep):
+        if not value.start < value.end or (log and value.start <= 0):
+            raise UserError(f"{key}: interval({value.start:g},{value.end:g}) needs start < end (and start > 0 "
+                            f"with tag log)")
+        if "int" in value.tags:
+            return IntDistribution(int(value.start), int(value.end), log=log)
+        return FloatDistribution(float(value.start), float(value.end), log=log)
+    if isinstance(value, RangeSweep):
+        count = len(list(override.sweep_iterator()))
+        if count == 0:
+            raise UserError(f"{key}: '{override.input_line}' holds no values")
+        last = value.start + value.step * (count - 1)
+        if all(isinstance(v, int) for v in (value.start, value.step)):
+            return IntDistribution(value.start, last, step=value.step)
+        return FloatDistribution(float(value.start), float(last), step=float(value.step))
+    if isinstance(value, ChoiceSweep):
+        return CategoricalDistribution(list(override.sweep_string_iterator()))
+    raise UserError(f"'{override.input_line}': search=optuna reads interval(), range(), choice() and a,b,c")
+
+
+def override_text(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def make_study(settings, sweep_dir: Path):
+    import optuna
+
+    storage = settings.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    if str(storage).startswith("sqlite"):  # several workers on one file: wait for the lock, do not fail
+        storage = optuna.storages.RDBStorage(str(storage), engine_kwargs={"connect_args": {"timeout": 60}})
+    startup = int(settings.startup_trials)
+    sampler = optuna.samplers.TPESampler(n_startup_trials=startup) if settings.sampler == "tpe" \
+        else optuna.samplers.RandomSampler()
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup) if settings.pruner == "median" \
+        else optuna.pruners.NopPruner()
+    try:
+        return optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=str(settings.study),
+                                   direction="minimize", load_if_exists=True)
+    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
+        raise UserError(f"cannot open the Optuna study '{settings.study}' in {settings.storage or storage.url}: "
+                        f"{str(exc).splitlines()[0]}; check storage=<database URL>") from exc
+
+
+def check_settings(settings) -> None:
+    if settings.sampler not in SAMPLERS:
+        raise UserError(f"sampler={settings.sampler} is not one of: {', '.join(SAMPLERS)}")
+    if settings.pruner not in PRUNERS:
+        raise UserError(f"pruner={settings.pruner} is not one of: {', '.join(PRUNERS)}")
+    for key in ("trials", "startup_trials"):
+        value = settings[key]
+        if not isinstance(value, int) or value < (1 if key == "trials" else 0):
+            raise UserError(f"{key}={value!r} must be an integer >= {1 if key == 'trials' else 0}")
+    if settings.seeds != 1:
+        raise UserError("search=optuna trains one seed per trial; leave out seeds= (or give seed=N)")
+
+
+def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
+    """Check the search settings and the space before anything is written: (fixed overrides, space).
+    The train config is composed with each categorical value and each bound once, so a typo is one line."""
+    from cnnexp.config.app import check_composes
+    from cnnexp.config.checks import check_config
+
+    check_settings(settings)
+    try:  # an optional dependency: say how to get it before anything is written
+        importlib.import_module("optuna")
+    except ImportError as exc:
+        raise UserError("search=optuna needs Optuna: pip install 'cnnexp[search]' (or pip install optuna)") from exc
+    fixed, space = split_space(train_args)
+    first = {key: sample_values(dist)[0] for key, dist in space.items()}
+    variants = [first] + [{**first, key: v} for key, dist in space.items() for v in sample_values(dist)[1:]]
+    for point in variants:
+        seed = [] if any(o.split("=", 1)[0] == "seed" for o in fixed) else ["seed=0"]
+        check_composes("train", [*fixed, *(f"{k}={override_text(v)}" for k, v in point.items()), *seed], check_config)
+    return fixed, space
+
+
+def sample_values(dist) -> list:
+    """The values a check composes: every choice, or both bounds."""
+    return list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
+
+
+def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path) -> None:
+    """Run `trials` trials of the study in sweep_dir (joined or continued), then its plots."""
+    study = make_study(settings, sweep_dir)
+    before = sum(t.state.is_finished() for t in study.trials)
+    write_json_atomic({"grid": {key: [] for key in space}, "seeds": [], "overrides": fixed, "metric": settings.sweep.metric,
+                       "search": {"kind": "optuna", "study": str(settings.study), "objective": OBJECTIVE,
+                                  "sampler": settings.sampler, "pruner": settings.pruner}},
+                      sweep_dir / "sweep.json")
+    print(f"search: Optuna study '{settings.study}' ({settings.sampler} sampler, {settings.pruner} pruner) over "
+          f"{', '.join(space)}; {before} trial{'s' * (before != 1)} finished so far; running {settings.trials} more in {sweep_dir}")
+    objective = Objective(fixed, space, sweep_dir, hydra_args)
+    study.optimize(objective, n_trials=int(settings.trials), catch=(TrialFailed,))
+    save_plots(study, sweep_dir)
+    report(study)
+
+
+class TrialFailed(Exception):
+    """A trial's run failed or diverged (its folder says why): the study marks it failed and goes on."""
+
+
+class Objective:
+    """One trial: its parameters from the study, a train run in `trial-NNNN` reporting each validation
+    error to the pruner, and the run's best validation error as the value."""
+
+    def __init__(self, fixed, space, sweep_dir: Path, hydra_args):
+        self.fixed, self.space, self.sweep_dir, self.hydra_args = fixed, space, sweep_dir, hydra_args
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from cnnexp.config.app import launch
+
+        params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
+        folder = self.sweep_dir / f"trial-{trial.number:04d}"
+        overrides = [*self.fixed, *(f"{key}={override_text(v)}" for key, v in params.items())]
+        if not any(o.split("=", 1)[0] == "seed" for o in overrides):
+            overrides.append("seed=0")
+        job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial))
+        launch("sweep", job, ["--multirun", *overrides, f"hydra.sweep.dir='{self.sweep_dir}'",
+                                       f"hydra.sweep.subdir={folder.name}", *self.hydra_args])
+        metrics, failed = read_json(folder / "metrics.json"), read_json(folder / "failed.json")
+        if isinstance(metrics, dict) and metrics.get("pruned"):
+            raise optuna.TrialPruned(f"pruned at step {metrics.get('steps')}")
+        if failed is not None or not isinstance(metrics, dict) or metrics.get(OBJECTIVE) is None:
+            reason = failed.get("error") if isinstance(failed, dict) else "no result"
+            raise TrialFailed(f"{folder.name}: {reason}")
+        return float(metrics[OBJECTIVE])
+
+
+def suggest(trial, key: str, dist):
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def run_trial(cfg, trial):
+    """The train job of a trial; a pruned run ends normally (its metrics.json says pruned)."""
+    def report(row: dict) -> None:
+        trial.report(row["val_error"], row["step"])
+        if trial.should_prune():
+            raise Pruned(f"pruned by the study at step {row['step']} (val error {100 * row['val_error']:.2f} %)")
+
+    try:
+        return train.run(cfg, on_evaluation=report)
+    except Pruned as exc:
+        print(exc)
+        return None
+
+
+def save_plots(study, sweep_dir: Path) -> None:
+    """optuna_history.png and optuna_importance.png (Optuna's matplotlib plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    plots = {"optuna_history.png": optuna_plots.plot_optimization_history,
+             "optuna_importance.png": optuna_plots.plot_param_importances}
+    complete = sum(t.state.name == "COMPLETE" for t in study.trials)
+    for name, plot in plots.items():
+        if name == "optuna_importance.png" and complete < 2:
+            print(f"{name} not drawn: parameter importance needs 2 complete trials ({complete} so far)")
+            continue
+        try:
+            axes = plot(study, target_name=OBJECTIVE)
+        except (ValueError, RuntimeError) as exc:  # importance needs two finished trials
+            print(f"{name} not drawn: {str(exc).splitlines()[0]}")
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        figure.savefig(sweep_dir / name, dpi=100)
+        plt.close(figure)
+        print(f"wrote {sweep_dir / name}")
+
+
+def report(study) -> None:
+    from optuna.trial import TrialState
+
+    counts = {state.name.lower(): sum(t.state == state for t in study.trials)
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    print("study: " + ", ".join(f"{n} {name}" for name, n in counts.items() if n))
+    try:
+        best = study.best_trial
+    except ValueError:
+        return
+    value = best.value if best.value is not None and math.isfinite(best.value) else float("nan")
+    print(f"best trial {best.number}: {OBJECTIVE} {100 * value:.2f} % with "
+          + " ".join(f"{k}={override_text(v)}" for k, v in best.params.items()))
