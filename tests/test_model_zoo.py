@@ -189,32 +189,3 @@ def test_local_response_norm_is_torchs(memory_format, size):
     torch.testing.assert_close(inputs[0].grad, inputs[1].grad)
     assert outputs[0].is_contiguous(memory_format=memory_format)
     assert ours.state_dict() == {}
-
-
-def test_channels_last_auto_is_chosen_per_model_family(tmp_path):
-    """device.channels_last=auto: NCHW for levi_hassner on the CPU (its LRN is slower in NHWC), NHWC for the
-    others and on CUDA; true/false as given. The trainer's model and inputs follow the choice."""
-    from rich.console import Console
-
-    from cnnexp.config.compose import compose_config
-    from cnnexp.data.image_data import ImageData, Split
-    from cnnexp.engine.loggers import ConsoleReporter
-    from cnnexp.engine.trainer import Trainer
-    from cnnexp.models import uses_channels_last
-
-    assert not uses_channels_last("auto", "levi_hassner", "cpu")
-    assert uses_channels_last("auto", "levi_hassner", "cuda") and uses_channels_last("auto", "alexnet_bn", "cpu")
-    assert uses_channels_last(True, "levi_hassner", "cpu") and not uses_channels_last(False, "alexnet_bn", "cpu")
-    with pytest.raises(UserError, match="device.channels_last=maybe must be true, false or auto"):
-        uses_channels_last("maybe", "lenet", "cpu")
-
-    split = Split(torch.randint(0, 256, (4, *TINY["levi_hassner"][0]), dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
-    data = ImageData({"train": split, "val": split, "test": split}, ["a", "b"])
-    formats = {}
-    for setting in ("auto", "true"):
-        cfg = compose_config("train", ["model=levi_hassner", "device=cpu", f"device.channels_last={setting}",
-                                       "trainer.batch_size=2", "dataset.normalize=scale"])
-        trainer = Trainer(cfg, data, tmp_path / setting, ConsoleReporter(Console(quiet=True)))
-        conv = trainer.model.features[0].weight
-        formats[setting] = (trainer.pipeline.memory_format, conv.is_contiguous(memory_format=torch.channels_last))
-    assert formats == {"auto": (torch.contiguous_format, False), "true": (torch.channels_last, True)}

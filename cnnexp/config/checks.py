@@ -31,6 +31,3 @@ def check_config(cfg) -> None:
     require(cfg, "optimizer.lr", 0, kind=float)
     require(cfg, "optimizer.weight_decay", 0, optional=True, kind=float)
     require(cfg, "device.threads", 1, optional=True)
-    channels_last = OmegaConf.select(cfg, "device.channels_last")
-    if not (isinstance(channels_last, bool) or channels_last == "auto"):
-        raise UserError(f"device.channels_last={channels_last} must be true, false or auto")

@@ -48,7 +48,7 @@ class TrainerSchema:
 @dataclass
 class DeviceSchema:
     type: str = MISSING
-    channels_last: Any = MISSING  # true, false or auto (config/checks.py)
+    channels_last: bool = MISSING
     threads: Optional[int] = MISSING
 
 

@@ -27,7 +27,7 @@ from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.errors import Diverged, Interrupted, UserError
-from cnnexp.models import create_model, model_kwargs, uses_channels_last
+from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import apply_freeze, parameter_groups
 from cnnexp.models.weights import choose_normalization, start_weights
 
@@ -71,7 +71,7 @@ class Trainer:
         self.weights = start_weights(self.model, cfg.model) if not cfg.trainer.get("resume") else None
         self.freezing = apply_freeze(self.model, cfg.model.get("freeze"), cfg.model.get("trainable"), cfg.model.name)
         self.normalizer = self._normalizer(train_split, data.meta.get("channel_stats"))
-        channels_last = uses_channels_last(cfg.device.channels_last, cfg.model.name, self.device.type)
+        channels_last = bool(cfg.device.channels_last)
         self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory_format)

@@ -28,7 +28,7 @@ from cnnexp.features.layers import FeatureExtractor, LayerChoice
 from cnnexp.features.store import FeatureWriter
 from cnnexp.inference.restore import restore, shape_text
 from cnnexp.inference.scoring import ten_crops
-from cnnexp.models import create_model, model_kwargs, uses_channels_last
+from cnnexp.models import create_model, model_kwargs
 from cnnexp.utils.errors import UserError
 
 try:  # the model zoo's model.weights / model.preprocess (issue 9); its model configs bring the keys
@@ -71,8 +71,7 @@ def source_from_model(cfg, data) -> Source:
     model, loaded = build_model(model_cfg, image_shape, data.num_classes, int(cfg.seed))
     device = select_device(cfg.device)
     normalizer = model_normalizer(cfg, data, weights_normalization(model_cfg, loaded, image_shape[0]))
-    channels_last = uses_channels_last(cfg.device.channels_last, model_cfg["name"], device.type)
-    pipeline = Pipeline(Augmentation({}, image_shape), normalizer, channels_last)
+    pipeline = Pipeline(Augmentation({}, image_shape), normalizer, bool(cfg.device.channels_last))
     model.to(device, memory_format=pipeline.memory_format).eval()
     record = {"model": model_cfg["name"], "model_config": model_cfg,
               "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),

@@ -17,7 +17,7 @@ from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import select_device
 from cnnexp.engine.checkpoint import find_checkpoint, load_checkpoint
 from cnnexp.utils.errors import UserError
-from cnnexp.models import create_model, model_kwargs, uses_channels_last
+from cnnexp.models import create_model, model_kwargs
 from cnnexp.utils.runs import load_run_config
 
 REQUIRED = ("model", "config", "class_names", "normalization", "input_shape", "image_shape")
@@ -65,11 +65,10 @@ def restore(run=None, checkpoint=None, which: str = "best", device_cfg=None,
     apply_dataset_overrides(config, dataset_overrides or {})
     device_cfg = device_cfg if device_cfg is not None else OmegaConf.create({"type": "auto"})
     image_shape = tuple(int(v) for v in ckpt["image_shape"])
-    device = select_device(device_cfg)
-    channels_last = uses_channels_last(device_cfg.get("channels_last", False), config.model.name, device.type)
     pipeline = Pipeline(Augmentation(config.augmentation, image_shape), Normalizer(**ckpt["normalization"]),
-                        channels_last)
+                        bool(device_cfg.get("channels_last", False)))
     model = build_model(config, pipeline.augmentation.out_shape, ckpt, path)
+    device = select_device(device_cfg)
     model.to(device, memory_format=pipeline.memory_format).eval()
     return Restored(config, path, int(ckpt.get("epoch", 0)), int(ckpt.get("step", 0)), model, pipeline,
                     list(ckpt["class_names"]), image_shape, device)

@@ -10,7 +10,6 @@ Every model config also takes the keys in COMMON_MODEL_KEYS (weights to start fr
 engine handles those (models/weights.py, models/freeze.py), so factories never see them.
 """
 
-from cnnexp.utils.errors import UserError
 from cnnexp.utils.registry import Registry
 
 MODELS = Registry("model", "cnnexp.models")
@@ -29,16 +28,6 @@ COMMON_MODEL_KEYS = {
                                 "[conv1,bn1,layer1]); frozen batch norm keeps its running statistics"),
     "trainable": ("list[str] | None", None, "if set, freeze everything except these module-name prefixes"),
 }
-
-
-def uses_channels_last(setting, name: str, device_type: str) -> bool:
-    """`device.channels_last`: true or false as given; auto: NHWC on CUDA, and on the CPU unless the model's
-    file registers it with `cpu_channels_last=False` (measured faster in NCHW there, see docs/results/models.md)."""
-    if setting == "auto":
-        return device_type == "cuda" or MODELS.info(name).get("cpu_channels_last", True)
-    if not isinstance(setting, bool):
-        raise UserError(f"device.channels_last={setting} must be true, false or auto")
-    return setting
 
 
 def create_model(name: str, in_shape, num_classes: int, **kwargs):

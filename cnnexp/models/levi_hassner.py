@@ -9,7 +9,7 @@ from cnnexp.models._layers import LocalResponseNorm, check_lengths, flat_size
 from cnnexp.models.lenet import LeNet
 
 
-@register_model(cpu_channels_last=False)  # NCHW on the CPU: its LRN layers are slower in NHWC (docs/results/models.md)
+@register_model
 def levi_hassner(in_shape, num_classes, *, convs: list[int] = (96, 256, 384), kernels: list[int] = (7, 5, 3),
                  stride: int = 4, pool: int = 3, pool_stride: int = 2, lrn_size: int = 5, lrn_alpha: float = 1.0e-4,
                  lrn_beta: float = 0.75, lrn_layers: int = 2, dense: list[int] = (512, 512), dropout: float = 0.5,

@@ -13,16 +13,13 @@ class Registry:
         self.kind = kind
         self.package = package
         self._factories: dict[str, Callable] = {}
-        self._info: dict[str, dict] = {}
         self._imported = False
 
-    def register(self, fn: Callable = None, *, name: str = None, **info):
-        """Decorator: `@register` or `@register(name="x", key=value, ...)` adds a factory under its name,
-        with facts about it (`info(name)`) that are not config keys, e.g. a model's preferred memory format."""
+    def register(self, fn: Callable = None, *, name: str = None):
+        """Decorator: `@register` or `@register(name="x")` adds a factory under its name."""
 
         def add(f):
             self._factories[name or f.__name__] = f
-            self._info[name or f.__name__] = info
             return f
 
         return add(fn) if fn is not None else add
@@ -46,10 +43,6 @@ class Registry:
         if name not in self._factories:
             raise UserError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")
         return self._factories[name]
-
-    def info(self, name: str) -> dict:
-        self.get(name)
-        return self._info[name]
 
     def create(self, name: str, **kwargs):
         factory = self.get(name)
