@@ -8,9 +8,9 @@ same random uint8 images (2 classes) and then run inference over them, taking tu
 that a busy machine slows both alike; the median images/s of the rounds is reported, after one untimed
 warm-up round of each side. Each round builds its model afresh on both sides.
 - cnnexp: `cnnexp train`'s Trainer and its own images/s (uint8 images held as one tensor, batched by
-  index, scaled per batch, channels_last as device=cpu configures), with
-  validation and checkpoints switched off (they are outside its timed loop anyway); TensorBoard, the
-  input grid and the progress bar are on, as in a run. Inference through engine.evaluation.evaluate.
+  index, scaled per batch, channels_last as device=cpu configures), with validation and checkpoints
+  switched off (they are outside its timed loop anyway); TensorBoard and its input grid are on, as in a
+  run (the progress bar is off: not a terminal). Inference through engine.evaluation.evaluate.
 - plain: what a tutorial writes: float tensors scaled once (not timed), a shuffling DataLoader, NCHW,
   the same SGD; inference in a `torch.no_grad()` loop over a DataLoader.
 Each side's first step of a round includes its first-call allocations; more steps dilute that alike.
