@@ -171,3 +171,21 @@ def test_olivetti_resized_feeds_levi_hassner():
     assert data.image_shape == (1, 227, 227) and len(data.splits["train"]) == 320
     assert data.splits["test"].labels.tolist() == list(range(40))
     assert create_model("levi_hassner", data.image_shape, 40)(data.splits["test"].images[:2].float()).shape == (2, 40)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("size", [5, 4, 1])
+def test_local_response_norm_is_torchs(memory_format, size):
+    """Levi-Hassner's LRN (a 1x1 convolution over the channel window) gives torch's outputs and gradients."""
+    from cnnexp.models._layers import LocalResponseNorm
+
+    x = torch.randn(3, 12, 7, 5, generator=torch.Generator().manual_seed(0)) * 20
+    ours, theirs = LocalResponseNorm(size, alpha=1e-2, beta=0.75, k=2.0), nn.LocalResponseNorm(size, 1e-2, 0.75, 2.0)
+    inputs = [x.clone().contiguous(memory_format=memory_format).requires_grad_() for _ in range(2)]
+    outputs = [layer(i) for layer, i in zip((ours, theirs), inputs)]
+    for out, i in zip(outputs, inputs):
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.testing.assert_close(inputs[0].grad, inputs[1].grad)
+    assert outputs[0].is_contiguous(memory_format=memory_format)
+    assert ours.state_dict() == {}

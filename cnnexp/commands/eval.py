@@ -1,17 +1,18 @@
 """`cnnexp eval`: score a trained run on a split, plain and (--tencrop) ten-crop, and write the
 report: eval.json, per-class precision/recall/F1, a confusion matrix and the misclassified images."""
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnexp.utils import jobdirs
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.errors import UserError
-from cnnexp.inference.reports import (console, per_class_table, plot_confusion, plot_image_grid, results_table,
-                            write_confusion_csv, write_per_class_csv)
-from cnnexp.inference.restore import Restored, hydra_dataset_overrides, restore
 from cnnexp.utils.runs import current_run_dir
-from cnnexp.inference.scoring import (REDUCTIONS, confusion_matrix, per_class, plain_scores, require_crops, summary,
-                            tencrop_scores)
+
+if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
+    from cnnexp.inference.restore import Restored
 
 CONFIG_NAME = "eval"
 HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop"
@@ -28,6 +29,9 @@ def run(cfg) -> dict:
 
 
 def evaluate_run(cfg, out: Path) -> dict:
+    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+    from cnnexp.inference.scoring import plain_scores, require_crops, tencrop_scores
+
     check_options(cfg)
     restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
     if cfg.eval.tencrop:
@@ -43,6 +47,8 @@ def evaluate_run(cfg, out: Path) -> dict:
 
 
 def check_options(cfg) -> None:
+    from cnnexp.inference.scoring import REDUCTIONS
+
     if cfg.split not in jobdirs.SPLITS:
         raise UserError(f"split={cfg.split} is not one of: {', '.join(jobdirs.SPLITS)}")
     if cfg.eval.tencrop_reduce not in REDUCTIONS:
@@ -59,6 +65,8 @@ def check_options(cfg) -> None:
 def report(cfg, restored: Restored, split, plain, tencrop, out: Path) -> dict:
     """Print and write everything; the per-class report and pictures use the ten-crop predictions
     when there are any (the better-informed answer), else the centre view's."""
+    from cnnexp.inference.scoring import confusion_matrix, per_class
+
     names, labels = restored.class_names, split.labels.cpu()
     top_p, predicted = (tencrop or plain).probs.cpu().max(1)
     matrix = confusion_matrix(labels, predicted, len(names))
@@ -73,6 +81,8 @@ def report(cfg, restored: Restored, split, plain, tencrop, out: Path) -> dict:
 
 
 def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path) -> None:
+    from cnnexp.inference.reports import plot_confusion, plot_image_grid, write_confusion_csv, write_per_class_csv
+
     names = restored.class_names
     title = f"{restored.config.model.name} on {restored.config.dataset.name} {cfg.split}" + (
         f", {views_label(cfg)}" if result["tencrop"] else "")
@@ -90,6 +100,8 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
 
 
 def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
+    from cnnexp.inference.scoring import summary
+
     record = {"split": cfg.split, "n": len(labels), **summary(plain, labels),
               "run": str(cfg.run) if cfg.run is not None else None, "checkpoint": str(restored.checkpoint_path),
               "epoch": restored.epoch, "step": restored.step, "tencrop": tencrop is not None}
@@ -100,6 +112,8 @@ def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
 
 
 def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
+    from cnnexp.inference.reports import console, per_class_table, results_table
+
     screen = console()
     screen.print(f"[bold]cnnexp eval[/]  {restored.checkpoint_path} (epoch {restored.epoch}, step {restored.step})  "
                   f"{cfg.split} split, {result['n']} images")

@@ -5,14 +5,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from cnnexp.data.image_data import SPLITS
-from cnnexp.engine.build import set_threads
-from cnnexp.features.extract import extract, file_attrs, load_dataset, source_from_model, source_from_run
-from cnnexp.features.layers import choose_layer, layer_listing
-from cnnexp.inference.reports import console
-from cnnexp.inference.restore import hydra_dataset_overrides
-from cnnexp.inference.scoring import require_crops
 from cnnexp.utils.errors import UserError
+
+# torch, the data, features and inference layers are imported where used: `--help` and `--cfg job` go without.
 
 CONFIG_NAME = "features"
 HELP = "features of a run or registry model for every image -> HDF5 (layer=, splits=, --tencrop)"
@@ -20,6 +15,11 @@ FLAGS = {"--tencrop": "tencrop=true"}
 
 
 def run(cfg) -> dict | None:
+    from cnnexp.engine.build import set_threads
+    from cnnexp.features.extract import extract, file_attrs
+    from cnnexp.features.layers import choose_layer
+    from cnnexp.inference.scoring import require_crops
+
     listing = str(cfg.layer) == "list"
     target = None if listing else output_path(cfg)
     check_options(cfg)
@@ -69,6 +69,9 @@ def check_options(cfg) -> None:
 
 
 def load_source(cfg):
+    from cnnexp.features.extract import load_dataset, source_from_model, source_from_run
+    from cnnexp.inference.restore import hydra_dataset_overrides
+
     if cfg.model is not None:
         data = load_dataset(cfg.dataset, int(cfg.seed))
         return source_from_model(cfg, data), data
@@ -77,6 +80,8 @@ def load_source(cfg):
 
 
 def chosen_splits(cfg, data) -> list[str]:
+    from cnnexp.data.image_data import SPLITS
+
     asked = [str(s) for s in cfg.splits]
     unknown = [s for s in asked if s not in SPLITS]
     if unknown or not asked:
@@ -88,6 +93,9 @@ def chosen_splits(cfg, data) -> list[str]:
 
 
 def print_layers(model, in_shape) -> None:
+    from cnnexp.features.layers import layer_listing
+    from cnnexp.inference.reports import console
+
     table = Table(box=None, pad_edge=False)
     for name in ("layer", "type", "output (one image)"):
         table.add_column(name)
@@ -97,6 +105,8 @@ def print_layers(model, in_shape) -> None:
 
 
 def report(target: Path, attrs: dict, done) -> dict:
+    from cnnexp.inference.reports import console
+
     total = sum(done.counts.values())
     screen = console()
     screen.print(f"features: {attrs['model']}, {attrs['layer_description']} -> {attrs['feature_dim']} floats an image "

@@ -2,29 +2,30 @@
 tutorial does (`Guess @1 <label>, prob = 0.93`), as a table for many images or as JSON lines; and
 `image=olivetti`, the Olivetti tutorial's last step: all 400 faces, listing the misclassified ones."""
 
+from __future__ import annotations
+
 import json
 import sys
+from typing import TYPE_CHECKING
 
-import torch
 from rich.table import Table
 
-from cnnexp.features.predict import is_probe_run, restore_probe
-from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
 from cnnexp.utils.errors import UserError
-from cnnexp.inference.guesses import BATCH, class_probs, top_guesses
 from cnnexp.inference.options import check_guess_options
-from cnnexp.inference.inputs import UnreadableImage, image_files, load
-from cnnexp.inference.reports import console
-from cnnexp.inference.restore import Restored, restore
-from cnnexp.inference.scoring import require_crops
+
+if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
+    from cnnexp.inference.restore import Restored
 
 CONFIG_NAME = "predict"
 HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"
 FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
-OLIVETTI = person_names()
 
 
 def run(cfg) -> None:
+    from cnnexp.features.predict import is_probe_run, restore_probe
+    from cnnexp.inference.restore import restore
+    from cnnexp.inference.scoring import require_crops
+
     check_options(cfg)
     if is_probe_run(cfg.run):  # outputs/probe/<run>: the features' network + the fitted probe
         restored = restore_probe(cfg.run, cfg.checkpoint, cfg.device)
@@ -48,6 +49,9 @@ def check_options(cfg) -> None:
 def predict_files(cfg, restored: Restored) -> None:
     """Decode and classify BATCH files at a time; in a folder or glob, undecodable files are skipped
     (each named on stderr, counted at the end); a single file that cannot be decoded is an error."""
+    from cnnexp.inference.guesses import BATCH
+    from cnnexp.inference.inputs import image_files
+
     files = image_files(cfg.image)
     rows, skipped = [], []
     for start in range(0, len(files), BATCH):
@@ -67,6 +71,8 @@ def predict_files(cfg, restored: Restored) -> None:
 
 def read_chunk(cfg, restored: Restored, paths: list, strict: bool, skipped: list) -> list[tuple]:
     """(path, uint8 C x H x W tensor or None when no face was found, face box or None) per readable file."""
+    from cnnexp.inference.inputs import UnreadableImage, load
+
     resize = cfg.resize or restored.config.dataset.get("resize") or "aspect"
     chunk = []
     for path in paths:
@@ -82,6 +88,10 @@ def read_chunk(cfg, restored: Restored, paths: list, strict: bool, skipped: list
 
 def classify_chunk(cfg, restored: Restored, chunk: list) -> list[dict]:
     """One result per file: {"image", "face", "top"} ("top" is None when no face was found)."""
+    import torch
+
+    from cnnexp.inference.guesses import class_probs, top_guesses
+
     found = [i for i, (_, tensor, _) in enumerate(chunk) if tensor is not None]
     guesses = {}
     if found:
@@ -112,6 +122,8 @@ def print_single(row: dict, detect_face: bool) -> None:
 
 
 def print_table(rows: list[dict], cfg) -> None:
+    from cnnexp.inference.reports import console
+
     table = Table(box=None, pad_edge=False)
     table.add_column("image", overflow="fold")
     if cfg.detect_face:
@@ -133,7 +145,13 @@ def print_table(rows: list[dict], cfg) -> None:
 # ---- image=olivetti ------------------------------------------------------------------------------
 def predict_olivetti(cfg, restored: Restored) -> None:
     """All 400 embedded faces; the true person of face i is i // 10."""
-    if restored.class_names != OLIVETTI or restored.image_shape != (1, 57, 47):
+    import torch
+
+    from cnnexp.data.sources.olivetti import FACES_PER_PERSON, embedded_gif, person_names, read_faces
+    from cnnexp.inference.guesses import class_probs, top_guesses
+
+    people = person_names()
+    if restored.class_names != people or restored.image_shape != (1, 57, 47):
         raise UserError(f"image=olivetti needs a run trained on dataset=olivetti (40 people, 1x57x47 faces); this "
                         f"run has {len(restored.class_names)} classes of {'x'.join(map(str, restored.image_shape))}")
     if cfg.detect_face:
@@ -143,8 +161,8 @@ def predict_olivetti(cfg, restored: Restored) -> None:
     probs = class_probs(restored, faces, cfg.tencrop, bool(cfg.tencrop_mirror))
     guesses = top_guesses(probs, restored.class_names, cfg.topk)
     splits = olivetti_splits(restored.config)
-    rows = [{"index": i, "true": OLIVETTI[label], "split": splits[i % FACES_PER_PERSON],
-             "correct": guesses[i][0]["label"] == OLIVETTI[label], "top": guesses[i]}
+    rows = [{"index": i, "true": people[label], "split": splits[i % FACES_PER_PERSON],
+             "correct": guesses[i][0]["label"] == people[label], "top": guesses[i]}
             for i, label in enumerate(labels.tolist())]
     if cfg.json:
         for row in rows:
@@ -160,6 +178,8 @@ def olivetti_splits(config) -> list[str]:
 
 
 def print_olivetti(rows: list[dict]) -> None:
+    from cnnexp.inference.reports import console
+
     screen = console()
     wrong = [r for r in rows if not r["correct"]]
     by_split = ", ".join(f"{split} {sum(1 for r in wrong if r['split'] == split)} of "

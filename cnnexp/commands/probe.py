@@ -4,18 +4,8 @@ test split with the same tables and files as `cnnexp eval`; the probe is saved w
 
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
 from rich.table import Table
 
-from cnnexp.features.probe import (cv_table, fit_set, full_probs, grid_search, probe_arrays, require_sklearn,
-                                   save_probe, timed)
-from cnnexp.features.store import read_features
-from cnnexp.inference.reports import (console, per_class_table, plot_confusion, results_table, save_figure,
-                                      write_confusion_csv, write_per_class_csv)
-from cnnexp.inference.scoring import Scores, confusion_matrix, per_class, summary
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.runs import current_run_dir, save_config
@@ -26,6 +16,10 @@ FITS = ("train", "train+val")
 
 
 def run(cfg) -> dict:
+    # torch, sklearn, matplotlib and the features layer are imported where used: `--help` and `--cfg job` go without
+    from cnnexp.features.probe import fit_set, full_probs, grid_search, require_sklearn, timed
+    from cnnexp.features.store import read_features
+
     check_options(cfg)
     require_sklearn()
     from hydra.utils import to_absolute_path
@@ -72,6 +66,13 @@ def check_options(cfg) -> None:
 
 
 def report(cfg, features, data, search, converged, seconds, probs, labels, out: Path) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from cnnexp.features.probe import cv_table
+    from cnnexp.inference.scoring import Scores, confusion_matrix, per_class, summary
+
     names = features.label_names
     probs_t, labels_t = torch.from_numpy(probs), torch.from_numpy(labels.astype(np.int64))
     loss = F.nll_loss(probs_t.clamp_min(1e-15).log(), labels_t).item()
@@ -92,6 +93,9 @@ def report(cfg, features, data, search, converged, seconds, probs, labels, out: 
 
 
 def write_files(cfg, features, search, result: dict, matrix, out: Path) -> None:
+    from cnnexp.features.probe import probe_arrays, save_probe
+    from cnnexp.inference.reports import plot_confusion, write_confusion_csv, write_per_class_csv
+
     names = features.label_names
     attrs = {**features.attrs, "features_file": str(features.path), "best_C": result["best_C"],
              "scale": bool(cfg.scale)}
@@ -106,6 +110,10 @@ def write_files(cfg, features, search, result: dict, matrix, out: Path) -> None:
 
 
 def plot_cv(rows: list[dict], best_c: float, path: Path, title: str) -> None:
+    from matplotlib.figure import Figure
+
+    from cnnexp.inference.reports import save_figure
+
     fig = Figure(figsize=(6.5, 4.2))
     ax = fig.add_subplot()
     cs = [r["C"] for r in rows]
@@ -119,6 +127,8 @@ def plot_cv(rows: list[dict], best_c: float, path: Path, title: str) -> None:
 
 
 def print_report(result: dict, out: Path) -> None:
+    from cnnexp.inference.reports import console, per_class_table, results_table
+
     screen = console()
     screen.print(f"[bold]cnnexp probe[/]  {result['features']}: {result['model']}, {result['layer']}, "
                  f"{result['dim']} features")

@@ -1,18 +1,22 @@
-"""`cnnexp train`: build the dataset and model a config names, train, and write a run folder."""
+"""`cnnexp train`: build the dataset and model a config names, train, and write a run folder.
+
+torch and the engine are imported inside the functions that train, so that `cnnexp train --help` and
+`--cfg job` start without them (tests/test_startup.py)."""
+
+from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 
-from cnnexp.data import create_dataset
-from cnnexp.engine.checkpoint import load_checkpoint, save_atomic
-from cnnexp.engine.distributed import Group
-from cnnexp.engine.loggers import ConsoleReporter
-from cnnexp.engine.trainer import Trainer
 from cnnexp.config.checks import check_config
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir, refuse_used_run_dir, save_config
+
+if TYPE_CHECKING:
+    from cnnexp.engine.trainer import Trainer
 
 CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
@@ -23,6 +27,12 @@ DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.a
 
 def run(cfg, on_evaluation=None) -> dict:
     """`on_evaluation(row)`: called after each evaluation (a search reports to its pruner there)."""
+    from cnnexp.data import create_dataset
+    from cnnexp.engine.checkpoint import load_checkpoint
+    from cnnexp.engine.distributed import Group
+    from cnnexp.engine.loggers import ConsoleReporter
+    from cnnexp.engine.trainer import Trainer
+
     run_dir = current_run_dir()
     refuse_used_run_dir(run_dir)
     checkpoint = None
@@ -101,6 +111,8 @@ def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
 def carry_best(resumed, checkpoint: dict, run_dir: Path) -> None:
     """Copy the resumed run folder's best.pt into the new run when it is the best model of the state
     resumed (not one written after that last.pt): a run resumed after its best epoch keeps its best.pt."""
+    from cnnexp.engine.checkpoint import load_checkpoint, save_atomic
+
     best_path = Path(str(resumed)).expanduser() / "checkpoints" / "best.pt"
     if not best_path.is_file():
         return

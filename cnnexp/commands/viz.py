@@ -5,27 +5,23 @@ conf/viz/ adds that picture's keys to conf/viz.yaml, so `--help` and `--cfg job`
 that apply. The pictures themselves are drawn by cnnexp/viz/ (one module per kind).
 """
 
+from __future__ import annotations
+
 import glob
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from cnnexp.config.app import launch
-from cnnexp.engine.loggers import TensorBoardLogger
-from cnnexp.inference.restore import Restored, hydra_dataset_overrides, restore
 from cnnexp.utils import jobdirs
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir, current_run_dir
-from cnnexp.viz.activations import activations_figure, layer_activations
-from cnnexp.viz.common import conv_layers, feature_maps, find_layers, last_spatial_map, save_picture
-from cnnexp.viz.curves import compare_curves
-from cnnexp.viz.filters import AscentSettings, first_conv, gradient_ascent, kernels_figure, patterns_figure
-from cnnexp.viz.gradcam import grad_cam, gradcam_figure, top_guesses
-from cnnexp.viz.sources import pick_images
+
+if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--help` and `--cfg job` go without
+    import torch
+
+    from cnnexp.inference.restore import Restored
 
 CONFIG_NAME = "viz"
 HELP = "pictures of a trained run: curves, activations, filters, gradcam (to <run>/viz/, tensorboard=true)"
@@ -82,6 +78,8 @@ def run(cfg) -> None:
 
 # ---- shared ------------------------------------------------------------------------------------
 def restored_run(cfg) -> Restored:
+    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+
     return restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
 
 
@@ -102,6 +100,8 @@ def tensorboard_of(cfg, home: Path):
     if not cfg.tensorboard:
         yield None
         return
+    from cnnexp.engine.loggers import TensorBoardLogger
+
     logger = TensorBoardLogger(home)
     try:
         yield logger
@@ -115,6 +115,8 @@ def model_input(restored: Restored, images: torch.Tensor) -> torch.Tensor:
 
 
 def layer_maps(restored: Restored) -> dict:
+    from cnnexp.viz.common import feature_maps
+
     pipeline = restored.pipeline
     return feature_maps(restored.model, pipeline.augmentation.out_shape, restored.device, pipeline.memory_format)
 
@@ -147,6 +149,11 @@ def described(restored: Restored) -> str:
 
 # ---- the pictures ------------------------------------------------------------------------------
 def curves(cfg) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from cnnexp.viz.curves import compare_curves
+
     runs = [Path(p) for item in names(cfg.run, "run") for p in expand_runs(str(item))]
     if not runs:
         raise UserError("say which runs: run=<train run folder>[,<run>...]")
@@ -173,6 +180,10 @@ def expand_runs(text: str) -> list[Path]:
 
 
 def activations(cfg) -> None:
+    from cnnexp.viz.activations import activations_figure, layer_activations
+    from cnnexp.viz.common import conv_layers, find_layers, save_picture
+    from cnnexp.viz.sources import pick_images
+
     restored = restored_run(cfg)
     maps = layer_maps(restored)
     layers = find_layers(restored.model, [str(n) for n in names(cfg.layers, "layers")] or conv_layers(restored.model),
@@ -194,6 +205,9 @@ def activations(cfg) -> None:
 
 
 def filters(cfg) -> None:
+    from cnnexp.viz.common import conv_layers, find_layers, save_picture
+    from cnnexp.viz.filters import AscentSettings, first_conv, gradient_ascent, kernels_figure, patterns_figure
+
     restored = restored_run(cfg)
     model, pipeline = restored.model, restored.pipeline
     convs = conv_layers(model)
@@ -238,6 +252,12 @@ def chosen_channels(cfg, count: int) -> list[int]:
 
 
 def gradcam(cfg) -> None:
+    import torch
+
+    from cnnexp.viz.common import find_layers, last_spatial_map, save_picture
+    from cnnexp.viz.gradcam import grad_cam, gradcam_figure, top_guesses
+    from cnnexp.viz.sources import pick_images
+
     restored = restored_run(cfg)
     maps = layer_maps(restored)
     layer_name = str(cfg.layer) if cfg.layer is not None else last_spatial_map(maps)

@@ -5,7 +5,7 @@ two dense layers with dropout, for 227x227 RGB faces."""
 from torch import nn
 
 from cnnexp.models import register_model
-from cnnexp.models._layers import check_lengths, flat_size
+from cnnexp.models._layers import LocalResponseNorm, check_lengths, flat_size
 from cnnexp.models.lenet import LeNet
 
 
@@ -26,7 +26,7 @@ def levi_hassner(in_shape, num_classes, *, convs: list[int] = (96, 256, 384), ke
         conv = nn.Conv2d(channels, width, kernel, stride if i == 0 else 1, padding=0 if i == 0 else kernel // 2)
         layers += [conv, nn.ReLU(inplace=True), nn.MaxPool2d(pool, pool_stride)]
         if i < lrn_layers:
-            layers.append(nn.LocalResponseNorm(lrn_size, alpha=lrn_alpha, beta=lrn_beta, k=1.0))
+            layers.append(LocalResponseNorm(lrn_size, alpha=lrn_alpha, beta=lrn_beta, k=1.0))
         channels = width
     features = nn.Sequential(*layers)
     head, n_in = [], flat_size(features, in_shape, "levi_hassner")

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from cnnexp.commands.sweep.folders import finished_runs, read_json, write_sweep_json
-from cnnexp.commands.sweep.job import run_point
 from cnnexp.commands.sweep.plan import Plan, check_plan, make_plan, parse_overrides
 from cnnexp.commands.sweep.summary import summarize
 from cnnexp.config.app import launch as launch_app
@@ -135,6 +134,8 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
 
 def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str]) -> None:
     """Hand the grid to Hydra's multirun; each job folder is named by its swept values and seed."""
+    from cnnexp.commands.sweep.job import run_point  # the train command: torch only when runs start
+
     exclude = ",".join(key.lstrip("+~") for key in plan.fixed)
     hydra_overrides = [
         f"hydra.sweep.dir='{sweep_dir}'",
