@@ -31,3 +31,16 @@ def check_config(cfg) -> None:
     require(cfg, "optimizer.lr", 0, kind=float)
     require(cfg, "optimizer.weight_decay", 0, optional=True, kind=float)
     require(cfg, "device.threads", 1, optional=True)
+    check_precision(cfg)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # as cnnexp.engine.precision, without importing torch
+
+
+def check_precision(cfg) -> None:
+    precision = OmegaConf.select(cfg, "device.precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise UserError(f"device.precision={precision} is not one of: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and OmegaConf.select(cfg, "device.type") == "cpu":
+        raise UserError("device.precision=fp16 needs a CUDA GPU (this run is on cpu); "
+                        "use device.precision=bf16 or device.precision=fp32")

@@ -24,6 +24,7 @@ from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.evaluation import evaluate
 from cnnexp.engine.interrupts import StopRequests
+from cnnexp.engine.precision import autocast_forward, compile_model, resolve_precision
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.errors import Diverged, Interrupted, UserError
@@ -58,6 +59,7 @@ class Trainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.reporter = reporter or ConsoleReporter()
         self.device = select_device(cfg.device)
+        self.precision = resolve_precision(cfg.device, self.device)
         set_threads(cfg.device)
         seed_everything(int(cfg.seed))
         self.data = data.to(self.device)
@@ -75,6 +77,8 @@ class Trainer:
         self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory_format)
+        compile_model(autocast_forward(self.model, self.precision), bool(cfg.device.get("compile")))
+        self.scaler = self.precision.grad_scaler()
         self.optimizer = build_optimizer(cfg.optimizer, parameter_groups(
             self.model, float(cfg.optimizer.get("head_lr_mult", 1.0)), float(cfg.optimizer.lr)))
         self.scheduler = build_scheduler(cfg.scheduler, self.optimizer)
@@ -122,6 +126,8 @@ class Trainer:
             "normalization": self.normalizer.state_dict(),
             "input_shape": list(self.input_shape),
             "image_shape": list(self.data.image_shape),
+            "precision": self.precision.name,
+            "grad_scaler": self.scaler.state_dict() if self.scaler else None,
         }
 
     def save(self, which: str) -> None:
@@ -141,6 +147,8 @@ class Trainer:
         order = ckpt["epoch_order"]
         self.epoch_order = order.to(self.device) if order is not None and self.state.batch_in_epoch else None
         restore_rng(ckpt["rng"], self.generator)
+        if self.scaler and ckpt.get("grad_scaler"):
+            self.scaler.load_state_dict(ckpt["grad_scaler"])
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -255,12 +263,20 @@ class Trainer:
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
-        loss = F.cross_entropy(self.model(inputs), labels)
+        loss = F.cross_entropy(self.model(inputs), labels)  # the model's forward runs under autocast
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # so that grad_clip sees the true gradients
         if self.cfg.trainer.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.trainer.grad_clip))
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return loss.detach()
 
     def _track_loss(self, loss: torch.Tensor, epoch: int) -> None:
@@ -328,6 +344,8 @@ class Trainer:
             "train_seconds": state.train_seconds,
             "images_per_second": state.images_seen / max(state.train_seconds, 1e-9),
             "params": self.freezing.total,
+            "precision": self.precision.name,
+            "compiled": bool(self.cfg.device.get("compile")),
             "trainable_params": self.freezing.trainable,
             "stopped_early": self.stop_reason == "early stopping",
             "diverged": diverged,

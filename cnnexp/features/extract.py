@@ -24,6 +24,7 @@ from rich.text import Text
 from cnnexp.data import create_dataset
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import seed_everything, select_device
+from cnnexp.engine.precision import prepare_for_inference
 from cnnexp.features.layers import FeatureExtractor, LayerChoice
 from cnnexp.features.store import FeatureWriter
 from cnnexp.inference.restore import restore, shape_text
@@ -73,6 +74,7 @@ def source_from_model(cfg, data) -> Source:
     normalizer = model_normalizer(cfg, data, weights_normalization(model_cfg, loaded, image_shape[0]))
     pipeline = Pipeline(Augmentation({}, image_shape), normalizer, bool(cfg.device.channels_last))
     model.to(device, memory_format=pipeline.memory_format).eval()
+    prepare_for_inference(model, cfg.device, device)
     record = {"model": model_cfg["name"], "model_config": model_cfg,
               "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),
               "weights_loaded": loaded.summary() if loaded is not None else "",
@@ -225,6 +227,7 @@ def source_from_attrs(attrs: dict, device_cfg) -> tuple[FeatureExtractor, Source
         model, _ = build_model(parsed(attrs["model_config"]), tuple(int(v) for v in attrs["image_size"]),
                                len(attrs["label_names"]), int(attrs.get("seed", 0)))
         device = select_device(device_cfg)
+        prepare_for_inference(model, device_cfg, device)
     image_shape = tuple(int(v) for v in attrs["image_size"])
     pipeline = Pipeline(Augmentation(parsed(attrs["augmentation"]), image_shape),
                         Normalizer(attrs["normalize"], attrs["mean"], attrs["std"]), bool(attrs["channels_last"]))
