@@ -36,7 +36,7 @@ class Restored:
     class_names: list[str]
     image_shape: tuple[int, int, int]  # C, H, W of the training images (before any crop)
     device: torch.device
-    precision: Precision | None = None  # the autocast the model's forward runs under (device.precision)
+    precision: Precision  # the autocast the model's forward runs under (device.precision)
 
     def load_data(self) -> ImageData:
         """The run's dataset (with overrides), checked against what the model was trained on."""
