@@ -2,8 +2,9 @@
 
 Mixed precision runs the forward pass (and the loss) under `torch.autocast`; the parameters, the
 optimizer state and so the checkpoints stay float32. fp16 needs a gradient scaler and a CUDA GPU; bf16
-runs on CPU and CUDA. `auto` picks bf16 only where it was measured faster and no less accurate (a CUDA
-GPU with bfloat16, a CPU with AMX tiles), else fp32, and says why (docs/results/precision.md).
+runs on CPU and CUDA. `auto` picks bf16 only where it was measured faster and no less accurate (a CPU
+with bfloat16 instructions, AVX512-BF16 or AMX; a CUDA GPU with bfloat16), else fp32, and says why
+(docs/results/precision.md).
 """
 
 import functools
@@ -59,17 +60,23 @@ def auto_choice(device: torch.device) -> tuple[str, str]:
         if torch.cuda.is_bf16_supported():
             return "bf16", f"{torch.cuda.get_device_name(device)} computes in bfloat16"
         return "fp32", f"{torch.cuda.get_device_name(device)} has no bfloat16 support"
-    if cpu_has_amx():
-        return "bf16", "this CPU has AMX bfloat16 tile units"
-    return "fp32", ("this CPU has no AMX bfloat16 units; bf16 autocast measured slower than fp32 on such a CPU "
-                    "(docs/results/precision.md)")
+    units = cpu_bf16_units()
+    if units:
+        return "bf16", f"this CPU has {units} bfloat16 instructions; bf16 measured faster and as accurate on them"
+    return "fp32", "this CPU has no bfloat16 instructions (AMX or AVX512-BF16): bf16 would be emulated, slower"
 
 
-def cpu_has_amx(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+def cpu_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """"AMX" or "AVX512-BF16" when the CPU computes bfloat16 products in hardware, else None."""
     try:
-        return " amx_bf16" in cpuinfo.read_text()
+        flags = set(next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "").split())
     except OSError:
-        return False
+        return None
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512_bf16" in flags:
+        return "AVX512-BF16"
+    return None
 
 
 def autocast_forward(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
