@@ -115,7 +115,7 @@ TABLE_MODELS = {
     "resnet18": ((3, 227, 227), 8, "photos"),
     "vgg16": ((3, 224, 224), 4, "photos"),
 }
-SWITCHES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "compile": ("fp32", True)}
+SWITCHES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp16": ("fp16", False), "compile": ("fp32", True)}
 
 
 def photos(folder: Path, in_shape, n: int) -> ImageData:
@@ -141,7 +141,7 @@ def table_data(args, kind: str, in_shape, n: int) -> ImageData:
 def table_config(name: str, batch: int, switch: str, args):
     precision, compiled = SWITCHES[switch]
     dataset = ["experiment=mnist_lenet", f"dataset.root={args.mnist}"] if name == "lenet" else [f"model={name}"]
-    return compose_config("train", [*dataset, "device=cpu", "optimizer=sgd", "optimizer.lr=0.001",
+    return compose_config("train", [*dataset, f"device={args.device}", "optimizer=sgd", "optimizer.lr=0.001",
                                     f"trainer.epochs={args.rounds + 1}", "trainer.early_stopping=none",
                                     "trainer.shuffle=true", f"trainer.batch_size={batch}",
                                     "trainer.checkpoint_every=0", "dataset.normalize=scale",
@@ -150,17 +150,21 @@ def table_config(name: str, batch: int, switch: str, args):
 
 class PlainLoop:
     """The tutorial loop (float tensors, a shuffling DataLoader, NCHW, SGD) with the same switch:
-    an autocast context around forward and loss for bf16, torch.compile of the model for compile."""
+    an autocast context around forward and loss for bf16 and fp16 (fp16 with a gradient scaler),
+    torch.compile of the model for compile. On a GPU the data lies on the GPU, as cnnexp's does."""
 
-    def __init__(self, cfg, data: ImageData, switch: str):
+    def __init__(self, cfg, data: ImageData, switch: str, device: torch.device):
         torch.manual_seed(0)
         train = data.splits["train"]
-        self.dataset = TensorDataset(train.images.float() / 255.0, train.labels)
+        self.device = device
+        self.dataset = TensorDataset(train.images.to(device).float() / 255.0, train.labels.to(device))
         self.batch = int(cfg.trainer.batch_size)
-        self.model = create_model(cfg.model.name, data.image_shape, data.num_classes, **model_kwargs(cfg.model))
+        model = create_model(cfg.model.name, data.image_shape, data.num_classes, **model_kwargs(cfg.model))
+        self.model = model.to(device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=float(cfg.optimizer.lr))
-        self.autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if switch == "bf16"
-                         else contextlib.nullcontext())
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(switch)
+        self.autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        self.scaler = torch.amp.GradScaler(device.type) if switch == "fp16" else None
         self.forward = torch.compile(self.model) if switch == "compile" else self.model
 
     def epoch(self) -> float:
@@ -169,16 +173,22 @@ class PlainLoop:
             with self.autocast:
                 loss = F.cross_entropy(self.forward(x), y)
             self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler is None:
+                loss.backward()
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             images += len(y)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         return images / (time.perf_counter() - start)
 
 
 def measure_switch(cfg, data: ImageData, switch: str) -> dict:
     """Epoch speeds of both sides, alternating: cnnexp's epoch, then (from its end-of-epoch hook) the
     plain loop's. One Trainer and one plain model for all epochs, so that compilation happens once."""
-    plain = PlainLoop(cfg, data, switch)
     speeds = {"cnnexp": [], "plain": []}
 
     def after_epoch(epoch, images_per_second):
@@ -187,6 +197,7 @@ def measure_switch(cfg, data: ImageData, switch: str) -> dict:
 
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(cfg, data, Path(run_dir), ConsoleReporter(Console(quiet=True)))
+        plain = PlainLoop(cfg, data, switch, trainer.device)
         trainer.validate = after_epoch  # called once an epoch with that epoch's images/s
         trainer.save = lambda which: None
         trainer.fit()
@@ -195,7 +206,7 @@ def measure_switch(cfg, data: ImageData, switch: str) -> dict:
 
 def switch_table(args):
     names, switches = args.models.split(","), args.switches.split(",")
-    print(f"\nswitch table: {args.steps} steps an epoch, median of {args.rounds} epochs after a warm-up epoch, "
+    print(f"\nswitch table on {args.device}: {args.steps} steps an epoch, median of {args.rounds} epochs after a warm-up epoch, "
           f"{torch.get_num_threads()} threads, images/s; ratio = cnnexp / plain loop with the same switch")
     print(f"{'model':<11} {'input':>10} {'batch':>5}  " + "  ".join(f"{s + ' cnnexp':>14} {'plain':>8} {'ratio':>6}"
                                                              for s in switches))
@@ -255,7 +266,8 @@ def main():
     parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "datasets" / "mnist"))
     parser.add_argument("--photos", default=str(ROOT.parent / "shared" / "datasets" / "cats_and_dogs_small" / "train"))
     parser.add_argument("--models", default=",".join(TABLE_MODELS), help="switch table: comma-separated models")
-    parser.add_argument("--switches", default=",".join(SWITCHES), help="switch table: fp32, bf16, compile")
+    parser.add_argument("--switches", default="fp32,bf16,compile", help="switch table: fp32, bf16, fp16 (cuda), compile")
+    parser.add_argument("--device", default="cpu", help="switch table: cpu or cuda (the data on the GPU)")
     parser.add_argument("--steps", type=int, default=3, help="switch table: training steps an epoch")
     args = parser.parse_args()
     parts = args.parts.split(",")
