@@ -3,6 +3,7 @@ fp16 on the CPU is refused, auto says what it chose, inference under bf16 agrees
 compiled and eager runs load each other's checkpoints."""
 
 import json
+from copy import deepcopy
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from omegaconf import OmegaConf
 
 from cnnexp.cli import main
 from cnnexp.engine import precision as precision_module
-from cnnexp.engine.precision import resolve_precision
+from cnnexp.engine.precision import autocast_forward, resolve_precision
 
 TINY = ("model.nkerns=[4,8]", "model.hidden=32", "optimizer.lr=0.1", "trainer.batch_size=20", "dataset.limit=80")
 
@@ -51,6 +52,22 @@ def test_bf16_changes_the_arithmetic(cnnexp, workdir):
     a, b = checkpoint(workdir / "fp32")["model"], checkpoint(workdir / "bf16")["model"]
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert all(torch.allclose(a[k], b[k], atol=0.05) for k in a)
+
+
+def test_a_copy_of_a_bf16_model_runs_its_own_weights():
+    """An EMA or averaged copy (copy.deepcopy) keeps the precision and uses the copy's parameters."""
+    model = torch.nn.Linear(4, 3)
+    autocast_forward(model, resolve_precision(OmegaConf.create({"precision": "bf16"}), torch.device("cpu")))
+    copy = deepcopy(model)
+    with torch.no_grad():
+        copy.weight.zero_()
+        copy.bias.fill_(1.0)
+    x = torch.randn(2, 4)
+    assert torch.equal(copy(x), torch.ones(2, 3))
+    out = model(x)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, x @ model.weight.T + model.bias, atol=0.05)
+    assert not torch.equal(out, x @ model.weight.T + model.bias)  # computed in bfloat16
 
 
 def test_resume_within_bf16_is_exact(cnnexp, workdir):
@@ -137,6 +154,7 @@ def eval_json(cnnexp, run, *args) -> dict:
     return read_json(run / "eval" / "test-last" / "eval.json")
 
 
+@pytest.mark.slow  # four torch.compile compilations: 1-3 minutes on two shared cores
 def test_compiled_and_eager_runs_load_each_others_checkpoints(cnnexp, workdir):
     tiny = (*TINY, "trainer.epochs=1", "dataset.limit=40")
     assert cnnexp("train", *tiny, "device.compile=true", "hydra.run.dir=compiled").code == 0

@@ -7,8 +7,8 @@ with bfloat16 instructions, AVX512-BF16 or AMX; a CUDA GPU with bfloat16), else 
 (docs/results/precision.md).
 """
 
-import functools
 import sys
+import types
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,21 +82,20 @@ def cpu_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
 def autocast_forward(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
     """Make `model(x)` run under `precision`'s autocast and return float32 outputs, in place.
 
-    Patching the instance's forward (not wrapping the module) keeps parameter names, forward hooks
-    on its layers and state_dict keys as they are, so every caller (training, eval, predict, serve,
-    features, viz) gets the same behaviour from this one call.
+    Setting the instance's forward (not wrapping the module) keeps parameter names, forward hooks on
+    its layers and state_dict keys as they are, so every caller (training, eval, predict, serve,
+    features, viz) gets the same behaviour from this one call. It is a method bound to the model, so
+    a copy.deepcopy of the model (an EMA copy, say) runs its own weights at the same precision.
     """
     if precision.name == "fp32":
         return model
-    forward = model.forward
 
-    @functools.wraps(forward)
-    def forward_at_precision(*args, **kwargs):
+    def forward_at_precision(self, *args, **kwargs):
         with precision.autocast():
-            out = forward(*args, **kwargs)
+            out = type(self).forward(self, *args, **kwargs)
         return out.float() if isinstance(out, torch.Tensor) else out
 
-    model.forward = forward_at_precision
+    model.forward = types.MethodType(forward_at_precision, model)
     return model
 
 
