@@ -213,11 +213,13 @@ def switch_table(args):
     for name in names:
         in_shape, batch, kind = TABLE_MODELS[name]
         data = table_data(args, kind, in_shape, batch * args.steps)
-        cells = []
-        for switch in switches:
-            speed = measure_switch(table_config(name, batch, switch, args), data, switch)
-            cells.append(f"{speed['cnnexp']:14.1f} {speed['plain']:8.1f} {speed['cnnexp'] / speed['plain']:5.2f}x")
+        speeds = {switch: measure_switch(table_config(name, batch, switch, args), data, switch) for switch in switches}
+        cells = [f"{v['cnnexp']:14.1f} {v['plain']:8.1f} {v['cnnexp'] / v['plain']:5.2f}x" for v in speeds.values()]
         print(f"{name:<11} {'x'.join(map(str, in_shape)):>10} {batch:>5}  " + "  ".join(cells), flush=True)
+        if "fp32" in speeds:  # what each switch does to each side (cells measured one after the other)
+            gains = [f"{switch} / fp32: cnnexp {v['cnnexp'] / speeds['fp32']['cnnexp']:.2f}x, plain "
+                     f"{v['plain'] / speeds['fp32']['plain']:.2f}x" for switch, v in speeds.items() if switch != "fp32"]
+            print(f"{'':<11} " + "; ".join(gains), flush=True)
 
 
 # ---- start-up ---------------------------------------------------------------------------------------
