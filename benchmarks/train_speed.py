@@ -20,6 +20,9 @@ builds both sides once and then alternates one epoch of `steps` steps each, cnne
 first epoch of each (warm-up, and compilation for `compile`) is left out, the median of `rounds`
 timed epochs is shown with their ratio.
 
+The bf16 line (--parts bf16): for each model, fp32 and bf16-autocast training steps alternating on
+one batch, the ratio of their median step times: whether bfloat16 pays on this machine.
+
 The start-up line (--parts startup): a real `cnnexp train` process (MNIST LeNet), the seconds from
 the process's start to its first training step, and of those, from Trainer construction to it.
 """
@@ -222,6 +225,40 @@ def switch_table(args):
             print(f"{'':<11} " + "; ".join(gains), flush=True)
 
 
+# ---- bf16 against fp32, step by step ------------------------------------------------------------
+def bf16_gain(args):
+    """Does bfloat16 autocast pay on this machine? One model, one batch, alternating an fp32 and a bf16
+    training step (same weights, channels_last, SGD), so that load changes hit both alike; the ratio
+    of the median step times. Answers the question the cells of the switch table (measured one after
+    the other) answer only on a quiet machine."""
+    print(f"\nbf16 autocast / fp32 on {args.device}, {args.steps} alternating steps each after one warm-up, "
+          f"{torch.get_num_threads()} threads: median step time ratio (above 1: bf16 faster)")
+    device = torch.device(args.device)
+    for name in args.models.split(","):
+        in_shape, batch, _ = TABLE_MODELS[name]
+        cfg = table_config(name, batch, "fp32", args)
+        model = create_model(cfg.model.name, in_shape, 10, **model_kwargs(cfg.model))
+        model = model.to(device, memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
+        x = torch.rand(batch, *in_shape, device=device).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (batch,), device=device)
+        times = {"fp32": [], "bf16": []}
+        for step in range(args.steps + 1):
+            for precision in times:
+                start = time.perf_counter()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss.item()
+                if step:
+                    times[precision].append(time.perf_counter() - start)
+        fp32, bf16 = (statistics.median(times[k]) for k in ("fp32", "bf16"))
+        print(f"{name:<11} {'x'.join(map(str, in_shape)):>10} batch {batch:>3}: fp32 {batch / fp32:8.1f} img/s, "
+              f"bf16 {batch / bf16:8.1f} img/s, bf16 / fp32 {fp32 / bf16:5.2f}x", flush=True)
+
+
 # ---- start-up ---------------------------------------------------------------------------------------
 STARTUP_PROBE = """
 import os, sys, time
@@ -262,7 +299,7 @@ def startup(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="mnist,table,startup", help="comma-separated: mnist, table, startup")
+    parser.add_argument("--parts", default="mnist,table,startup", help="comma-separated: mnist, table, bf16, startup")
     parser.add_argument("--rounds", type=int, default=3, help="epochs each loop trains, taking turns")
     parser.add_argument("--limit", type=int, default=20000, help="training images used (of 50,000)")
     parser.add_argument("--mnist", default=str(ROOT.parent / "shared" / "datasets" / "mnist"))
@@ -278,6 +315,8 @@ def main():
         mnist_comparison(args)
     if "table" in parts:
         switch_table(args)
+    if "bf16" in parts:
+        bf16_gain(args)
     if "startup" in parts:
         startup(args)
     print(f"wall time {time.perf_counter() - wall:.0f} s")
