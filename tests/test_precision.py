@@ -102,9 +102,9 @@ def test_unknown_precision_is_one_line_error(cnnexp, workdir, fp32_run):
 
 
 @pytest.mark.parametrize("flags, chosen, named", [("fpu avx512f amx_bf16 avx512_bf16", "bf16", "AMX"),
-                                                  ("fpu avx512f avx512_bf16", "bf16", "AVX512-BF16"),
+                                                  ("fpu avx512f avx512_bf16", "fp32", "AVX512-BF16 but no AMX"),
                                                   ("fpu avx2 avx512f", "fp32", "no bfloat16 instructions")])
-def test_auto_on_cpu_picks_bf16_only_with_bf16_instructions(monkeypatch, tmp_path, flags, chosen, named):
+def test_auto_on_cpu_picks_bf16_only_with_amx(monkeypatch, tmp_path, flags, chosen, named):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     read_flags = precision_module.cpu_bf16_units
@@ -117,7 +117,7 @@ def test_auto_on_cpu_picks_bf16_only_with_bf16_instructions(monkeypatch, tmp_pat
 def test_auto_run_says_what_it_chose(cnnexp, workdir):
     result = cnnexp("train", *TINY, "trainer.epochs=1", "device=cpu", "device.precision=auto", "hydra.run.dir=run")
     assert result.code == 0, result.err
-    chosen = "bf16" if precision_module.cpu_bf16_units() else "fp32"
+    chosen = "bf16" if precision_module.cpu_bf16_units() == "AMX" else "fp32"
     assert f"precision {chosen} (auto: " in " ".join(result.out.split())
     assert read_json(workdir / "run" / "metrics.json")["precision"] == chosen
 

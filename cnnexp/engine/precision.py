@@ -3,8 +3,7 @@
 Mixed precision runs the forward pass (and the loss) under `torch.autocast`; the parameters, the
 optimizer state and so the checkpoints stay float32. fp16 needs a gradient scaler and a CUDA GPU; bf16
 runs on CPU and CUDA. `auto` picks bf16 only where it was measured faster and no less accurate (a CPU
-with bfloat16 instructions, AVX512-BF16 or AMX; a CUDA GPU with bfloat16), else fp32, and says why
-(docs/results/precision.md).
+with AMX tile units; a CUDA GPU with bfloat16), else fp32, and says why (docs/results/precision.md).
 """
 
 import sys
@@ -61,8 +60,11 @@ def auto_choice(device: torch.device) -> tuple[str, str]:
             return "bf16", f"{torch.cuda.get_device_name(device)} computes in bfloat16"
         return "fp32", f"{torch.cuda.get_device_name(device)} has no bfloat16 support"
     units = cpu_bf16_units()
-    if units:
-        return "bf16", f"this CPU has {units} bfloat16 instructions; bf16 measured faster and as accurate on them"
+    if units == "AMX":
+        return "bf16", "this CPU has AMX bfloat16 tile units (bf16 measured 1.8-3.8x faster on such a CPU)"
+    if units == "AVX512-BF16":
+        return "fp32", ("this CPU has AVX512-BF16 but no AMX: bf16 measured faster for LeNet but not for AlexNet-BN "
+                        "or ResNet18 on such a CPU (docs/results/precision.md); device.precision=bf16 to use it")
     return "fp32", "this CPU has no bfloat16 instructions (AMX or AVX512-BF16): bf16 would be emulated, slower"
 
 
