@@ -63,8 +63,8 @@ def auto_choice(device: torch.device) -> tuple[str, str]:
     if units == "AMX":
         return "bf16", "this CPU has AMX bfloat16 tile units (bf16 measured 1.8-3.8x faster on such a CPU)"
     if units == "AVX512-BF16":
-        return "fp32", ("this CPU has AVX512-BF16 but no AMX: bf16 measured faster for LeNet but not for AlexNet-BN "
-                        "or ResNet18 on such a CPU (docs/results/precision.md); device.precision=bf16 to use it")
+        return "fp32", ("this CPU has AVX512-BF16 but no AMX: bf16 measured faster for LeNet and VGG16 but not "
+                        "for AlexNet-BN or ResNet18 on such a CPU (docs/results/precision.md); device.precision=bf16 to use it")
     return "fp32", "this CPU has no bfloat16 instructions (AMX or AVX512-BF16): bf16 would be emulated, slower"
 
 
