@@ -104,7 +104,8 @@ def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
 
     record = {"split": cfg.split, "n": len(labels), **summary(plain, labels),
               "run": str(cfg.run) if cfg.run is not None else None, "checkpoint": str(restored.checkpoint_path),
-              "epoch": restored.epoch, "step": restored.step, "tencrop": tencrop is not None}
+              "epoch": restored.epoch, "step": restored.step, "tencrop": tencrop is not None,
+              "precision": restored.precision.name}
     if tencrop is not None:
         record.update(tencrop_reduce=cfg.eval.tencrop_reduce, tencrop_views=10 if cfg.eval.tencrop_mirror else 5)
         record.update({f"tencrop_{k}": v for k, v in summary(tencrop, labels).items()})
@@ -116,7 +117,7 @@ def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
 
     screen = console()
     screen.print(f"[bold]cnnexp eval[/]  {restored.checkpoint_path} (epoch {restored.epoch}, step {restored.step})  "
-                  f"{cfg.split} split, {result['n']} images")
+                  f"{cfg.split} split, {result['n']} images, precision {restored.precision.describe()}")
     plain_numbers = {k: result[k] for k in ("error", "accuracy", "rank1", "rank5", "loss")}
     tencrop_numbers = {k: result[f"tencrop_{k}"] for k in plain_numbers} if result["tencrop"] else None
     screen.print(results_table(plain_numbers, tencrop_numbers, views_label(cfg)))

@@ -135,7 +135,8 @@ def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:
         "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.get('weight_decay', 0)}",
         "trainer": f"{cfg.trainer.epochs} epochs  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
                    f"early stopping {cfg.trainer.early_stopping}",
-        "device": f"{trainer.device}  seed {cfg.seed}",
+        "device": f"{trainer.device}  precision {trainer.precision.describe()}  "
+                  f"compile {bool(cfg.device.get('compile'))}  seed {cfg.seed}",
         "run folder": str(run_dir),
     }
     group = trainer.group

@@ -40,6 +40,7 @@ def check_config(cfg) -> None:
     if cfg.trainer.best_by not in BEST_BY:
         raise UserError(f"trainer.best_by={cfg.trainer.best_by} is not one of: {', '.join(BEST_BY)}")
     below_one(cfg, "trainer.ema_decay", optional=True)
+    check_precision(cfg)
 
 
 def below_one(cfg, key: str, optional: bool = False) -> None:
@@ -49,3 +50,15 @@ def below_one(cfg, key: str, optional: bool = False) -> None:
         return
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
         raise UserError(f"{key}={value!r} must be a number in [0, 1)" + (" or null" if optional else ""))
+
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # as cnnexp.engine.precision, without importing torch
+
+
+def check_precision(cfg) -> None:
+    precision = OmegaConf.select(cfg, "device.precision")
+    if precision is not None and precision not in PRECISIONS:
+        raise UserError(f"device.precision={precision} is not one of: {', '.join(PRECISIONS)}")
+    if precision == "fp16" and OmegaConf.select(cfg, "device.type") == "cpu":
+        raise UserError("device.precision=fp16 needs a CUDA GPU (this run is on cpu); "
+                        "use device.precision=bf16 or device.precision=fp32")

@@ -56,6 +56,8 @@ class DeviceSchema:
     type: str = MISSING
     channels_last: bool = MISSING
     threads: Optional[int] = MISSING
+    precision: str = MISSING
+    compile: bool = MISSING
 
 
 @dataclass

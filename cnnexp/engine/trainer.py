@@ -25,6 +25,7 @@ from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.ema import WeightAverage
 from cnnexp.engine.evaluation import evaluate, evaluate_shard
 from cnnexp.engine.interrupts import StopRequests
+from cnnexp.engine.precision import autocast_forward, compile_model, resolve_precision
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, Pruned, UserError
@@ -61,6 +62,7 @@ class Trainer:
         self.reporter = reporter or ConsoleReporter()
         self.group = Group()  # rank 0 of 1 unless started by torchrun
         self.device = select_device(cfg.device)
+        self.precision = resolve_precision(cfg.device, self.device)
         set_threads(cfg.device)
         seed_everything(int(cfg.seed))
         self.data = data.to(self.device)
@@ -78,6 +80,8 @@ class Trainer:
         self.pipeline = Pipeline(augmentation, self.normalizer, channels_last)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory_format)
+        compile_model(autocast_forward(self.model, self.precision), bool(cfg.device.get("compile")))
+        self.scaler = self.precision.grad_scaler()
         sync_bn = bool(cfg.trainer.get("sync_bn", False))
         self.batchnorm = self.group.batchnorm_mode(self.model, self.device, sync_bn)
         self.train_model = self.group.wrap(self.model, self.device, sync_bn)  # what train_step calls
@@ -156,6 +160,8 @@ class Trainer:
             "input_shape": list(self.input_shape),
             "image_shape": list(self.data.image_shape),
             "world_size": self.group.world_size,
+            "precision": self.precision.name,
+            "grad_scaler": self.scaler.state_dict() if self.scaler else None,
         }
 
     def save(self, which: str) -> None:
@@ -180,6 +186,8 @@ class Trainer:
         order = ckpt["epoch_order"]
         self.epoch_order = order.to(self.device) if order is not None and self.state.batch_in_epoch else None
         restore_rng(ckpt["rng"], self.generator)
+        if self.scaler and ckpt.get("grad_scaler"):
+            self.scaler.load_state_dict(ckpt["grad_scaler"])
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -326,12 +334,21 @@ class Trainer:
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
         smoothing = float(self.cfg.trainer.get("label_smoothing") or 0.0)
+        # the model's forward runs under autocast (engine/precision.py); the loss sees float32 logits
         loss = self.group.loss(self.train_model(inputs), labels, self.global_batch, smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # so that grad_clip sees the true gradients
         if self.cfg.trainer.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.trainer.grad_clip))
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         if self.ema:
             self.ema.update(self.model, self.state.step)
         return loss.detach()
@@ -437,6 +454,8 @@ class Trainer:
             "train_seconds": state.train_seconds,
             "images_per_second": state.images_seen / max(state.train_seconds, 1e-9),
             "params": self.freezing.total,
+            "precision": self.precision.name,
+            "compiled": bool(self.cfg.device.get("compile")),
             "trainable_params": self.freezing.trainable,
             "stopped_early": self.stop_reason == "early stopping",
             "diverged": diverged,

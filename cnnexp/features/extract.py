@@ -24,6 +24,7 @@ from rich.text import Text
 from cnnexp.data import create_dataset
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import seed_everything, select_device
+from cnnexp.engine.precision import Precision, prepare_for_inference
 from cnnexp.features.layers import FeatureExtractor, LayerChoice
 from cnnexp.features.store import FeatureWriter
 from cnnexp.inference.restore import restore, shape_text
@@ -47,6 +48,7 @@ class Source:
     dataset_cfg: DictConfig  # the dataset the features come from
     device: torch.device
     record: dict = field(default_factory=dict)  # file attributes naming the source
+    precision: Precision | None = None  # the autocast the model's forward runs under (device.precision)
 
 
 def source_from_run(cfg, dataset_overrides: dict) -> Source:
@@ -59,7 +61,8 @@ def source_from_run(cfg, dataset_overrides: dict) -> Source:
               "source_run": "" if cfg.run is None else str(Path(str(cfg.run)).expanduser().resolve()),
               "checkpoint": str(restored.checkpoint_path.resolve()), "epoch": restored.epoch,
               "augmentation": OmegaConf.to_container(restored.config.augmentation, resolve=True)}
-    return Source(restored.model, restored.pipeline, restored.image_shape, dataset_cfg, restored.device, record)
+    return Source(restored.model, restored.pipeline, restored.image_shape, dataset_cfg, restored.device, record,
+                  restored.precision)
 
 
 def source_from_model(cfg, data) -> Source:
@@ -73,11 +76,12 @@ def source_from_model(cfg, data) -> Source:
     normalizer = model_normalizer(cfg, data, weights_normalization(model_cfg, loaded, image_shape[0]))
     pipeline = Pipeline(Augmentation({}, image_shape), normalizer, bool(cfg.device.channels_last))
     model.to(device, memory_format=pipeline.memory_format).eval()
+    precision = prepare_for_inference(model, cfg.device, device)
     record = {"model": model_cfg["name"], "model_config": model_cfg,
               "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),
               "weights_loaded": loaded.summary() if loaded is not None else "",
               "source_run": "", "checkpoint": "", "seed": int(cfg.seed), "augmentation": {}}
-    return Source(model, pipeline, image_shape, cfg.dataset, device, record)
+    return Source(model, pipeline, image_shape, cfg.dataset, device, record, precision)
 
 
 def absolute_weights(model_cfg: dict) -> dict:
@@ -220,15 +224,17 @@ def source_from_attrs(attrs: dict, device_cfg) -> tuple[FeatureExtractor, Source
     """The extractor that made a features file, from the attributes it wrote."""
     if attrs.get("checkpoint"):
         restored = restore(attrs["source_run"] or None, attrs["checkpoint"], "best", device_cfg)
-        model, device = restored.model, restored.device
+        model, device, precision = restored.model, restored.device, restored.precision
     else:
         model, _ = build_model(parsed(attrs["model_config"]), tuple(int(v) for v in attrs["image_size"]),
                                len(attrs["label_names"]), int(attrs.get("seed", 0)))
         device = select_device(device_cfg)
+        precision = prepare_for_inference(model, device_cfg, device)
     image_shape = tuple(int(v) for v in attrs["image_size"])
     pipeline = Pipeline(Augmentation(parsed(attrs["augmentation"]), image_shape),
                         Normalizer(attrs["normalize"], attrs["mean"], attrs["std"]), bool(attrs["channels_last"]))
     model.to(device, memory_format=pipeline.memory_format).eval()
     layer = LayerChoice(attrs["layer"], attrs["layer_take"], attrs["layer_pool"] or None, int(attrs["feature_dim"]))
-    source = Source(model, pipeline, image_shape, OmegaConf.create(parsed(attrs["dataset_config"])), device)
+    source = Source(model, pipeline, image_shape, OmegaConf.create(parsed(attrs["dataset_config"])), device,
+                    precision=precision)
     return FeatureExtractor(model, layer), source

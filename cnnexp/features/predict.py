@@ -28,4 +28,4 @@ def restore_probe(run, checkpoint, device_cfg) -> Restored:
     model = nn.Sequential(extractor, LinearProbe(arrays)).to(source.device).eval()
     config = OmegaConf.create({"dataset": source.dataset_cfg, "model": {"name": f"probe on {attrs['model']}"}})
     return Restored(config, path, 0, 0, model, source.pipeline, list(attrs["label_names"]), source.image_shape,
-                    source.device)
+                    source.device, source.precision)

@@ -16,6 +16,7 @@ from cnnexp.data import ImageData, create_dataset
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import select_device
 from cnnexp.engine.checkpoint import find_checkpoint, load_checkpoint
+from cnnexp.engine.precision import Precision, prepare_for_inference
 from cnnexp.utils.errors import UserError
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.utils.runs import load_run_config
@@ -35,6 +36,7 @@ class Restored:
     class_names: list[str]
     image_shape: tuple[int, int, int]  # C, H, W of the training images (before any crop)
     device: torch.device
+    precision: Precision  # the autocast the model's forward runs under (device.precision)
 
     def load_data(self) -> ImageData:
         """The run's dataset (with overrides), checked against what the model was trained on."""
@@ -70,8 +72,9 @@ def restore(run=None, checkpoint=None, which: str = "best", device_cfg=None,
     model = build_model(config, pipeline.augmentation.out_shape, ckpt, path)
     device = select_device(device_cfg)
     model.to(device, memory_format=pipeline.memory_format).eval()
+    precision = prepare_for_inference(model, device_cfg, device)
     return Restored(config, path, int(ckpt.get("epoch", 0)), int(ckpt.get("step", 0)), model, pipeline,
-                    list(ckpt["class_names"]), image_shape, device)
+                    list(ckpt["class_names"]), image_shape, device, precision)
 
 
 def checkpoint_path(run, checkpoint, which: str) -> Path:

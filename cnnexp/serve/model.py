@@ -52,6 +52,7 @@ class ServedModel:
             "image_shape": list(restored.image_shape),
             "input_shape": list(restored.pipeline.augmentation.out_shape),
             "device": str(restored.device),
+            "precision": restored.precision.name,
             "threads": torch.get_num_threads(),
             "metrics": run_metrics(run),
             "options": {key: cfg[key] for key in ("topk", "detect_face", "face_margin", "tencrop", "max_batch",
