@@ -179,3 +179,14 @@ def test_ema_averages_weights_and_norm_statistics():
     for key, value in average.module.state_dict().items():
         expected = start[key] + 2 if value.is_floating_point() else start[key] + 7
         assert torch.allclose(value, expected), key
+
+
+def test_curves_star_the_checkpoint_best_by_chose():
+    """The test split is scored at each new best, so the last row with a test error is best.pt's."""
+    from cnnexp.engine.curves import best_row
+
+    rows = [{"val_error": 0.1, "test_error": 0.1}, {"val_error": 0.0, "test_error": 0.05},
+            {"val_error": 0.025, "test_error": None}, {"val_error": 0.0, "test_error": 0.0},
+            {"val_error": 0.0, "test_error": None}]
+    assert best_row(rows) == 3
+    assert best_row([{"val_error": 0.2}, {"val_error": 0.1}, {"val_error": 0.1}]) == 1  # no test column

@@ -39,7 +39,11 @@ def series(rows: list[dict], xs: list, key: str, scale: float = 1.0) -> tuple[li
 
 
 def best_row(rows: list[dict]) -> int | None:
-    """Index of the first row with the lowest validation error (the trainer's best checkpoint)."""
+    """Index of the row of the trainer's best checkpoint: the last one with a test error (the test split
+    is scored at each new best, whatever `trainer.best_by` is), else the first lowest validation error."""
+    new_bests = [i for i, row in enumerate(rows) if finite(row.get("test_error"))]
+    if new_bests:
+        return new_bests[-1]
     scored = [(float(row["val_error"]), i) for i, row in enumerate(rows) if finite(row.get("val_error"))]
     return min(scored)[1] if scored else None
 
