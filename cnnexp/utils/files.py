@@ -41,3 +41,14 @@ def exclusive_lock(folder: Path, name: str = ".lock"):
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def waiting_lock(path: Path):
+    """Hold the lock file `path`, waiting while another process holds it (released when the holder dies)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -23,7 +23,7 @@ from cnnexp.commands import train
 from cnnexp.commands.sweep.folders import read_json
 from cnnexp.commands.sweep.plan import parse_overrides
 from cnnexp.utils.errors import Pruned, UserError
-from cnnexp.utils.files import write_json_atomic
+from cnnexp.utils.files import waiting_lock, write_json_atomic
 
 OBJECTIVE = "best_val_error"  # what the study minimises: the test split stays out of the choice
 SAMPLERS = ("tpe", "random")
@@ -79,19 +79,22 @@ def override_text(value) -> str:
 def make_study(settings, sweep_dir: Path):
     import optuna
 
-    storage = settings.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    if str(storage).startswith("sqlite"):  # several workers on one file: wait for the lock, do not fail
-        storage = optuna.storages.RDBStorage(str(storage), engine_kwargs={"connect_args": {"timeout": 60}})
+    url = str(settings.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}")
     startup = int(settings.startup_trials)
     sampler = optuna.samplers.TPESampler(n_startup_trials=startup) if settings.sampler == "tpe" \
         else optuna.samplers.RandomSampler()
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup) if settings.pruner == "median" \
         else optuna.pruners.NopPruner()
     try:
-        return optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=str(settings.study),
-                                   direction="minimize", load_if_exists=True)
+        # workers started together would each create the new database's tables: one at a time
+        with waiting_lock(sweep_dir / ".optuna.lock"):
+            storage = url
+            if url.startswith("sqlite"):  # several workers on one file: wait for its lock, do not fail
+                storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            return optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                       study_name=str(settings.study), direction="minimize", load_if_exists=True)
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
-        raise UserError(f"cannot open the Optuna study '{settings.study}' in {settings.storage or storage.url}: "
+        raise UserError(f"cannot open the Optuna study '{settings.study}' in {url}: "
                         f"{str(exc).splitlines()[0]}; check storage=<database URL>") from exc
 
 
