@@ -85,6 +85,7 @@ class Trainer:
         sync_bn = bool(cfg.trainer.get("sync_bn", False))
         self.batchnorm = self.group.batchnorm_mode(self.model, self.device, sync_bn)
         self.train_model = self.group.wrap(self.model, self.device, sync_bn)  # what train_step calls
+        self.label_smoothing = float(cfg.trainer.get("label_smoothing") or 0.0)  # read once, not every step
         ema_decay = cfg.trainer.get("ema_decay")
         self.ema = WeightAverage(self.model, ema_decay) if ema_decay else None
         self.optimizer = build_optimizer(cfg.optimizer, parameter_groups(
@@ -333,9 +334,8 @@ class Trainer:
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
-        smoothing = float(self.cfg.trainer.get("label_smoothing") or 0.0)
         # the model's forward runs under autocast (engine/precision.py); the loss sees float32 logits
-        loss = self.group.loss(self.train_model(inputs), labels, self.global_batch, smoothing)
+        loss = self.group.loss(self.train_model(inputs), labels, self.global_batch, self.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
