@@ -190,3 +190,17 @@ def test_curves_star_the_checkpoint_best_by_chose():
             {"val_error": 0.0, "test_error": None}]
     assert best_row(rows) == 3
     assert best_row([{"val_error": 0.2}, {"val_error": 0.1}, {"val_error": 0.1}]) == 1  # no test column
+
+
+def test_header_says_what_training_does_whatever_the_choices_are_called(cnnexp, workdir):
+    """An experiment's augmentation block applies on top of `augmentation=none`: the header shows it."""
+    result = cnnexp("train", *QUICK, "trainer.epochs=1", "augmentation=none", "augmentation.rotation=10",
+                    "augmentation.flip=true", "trainer.label_smoothing=0.1", "trainer.ema_decay=0.9",
+                    "scheduler=cosine", "scheduler.warmup_epochs=1", "hydra.run.dir=run")
+    assert result.code == 0, result.err
+    header = " ".join(result.out.split())
+    assert "augmentation mirror, rotation 10°, fill nearest" in header
+    assert "CosineAnnealingLR after 1 warm-up epoch" in header
+    assert "label smoothing 0.1 EMA 0.9" in header
+    plain = cnnexp("train", *QUICK, "trainer.epochs=1", "hydra.run.dir=plain")
+    assert "augmentation none (whole image)" in " ".join(plain.out.split())

@@ -133,8 +133,10 @@ def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:
         "dataset": f"{cfg.dataset.name}  train/val/test {sizes}  input {shape}  {data.num_classes} classes",
         "model": f"{cfg.model.name}  {trainer.freezing.summary()}",
         "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.get('weight_decay', 0)}",
+        "scheduler": schedule_line(cfg.scheduler),
+        "augmentation": trainer.pipeline.augmentation.describe(),
         "trainer": f"{cfg.trainer.epochs} epochs  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
-                   f"early stopping {cfg.trainer.early_stopping}",
+                   f"early stopping {cfg.trainer.early_stopping}{regularisers_line(cfg.trainer)}",
         "device": f"{trainer.device}  precision {trainer.precision.describe()}  "
                   f"compile {bool(cfg.device.get('compile'))}  seed {cfg.seed}",
         "run folder": str(run_dir),
@@ -151,6 +153,21 @@ def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:
     if trainer.weights is not None:
         summary["weights"] = weights_line(trainer.weights, trainer)
     return summary
+
+
+def schedule_line(scheduler) -> str:
+    target = scheduler.get("_target_")
+    warmup = scheduler.get("warmup_epochs") or 0
+    name = target.rsplit(".", 1)[-1] if target else "constant lr"
+    return name + (f" after {warmup} warm-up epoch{'s' * (warmup != 1)}" if warmup else "")
+
+
+def regularisers_line(trainer_cfg) -> str:
+    """The training knobs that change the loss or the kept weights, only where they are on."""
+    parts = [f"label smoothing {trainer_cfg.label_smoothing:g}"] if trainer_cfg.get("label_smoothing") else []
+    parts += [f"EMA {trainer_cfg.ema_decay:g}"] if trainer_cfg.get("ema_decay") else []
+    parts += [f"best by {trainer_cfg.best_by}"] if trainer_cfg.get("best_by", "val_error") != "val_error" else []
+    return "".join(f"  {part}" for part in parts)
 
 
 def weights_line(report, trainer: Trainer) -> str:

@@ -133,8 +133,19 @@ class Augmentation:
         fill = cfg.get("fill", "nearest")
         if fill not in FILL_MODES:
             raise UserError(f"augmentation.fill={fill} is not one of: {', '.join(FILL_MODES)}")
+        self.fill = fill
         self.padding = FILL_MODES[fill]
         self.warps = any(self.ranges.values())
+
+    def describe(self) -> str:
+        """What training actually does to an image, whatever the choice is called: an experiment's
+        `augmentation:` block still applies on top of `augmentation=none`."""
+        parts = [f"random {self.crop_size[0]}x{self.crop_size[1]} patch"] if self.crops else []
+        parts += ["mirror"] if self.flip else []
+        units = {"rotation": "°", "shear": "°"}
+        parts += [f"{key.replace('_', ' ')} {value:g}{units.get(key, '')}" for key, value in self.ranges.items() if value]
+        parts += [f"fill {self.fill}"] if self.warps else []
+        return ", ".join(parts) or "none (whole image)"
 
     def train(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.warps:
