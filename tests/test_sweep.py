@@ -126,6 +126,22 @@ def test_aggregation_mean_std_min_max_and_failures(cnnexp, workdir):
     assert_valid_png(sweep_dir / "summary.png")
 
 
+def test_runs_gathered_by_hand_group_by_value_not_by_spelling(cnnexp, workdir):
+    """Without a sweep.json, `2e-3` and `0.002`, `False` and `false` are the same point."""
+    sweep_dir = workdir / "gathered"
+    fake_run(sweep_dir, "a", ["optimizer.lr=2e-3", "augmentation.flip=false", "model.widths=[8, 16]", "seed=0"],
+             {"best_val_error": 0.1, "test_error": 0.2})
+    fake_run(sweep_dir, "b", ["optimizer.lr=0.002", "augmentation.flip=False", "model.widths=[8,16]", "seed=1"],
+             {"best_val_error": 0.3, "test_error": 0.4})
+    fake_run(sweep_dir, "c", ["optimizer.lr=0.02", "augmentation.flip=false", "model.widths=[8,16]", "seed=0"],
+             {"best_val_error": 0.5, "test_error": 0.6})
+    result = cnnexp("sweep", "summarize", f"dir={sweep_dir}")
+    assert result.code == 0, result.err
+    summary = read_json(sweep_dir / "summary.json")
+    assert summary["keys"] == ["optimizer.lr"]
+    assert [(p["values"]["optimizer.lr"], p["runs_ok"]) for p in summary["points"]] == [("0.002", 2), ("0.02", 1)]
+
+
 def test_summary_of_two_keys_and_another_metric(cnnexp, workdir):
     sweep_dir = workdir / "sweep"
     for bs in (10, 40):

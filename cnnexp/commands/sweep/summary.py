@@ -4,6 +4,7 @@ import statistics
 from pathlib import Path
 
 from cnnexp.commands.sweep.folders import Run, load_runs, read_json, run_key
+from cnnexp.commands.sweep.plan import override_value
 from cnnexp.commands.sweep.plot import plot_summary
 from cnnexp.commands.sweep.table import STAT_METRICS, SUMMARY_FILES, rich_table, write_summary
 from cnnexp.utils.errors import UserError
@@ -16,6 +17,9 @@ def summarize(sweep_dir: Path, metric: str) -> dict:
     if not runs:
         raise UserError(f"{sweep_dir} holds no run folders; give the folder a sweep wrote "
                         f"(outputs/sweep/<timestamp>)")
+    if read_json(sweep_dir / "sweep.json") is None:  # runs gathered by hand: `2e-3` and `0.002` are one point
+        for run in runs:
+            run.overrides = canonical_values(run.overrides)
     keys, orders = point_keys(sweep_dir, runs)
     rows = aggregate(runs, keys, metric)
     summary = {"sweep_dir": str(sweep_dir), "metric": metric, "keys": keys, "points": rows}
@@ -33,6 +37,21 @@ def summarize(sweep_dir: Path, metric: str) -> dict:
     console.print(f"wrote {', '.join(SUMMARY_FILES)} in {sweep_dir}; compare the runs in TensorBoard's "
                   f"HPARAMS tab: tensorboard --logdir {sweep_dir}", highlight=False, soft_wrap=True)
     return summary
+
+
+def canonical_values(overrides: dict) -> dict:
+    """Each override's value as Hydra reads it, written one way (`False` -> false, `2e-3` -> 0.002)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    canonical = {}
+    for key, value in overrides.items():
+        try:
+            canonical[key] = override_value(parser.parse_override(f"{key.lstrip('+~')}={value}").value())
+        except HydraException:
+            canonical[key] = value
+    return canonical
 
 
 def sort_key(value: str):
