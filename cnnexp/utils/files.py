@@ -28,27 +28,17 @@ def atomic_path(path: Path):
 
 
 @contextmanager
-def exclusive_lock(folder: Path, name: str = ".lock"):
+def exclusive_lock(folder: Path, name: str = ".lock", wait: bool = False):
     """Yield True while this process holds the lock file `folder/name`, False when another process holds
-    it. An flock belongs to the open file, so the kernel releases it when the holder dies, however it dies."""
+    it (with `wait`, wait for it instead: always True). An flock belongs to the open file, so the kernel
+    releases it when the holder dies, however it dies."""
     with open(folder / name, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         try:
             yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def waiting_lock(path: Path):
-    """Hold the lock file `path`, waiting while another process holds it (released when the holder dies)."""
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

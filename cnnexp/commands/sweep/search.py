@@ -23,7 +23,7 @@ from cnnexp.commands import train
 from cnnexp.commands.sweep.folders import read_json
 from cnnexp.commands.sweep.plan import parse_overrides
 from cnnexp.utils.errors import Pruned, UserError
-from cnnexp.utils.files import waiting_lock, write_json_atomic
+from cnnexp.utils.files import exclusive_lock, write_json_atomic
 
 OBJECTIVE = "best_val_error"  # what the study minimises: the test split stays out of the choice
 SAMPLERS = ("tpe", "random")
@@ -87,7 +87,7 @@ def make_study(settings, sweep_dir: Path):
         else optuna.pruners.NopPruner()
     try:
         # workers started together would each create the new database's tables: one at a time
-        with waiting_lock(sweep_dir / ".optuna.lock"):
+        with exclusive_lock(sweep_dir, ".optuna.lock", wait=True):
             storage = url
             if url.startswith("sqlite"):  # several workers on one file: wait for its lock, do not fail
                 storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})

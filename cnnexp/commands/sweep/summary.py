@@ -18,8 +18,7 @@ def summarize(sweep_dir: Path, metric: str) -> dict:
         raise UserError(f"{sweep_dir} holds no run folders; give the folder a sweep wrote "
                         f"(outputs/sweep/<timestamp>)")
     if read_json(sweep_dir / "sweep.json") is None:  # runs gathered by hand: `2e-3` and `0.002` are one point
-        for run in runs:
-            run.overrides = canonical_values(run.overrides)
+        canonicalize(runs)
     keys, orders = point_keys(sweep_dir, runs)
     rows = aggregate(runs, keys, metric)
     summary = {"sweep_dir": str(sweep_dir), "metric": metric, "keys": keys, "points": rows}
@@ -39,19 +38,18 @@ def summarize(sweep_dir: Path, metric: str) -> dict:
     return summary
 
 
-def canonical_values(overrides: dict) -> dict:
-    """Each override's value as Hydra reads it, written one way (`False` -> false, `2e-3` -> 0.002)."""
+def canonicalize(runs: list[Run]) -> None:
+    """Each run's override values as Hydra reads them, written one way (`False` -> false, `2e-3` -> 0.002)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     parser = OverridesParser.create()
-    canonical = {}
-    for key, value in overrides.items():
-        try:
-            canonical[key] = override_value(parser.parse_override(f"{key.lstrip('+~')}={value}").value())
-        except HydraException:
-            canonical[key] = value
-    return canonical
+    for run in runs:
+        for key, value in run.overrides.items():
+            try:
+                run.overrides[key] = override_value(parser.parse_override(f"{key.lstrip('+~')}={value}").value())
+            except HydraException:
+                pass  # not Hydra syntax: compared as written
 
 
 def sort_key(value: str):
