@@ -57,6 +57,8 @@ CASES = [
     (("train", "dataset=cifar"), "unknown dataset 'cifar'"),
     (("train", "model=resnet9000"), "unknown model 'resnet9000'"),
     (("train", "scheduler=linear"), "unknown scheduler 'linear'"),
+    (("train", "scheduler=step", "scheduler.milestones=abc", *TINY), "scheduler.milestones='abc' must be a list"),
+    (("train", "scheduler=staircase", "scheduler.gamma=half", *TINY), "scheduler.gamma='half' must be a number"),
     (("train", "experiment=nope"), "unknown experiment 'nope'"),
     (("train", "trainer.epoch=3"), "unknown key 'trainer.epoch'"),
     (("train", "model.widths=[8]"), "model.widths"),

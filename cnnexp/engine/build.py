@@ -1,5 +1,6 @@
 """Turning config nodes into the objects a run needs: device, seed, optimizer, scheduler."""
 
+import inspect
 import random
 
 import numpy as np
@@ -74,10 +75,37 @@ def _instantiate_scheduler(scheduler_cfg, optimizer):
         return None
     torch_cfg = OmegaConf.create({k: v for k, v in scheduler_cfg.items() if k not in ENGINE_SCHEDULER_KEYS})
     try:
-        return instantiate(torch_cfg, optimizer=optimizer)
+        scheduler = instantiate(torch_cfg, optimizer=optimizer)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         raise UserError(f"cannot build scheduler {scheduler_cfg.get('_target_')}: {cause}; check the scheduler.* keys")
+    check_scheduler_arguments(type(scheduler), OmegaConf.to_container(torch_cfg))
+    return scheduler
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The simple annotations of torch's scheduler arguments, and what a value of each must be.
+ARGUMENT_KINDS = {
+    "int": ("an integer", _is_integer),
+    "float": ("a number", lambda value: _is_integer(value) or isinstance(value, float)),
+    "Iterable[int]": ("a list of integers, e.g. [30,60]",
+                      lambda value: isinstance(value, list) and all(_is_integer(item) for item in value)),
+}
+
+
+def check_scheduler_arguments(cls, arguments: dict) -> None:
+    """Torch's schedulers take their arguments unchecked: `milestones=abc` builds a schedule that never
+    decays and `gamma=half` fails an epoch into training. Check the simply typed ones up front."""
+    parameters = inspect.signature(cls).parameters
+    for key, value in arguments.items():
+        annotation = parameters[key].annotation if key in parameters else None
+        name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
+        what, accepts = ARGUMENT_KINDS.get(name, (None, None))
+        if accepts is not None and not accepts(value):
+            raise UserError(f"scheduler.{key}={value!r} must be {what}")
 
 
 def to_plain(cfg) -> dict:
