@@ -289,12 +289,19 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(run, images, tmp_pat
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
 
 
-def test_run_that_cannot_load_is_one_line_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cnnexp", "serve", f"run={tmp_path / 'missing'}",
-                           f"port={free_port()}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+@pytest.mark.parametrize("make_run, message", [
+    (lambda folder: None, "run={run} is not a folder; give a train run folder such as outputs/train/<run>"),
+    (lambda folder: (folder.mkdir(), (folder / "config.yaml").write_text("seed: 0\n")),
+     "no best checkpoint in the run folder ({run}/checkpoints/best.pt is missing); pick a finished train run"),
+], ids=["missing", "no checkpoint"])
+def test_run_that_cannot_load_is_one_line_exit_2_before_listening(tmp_path, make_run, message):
+    """The line is all the command prints: the run is checked before uvicorn starts and takes the port."""
+    run = tmp_path / "run"
+    make_run(run)
+    proc = subprocess.run([sys.executable, "-m", "cnnexp", "serve", f"run={run}", f"port={free_port()}"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"error: run={tmp_path / 'missing'} is not a folder; give a train run folder such as outputs/train/<run>"
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr == f"error: {message.format(run=run)}\n"
 
 
 def test_port_in_use_is_one_line_exit_2(cnnexp, run):

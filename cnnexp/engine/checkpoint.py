@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.runs import find_checkpoint
 from cnnexp.utils.safe_load import safe_torch_load
 
 FORMAT = "cnnexp-checkpoint-1"
@@ -47,18 +48,6 @@ def write_slowly(obj, handle, seconds: float, pieces: int = 10) -> None:
         handle.write(data[start:start + size])
         handle.flush()
         time.sleep(seconds / pieces)
-
-
-def find_checkpoint(run_or_file, which: str = "last") -> Path:
-    """A checkpoint file, or `<run>/checkpoints/<which>.pt` for a run folder."""
-    path = Path(str(run_or_file)).expanduser()
-    if path.is_dir():
-        path = path / "checkpoints" / f"{which}.pt"
-        if not path.exists():
-            raise UserError(f"no {which} checkpoint in the run folder ({path} is missing); pick a finished train run")
-    elif not path.exists():
-        raise UserError(f"{run_or_file} does not exist; give a run folder (outputs/train/<run>) or a .pt file")
-    return path
 
 
 def load_checkpoint(run_or_file, which: str = "last") -> dict:

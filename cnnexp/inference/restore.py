@@ -15,11 +15,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from cnnexp.data import ImageData, create_dataset
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import select_device
-from cnnexp.engine.checkpoint import find_checkpoint, load_checkpoint
+from cnnexp.engine.checkpoint import load_checkpoint
 from cnnexp.engine.precision import Precision, prepare_for_inference
 from cnnexp.utils.errors import UserError
 from cnnexp.models import create_model, model_kwargs
-from cnnexp.utils.runs import load_run_config
+from cnnexp.utils.runs import checkpoint_path, load_run_config
 
 REQUIRED = ("model", "config", "class_names", "normalization", "input_shape", "image_shape")
 SHOWN = 3  # differences listed per kind in a mismatch message
@@ -75,19 +75,6 @@ def restore(run=None, checkpoint=None, which: str = "best", device_cfg=None,
     precision = prepare_for_inference(model, device_cfg, device)
     return Restored(config, path, int(ckpt.get("epoch", 0)), int(ckpt.get("step", 0)), model, pipeline,
                     list(ckpt["class_names"]), image_shape, device, precision)
-
-
-def checkpoint_path(run, checkpoint, which: str) -> Path:
-    if run is None and checkpoint is None:
-        raise UserError("say which model: run=<train run folder> (e.g. outputs/train/<run>) or checkpoint=<file.pt>")
-    if run is not None:
-        folder = Path(str(run)).expanduser()
-        if not folder.is_dir():
-            raise UserError(f"run={run} is not a folder; give a train run folder such as outputs/train/<run>")
-        load_run_config(folder)  # a clear error for a folder that is not a run
-    if which not in ("best", "last"):
-        raise UserError(f"which={which} is not one of: best, last")
-    return find_checkpoint(checkpoint if checkpoint is not None else run, which)
 
 
 def apply_dataset_overrides(config: DictConfig, overrides: dict) -> None:

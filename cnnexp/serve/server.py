@@ -15,6 +15,7 @@ from cnnexp.inference.options import check_guess_options
 from cnnexp.serve.app import create_app
 from cnnexp.serve.protocol import HeaderDeadlineProtocol
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.runs import checkpoint_path
 
 CONFIG_ENV = "CNNEXP_SERVE_CONFIG"  # the resolved config, for worker processes started by uvicorn
 GRACE_S = 30  # longest wait for requests in flight after a stop signal
@@ -39,6 +40,7 @@ class GracefulServer(uvicorn.Server):
 
 def serve(cfg) -> None:
     check_options(cfg)
+    checkpoint_path(cfg.run, cfg.checkpoint, cfg.which)  # a wrong run= is one line before the port is taken
     HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
                     lifespan="on", access_log=bool(cfg.access_log), http=HeaderDeadlineProtocol)
@@ -96,5 +98,3 @@ def check_options(cfg) -> None:
                             f"{'>= 0' if key == 'max_wait_ms' else '> 0'}")
     if not isinstance(cfg.port, int) or isinstance(cfg.port, bool) or not 0 <= cfg.port <= 65535:
         raise UserError(f"port={cfg.port!r} must be a whole number from 0 to 65535")
-    if cfg.run is None and cfg.checkpoint is None:
-        raise UserError("say which model: run=<train run folder> (e.g. outputs/train/<run>) or checkpoint=<file.pt>")

@@ -59,3 +59,30 @@ def load_run_config(run_dir: Path):
     if not path.exists():
         raise UserError(f"{run_dir} is not a cnnexp run folder (no config.yaml); give outputs/train/<run>")
     return OmegaConf.load(path)
+
+
+def find_checkpoint(run_or_file, which: str = "last") -> Path:
+    """A checkpoint file, or `<run>/checkpoints/<which>.pt` for a run folder."""
+    path = Path(str(run_or_file)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / f"{which}.pt"
+        if not path.exists():
+            raise UserError(f"no {which} checkpoint in the run folder ({path} is missing); pick a finished train run")
+    elif not path.exists():
+        raise UserError(f"{run_or_file} does not exist; give a run folder (outputs/train/<run>) or a .pt file")
+    return path
+
+
+def checkpoint_path(run, checkpoint, which: str) -> Path:
+    """The checkpoint that `run=`, `checkpoint=` and `which=` name, found without importing torch (so
+    serve can refuse a wrong one before it listens)."""
+    if run is None and checkpoint is None:
+        raise UserError("say which model: run=<train run folder> (e.g. outputs/train/<run>) or checkpoint=<file.pt>")
+    if run is not None:
+        folder = Path(str(run)).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"run={run} is not a folder; give a train run folder such as outputs/train/<run>")
+        load_run_config(folder)  # a clear error for a folder that is not a run
+    if which not in ("best", "last"):
+        raise UserError(f"which={which} is not one of: best, last")
+    return find_checkpoint(checkpoint if checkpoint is not None else run, which)
