@@ -17,8 +17,10 @@ HERE = Path(__file__).parent
 STEPS = {  # label: the step's summary, as recipes.md's MNIST table
     "0 tutorial\nLeNet": "mnist_step0_summary.json",
     "1 small_cnn\nAdam, cosine": "mnist_step1_summary.json",
-    "2 + shifts, rotation,\nzoom, LS, EMA": "mnist_step2_summary.json",
-    "3 + two convs a stage\n(mnist_best)": "mnist_step3_summary.json",
+    "2a + shifts,\nrotation, zoom": "mnist_step2a_summary.json",
+    "2b + label\nsmoothing 0.1": "mnist_step2b_summary.json",
+    "2c + EMA 0.999": "mnist_step2c_summary.json",
+    "3 + two convs\na stage\n(mnist_best)": "mnist_step3_summary.json",
 }
 
 
@@ -30,7 +32,7 @@ def test_errors(summary_file: Path) -> list[float]:
 
 
 def main() -> None:
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for x, (label, name) in enumerate(STEPS.items()):
         errors = test_errors(HERE / name)
         ax.scatter([x] * len(errors), errors, color="tab:blue", alpha=0.6, zorder=3)
