@@ -98,7 +98,7 @@ ARGUMENT_KINDS = {
 
 def check_scheduler_arguments(cls, arguments: dict) -> None:
     """Torch's schedulers take their arguments unchecked: `milestones=abc` builds a schedule that never
-    decays and `gamma=half` fails an epoch into training. Check the simply typed ones up front."""
+    decays and `gamma=half` fails an epoch into training. Check the simply typed ones before training."""
     parameters = inspect.signature(cls).parameters
     for key, value in arguments.items():
         annotation = parameters[key].annotation if key in parameters else None

@@ -1,4 +1,5 @@
-"""Run folders: `outputs/<command>/<timestamp>[-N]`, never two runs in one folder."""
+"""Run folders: `outputs/<command>/<timestamp>[-N]`, never two runs in one folder; finding a run's
+config and checkpoints (no torch import, so commands can check a `run=` before anything heavy)."""
 
 from datetime import datetime
 from pathlib import Path
