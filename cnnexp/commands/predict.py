@@ -77,7 +77,8 @@ def read_chunk(cfg, restored: Restored, paths: list, strict: bool, skipped: list
     chunk = []
     for path in paths:
         try:
-            chunk.append((path, *load(path, restored.image_shape, resize, cfg.detect_face, cfg.face_margin)))
+            chunk.append((path, *load(path, restored.image_shape, resize, cfg.detect_face, cfg.face_margin,
+                                      cfg.max_pixels)))
         except UnreadableImage as exc:
             if strict:
                 raise

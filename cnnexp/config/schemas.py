@@ -163,6 +163,7 @@ class GuessSchema(RunChoice):
     detect_face: bool = MISSING
     face_margin: float = MISSING
     resize: Optional[str] = MISSING
+    max_pixels: int = MISSING
     device: DeviceSchema = field(default_factory=DeviceSchema)
 
 

@@ -12,14 +12,27 @@ from PIL import Image
 
 from cnnexp.data import images
 from cnnexp.data.faces import largest_face
-from cnnexp.data.images import fit_image, open_image
+from cnnexp.data.images import IMAGE_SUFFIXES, fit_image, open_image
 from cnnexp.utils.errors import UserError
-
-IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 
 class UnreadableImage(UserError):
-    """A file that cannot be decoded as an image."""
+    """A file that cannot be decoded as an image; `status` is what `serve` answers for such an upload:
+    413 above the pixel limit, 415 a format that is not opened, 400 anything else."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def refused(exc: images.UnreadableImage, name, verb: str) -> UnreadableImage:
+    """The one-line message (and serve's status) for an image the decoder refused."""
+    if isinstance(exc, images.TooManyPixels):
+        return UnreadableImage(f"{name} is too large to decode ({exc.reason}); {verb} a smaller image, or raise "
+                               f"max_pixels", 413)
+    status = 415 if isinstance(exc, images.FormatNotOpened) else 400
+    return UnreadableImage(f"cannot decode {name} as an image ({exc.reason}); {verb} a JPEG, PNG, GIF, BMP, TIFF "
+                           f"or WebP file", status)
 
 
 def image_files(spec: str) -> list[Path]:
@@ -42,20 +55,20 @@ def image_files(spec: str) -> list[Path]:
     raise UserError(f"image={spec} does not exist; give an image file, a folder, a glob ('faces/*.png') or olivetti")
 
 
-def decode(path: Path, channels: int) -> Image.Image:
+def decode(path: Path, channels: int, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> Image.Image:
     """The whole image in the run's colour mode (grey for 1 channel, RGB for 3)."""
     try:
-        return open_image(path, channels)
+        return open_image(path, channels, max_pixels=max_pixels)
     except images.UnreadableImage as exc:
-        raise UnreadableImage(f"cannot decode {path} as an image ({exc.reason}); give a PNG, JPEG, GIF, BMP or TIFF file")
+        raise refused(exc, path, "give") from None
 
 
-def decode_upload(data: bytes, name: str, channels: int) -> Image.Image:
+def decode_upload(data: bytes, name: str, channels: int, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> Image.Image:
     """Bytes a client sent (a web upload), decoded like a file; `name` is only used in the message."""
     try:
-        return images.image_from_bytes(data, name, channels)
+        return images.image_from_bytes(data, name, channels, max_pixels)
     except images.UnreadableImage as exc:
-        raise UnreadableImage(f"cannot decode {name} as an image ({exc.reason}); send a PNG, JPEG, GIF, BMP or TIFF file")
+        raise refused(exc, name, "send") from None
 
 
 def fit(image: Image.Image, size: tuple[int, int], resize: str = "aspect") -> torch.Tensor:
@@ -78,9 +91,10 @@ def face_window(box, image_size: tuple[int, int], size: tuple[int, int], margin:
     return round(left), round(top), round(left + width), round(top + height)
 
 
-def load(path: Path, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float):
+def load(path: Path, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float,
+         max_pixels: int = images.DEFAULT_MAX_PIXELS):
     """(uint8 C x H x W tensor, face box or None); the tensor is None when a face was asked for and not found."""
-    return prepare(decode(path, shape[0]), shape, resize, detect_face, margin)
+    return prepare(decode(path, shape[0], max_pixels), shape, resize, detect_face, margin)
 
 
 def prepare(image: Image.Image, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float):

@@ -142,7 +142,7 @@ async def decode(model, data: bytes, name: str):
             return model.prepare(data, name)
         return await asyncio.to_thread(model.prepare, data, name)
     except UnreadableImage as exc:
-        raise HTTPException(400, str(exc)) from exc
+        raise HTTPException(exc.status, str(exc)) from exc
 
 
 async def answer(batcher: MicroBatcher, name: str, tensor, box, detect_face: bool) -> dict:

@@ -30,7 +30,8 @@ class ServedModel:
     def prepare(self, data: bytes, name: str):
         """(uint8 C x H x W tensor or None when no face was found, face box or None); UnreadableImage if undecodable."""
         shape = self.restored.image_shape
-        return prepare(decode_upload(data, name, shape[0]), shape, self.resize, self.detect_face, self.face_margin)
+        image = decode_upload(data, name, shape[0], self.cfg.max_pixels)
+        return prepare(image, shape, self.resize, self.detect_face, self.face_margin)
 
     def classify(self, images: list[torch.Tensor]) -> tuple[list[list[dict]], float]:
         """The top-k guesses per image and the seconds the forward pass took."""
@@ -56,7 +57,7 @@ class ServedModel:
             "threads": torch.get_num_threads(),
             "metrics": run_metrics(run),
             "options": {key: cfg[key] for key in ("topk", "detect_face", "face_margin", "tencrop", "max_batch",
-                                                   "max_wait_ms", "max_upload_mb")} | {"resize": self.resize},
+                                                   "max_wait_ms", "max_upload_mb", "max_pixels")} | {"resize": self.resize},
         }
 
 

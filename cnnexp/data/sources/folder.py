@@ -14,8 +14,8 @@ import torch
 
 from cnnexp.data import register_dataset
 from cnnexp.data.image_data import ImageData, Split
-from cnnexp.data.images import (UnreadableImage, assign_splits, check_options, image_size, read_image,
-                                scan_folder)
+from cnnexp.data.images import (DEFAULT_MAX_PIXELS, UnreadableImage, assign_splits, check_options, image_size,
+                                pixel_limit, read_image, scan_folder)
 from cnnexp.data.stream import LazyImages, fits_in_memory
 from cnnexp.utils.errors import UserError
 
@@ -23,14 +23,17 @@ PROBE_SIZE = (8, 8)  # checking a JPEG decodes it at 1/8 scale: every byte read,
 
 
 class FileImages(LazyImages):
-    """Image files decoded to one channel count and size when read."""
+    """Image files decoded to one channel count and size when read; a file whose header gives more
+    than `max_pixels` pixels is unreadable."""
 
-    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: str, workers: int = 2):
+    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: str, workers: int = 2,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__((len(paths), channels, *size), workers)
         self.paths, self.channels, self.size, self.resize = list(paths), channels, size, resize
+        self.max_pixels = max_pixels
 
     def decode(self, i: int, size=None) -> np.ndarray:
-        return read_image(self.paths[i], self.channels, size or self.size, self.resize)
+        return read_image(self.paths[i], self.channels, size or self.size, self.resize, self.max_pixels)
 
     def read(self, index: np.ndarray) -> torch.Tensor:
         try:
@@ -42,7 +45,8 @@ class FileImages(LazyImages):
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
     def subset(self, keep: list[int]) -> "FileImages":
-        return FileImages([self.paths[i] for i in keep], self.channels, self.size, self.resize, self.workers)
+        return FileImages([self.paths[i] for i in keep], self.channels, self.size, self.resize, self.workers,
+                          self.max_pixels)
 
 
 class _Attempt(FileImages):
@@ -50,7 +54,7 @@ class _Attempt(FileImages):
     positions, [(position, reason)] of the others). `probe` checks without keeping pixels."""
 
     def __init__(self, files: FileImages, probe: bool):
-        super().__init__(files.paths, files.channels, files.size, files.resize, files.workers)
+        super().__init__(files.paths, files.channels, files.size, files.resize, files.workers, files.max_pixels)
         self.probe = probe
 
     def read(self, index: np.ndarray):
@@ -114,13 +118,14 @@ def folder(cfg, seed: int = 0) -> ImageData:
     root = user_path(cfg.root, "dataset.root")
     size, channels, resize = image_size(cfg.size), int(cfg.channels), str(cfg.resize)
     check_options(channels, resize)
+    max_pixels = pixel_limit(cfg.get("max_pixels", DEFAULT_MAX_PIXELS), "dataset.max_pixels")
     names, found = scan_folder(root)
     samples = assign_splits(found, cfg.split, seed)
     n_bytes = sum(map(len, samples.values())) * channels * size[0] * size[1]
     in_memory = fits_in_memory(cfg.in_memory, n_bytes, cfg.memory_limit_mb)
     splits, bad = {}, []
     for name, items in samples.items():
-        files = FileImages([path for path, _ in items], channels, size, resize, cfg.workers)
+        files = FileImages([path for path, _ in items], channels, size, resize, cfg.workers, max_pixels)
         splits[name] = load_split(files, [label for _, label in items], in_memory, bad)
     report_unreadable(bad, root, bool(cfg.strict))
     if len(splits["train"]) == 0:
