@@ -28,18 +28,18 @@ DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.a
 def run(cfg, on_evaluation=None) -> dict:
     """`on_evaluation(row)`: called after each evaluation (a search reports to its pruner there)."""
     from cnnexp.data import create_dataset
-    from cnnexp.engine.checkpoint import load_checkpoint
     from cnnexp.engine.distributed import Group
     from cnnexp.engine.loggers import ConsoleReporter
     from cnnexp.engine.trainer import Trainer
+    from cnnexp.utils.checkpoint import Checkpoint
 
     run_dir = current_run_dir()
     refuse_used_run_dir(run_dir)
     checkpoint = None
     if cfg.trainer.resume:
-        checkpoint = load_checkpoint(cfg.trainer.resume, "last")
-        cfg = resumed_config(checkpoint["config"], cfg, task_overrides())
-        check_schedule(checkpoint["config"], cfg, task_overrides())
+        checkpoint = Checkpoint.read(cfg.trainer.resume, "last")
+        cfg = resumed_config(checkpoint.config, cfg, task_overrides())
+        check_schedule(checkpoint.config, cfg, task_overrides())
     check_config(cfg)
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
     main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
@@ -108,21 +108,21 @@ def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
                         f"as it is (torch's cosine rises again after T_max)")
 
 
-def carry_best(resumed, checkpoint: dict, run_dir: Path) -> None:
+def carry_best(resumed, checkpoint, run_dir: Path) -> None:
     """Copy the resumed run folder's best.pt into the new run when it is the best model of the state
     resumed (not one written after that last.pt): a run resumed after its best epoch keeps its best.pt."""
-    from cnnexp.engine.checkpoint import load_checkpoint, save_atomic
+    from cnnexp.utils.checkpoint import Checkpoint
 
     best_path = Path(str(resumed)).expanduser() / "checkpoints" / "best.pt"
     if not best_path.is_file():
         return
     try:
-        best = load_checkpoint(best_path)
+        best = Checkpoint.read(best_path)
     except UserError as exc:
         print(f"warning: best.pt not carried over: {exc}")
         return
-    if best["step"] == checkpoint["train_state"]["best_step"] and best["step"] <= checkpoint["step"]:
-        save_atomic(best, run_dir / "checkpoints" / "best.pt")
+    if best.step == checkpoint.best_step and best.step <= checkpoint.step:
+        best.write(run_dir / "checkpoints" / "best.pt")
 
 
 def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:

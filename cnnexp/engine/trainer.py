@@ -19,7 +19,6 @@ from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.data.stream import make_batches
 from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everything, select_device, set_threads,
                                  to_plain)
-from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
 from cnnexp.engine.distributed import Discard, Group
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.ema import WeightAverage
@@ -27,6 +26,7 @@ from cnnexp.engine.evaluation import evaluate, evaluate_shard
 from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.precision import autocast_forward, compile_model, resolve_precision
 from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot, HistoryCSV, TensorBoardLogger
+from cnnexp.utils.checkpoint import Checkpoint, restore_rng, rng_state
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, Pruned, UserError
 from cnnexp.models import create_model, model_kwargs
@@ -141,54 +141,52 @@ class Trainer:
         return self.ema.module if self.ema else self.model
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def checkpoint(self) -> dict:
-        trained = {"trained_model": self.model.state_dict()} if self.ema else {}
-        return {
-            "format": FORMAT,
-            "model": self.eval_model.state_dict(),
-            **trained,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "epoch": self.state.epoch,
-            "step": self.state.step,
-            "epoch_order": self.epoch_order.cpu() if self.epoch_order is not None else None,
-            "train_state": asdict(self.state),
-            "early_stopping": self.stopper.state_dict(),
-            "rng": rng_state(self.generator),
-            "config": to_plain(self.cfg),
-            "class_names": list(self.class_names),
-            "normalization": self.normalizer.state_dict(),
-            "input_shape": list(self.input_shape),
-            "image_shape": list(self.data.image_shape),
-            "world_size": self.group.world_size,
-            "precision": self.precision.name,
-            "grad_scaler": self.scaler.state_dict() if self.scaler else None,
-        }
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            model=self.eval_model.state_dict(),
+            trained_model=self.model.state_dict() if self.ema else None,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict() if self.scheduler else None,
+            epoch=self.state.epoch,
+            step=self.state.step,
+            epoch_order=self.epoch_order.cpu() if self.epoch_order is not None else None,
+            train_state=asdict(self.state),
+            early_stopping=self.stopper.state_dict(),
+            rng=rng_state(self.generator),
+            config=to_plain(self.cfg),
+            class_names=list(self.class_names),
+            normalization=self.normalizer.state_dict(),
+            input_shape=list(self.input_shape),
+            image_shape=list(self.data.image_shape),
+            world_size=self.group.world_size,
+            precision=self.precision.name,
+            grad_scaler=self.scaler.state_dict() if self.scaler else None,
+        )
 
     def save(self, which: str) -> None:
         self._flush_losses()
         if not self.group.is_main:
             return
-        save_atomic(self.checkpoint(), self.run_dir / "checkpoints" / f"{which}.pt")
+        self.checkpoint().write(self.run_dir / "checkpoints" / f"{which}.pt")
         if which == "last":
             self.saved_step = self.state.step
 
-    def load(self, ckpt: dict) -> None:
+    def load(self, ckpt: Checkpoint) -> None:
         """Continue from a checkpoint of the same configuration (resume)."""
-        self.model.load_state_dict(ckpt.get("trained_model", ckpt["model"]))
+        self.model.load_state_dict(ckpt.training_weights)
         if self.ema:
-            self.ema.module.load_state_dict(ckpt["model"])
-        self.normalizer = self.pipeline.normalizer = Normalizer(**ckpt["normalization"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler and ckpt["scheduler"]:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.state = TrainState(**ckpt["train_state"])
-        self.stopper.load_state_dict(ckpt["early_stopping"])
-        order = ckpt["epoch_order"]
+            self.ema.module.load_state_dict(ckpt.model)
+        self.normalizer = self.pipeline.normalizer = Normalizer(**ckpt.normalization)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        if self.scheduler and ckpt.scheduler:
+            self.scheduler.load_state_dict(ckpt.scheduler)
+        self.state = TrainState(**ckpt.train_state)
+        self.stopper.load_state_dict(ckpt.early_stopping)
+        order = ckpt.epoch_order
         self.epoch_order = order.to(self.device) if order is not None and self.state.batch_in_epoch else None
-        restore_rng(ckpt["rng"], self.generator)
-        if self.scaler and ckpt.get("grad_scaler"):
-            self.scaler.load_state_dict(ckpt["grad_scaler"])
+        restore_rng(ckpt.rng, self.generator)
+        if self.scaler and ckpt.grad_scaler:
+            self.scaler.load_state_dict(ckpt.grad_scaler)
 
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict:
