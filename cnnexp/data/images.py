@@ -232,9 +232,9 @@ def refusal(data: bytes, name) -> UnreadableImage:
     if known and known[0] in OPENED:
         return UnreadableImage(name, f"a damaged {known[0]} file: its header cannot be read")
     if known:
-        return FormatNotOpened(name, f"its first bytes are those of a {known[0]} image, a format cnnexp does not "
-                                    f"open (it opens {OPENED_TEXT})")
-    return UnreadableImage(name, f"not an image (cnnexp opens {OPENED_TEXT})")
+        return FormatNotOpened(name, f"{known[0]} format by its first bytes, which cnnexp does not open (it opens "
+                                    f"{OPENED_TEXT})")
+    return UnreadableImage(name, "not an image file")
 
 
 def open_image(path, channels: int, size: tuple[int, int] | None = None,

@@ -31,8 +31,8 @@ def refused(exc: images.UnreadableImage, name, verb: str) -> UnreadableImage:
         return UnreadableImage(f"{name} is too large to decode ({exc.reason}); {verb} a smaller image, or raise "
                                f"max_pixels", 413)
     status = 415 if isinstance(exc, images.FormatNotOpened) else 400
-    return UnreadableImage(f"cannot decode {name} as an image ({exc.reason}); {verb} a JPEG, PNG, GIF, BMP, TIFF "
-                           f"or WebP file", status)
+    return UnreadableImage(f"cannot decode {name} as an image ({exc.reason}); {verb} a JPEG, PNG, GIF, BMP, TIFF, "
+                           f"WebP or PGM/PPM file", status)
 
 
 def image_files(spec: str) -> list[Path]:
