@@ -22,7 +22,6 @@ import io
 import json
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 import uuid
 import zlib
 from pathlib import Path
+
+from serve_load import free_port, wait_healthy  # benchmarks/ is on the path of a script run from it
 
 ROOT = Path(__file__).resolve().parents[1]
 BOMBS = {"400-MP bomb": (20000, 20000), "144-MP bomb": (12000, 12000)}
@@ -55,12 +56,6 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def upload(port: int, name: str, data: bytes) -> tuple[int, dict]:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
@@ -72,20 +67,6 @@ def upload(port: int, name: str, data: bytes) -> tuple[int, dict]:
         return response.status, json.loads(response.read())
     finally:
         connection.close()
-
-
-def wait_ready(port: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the server did not start")
 
 
 def face_png(index: int) -> bytes:
@@ -109,9 +90,9 @@ def serve_bombs(run: Path, bombs: dict, uploads: int) -> list[str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cnnexp", "serve", f"run={run}", f"port={port}", "device=cpu",
                              "device.threads=1", "max_upload_mb=10"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE)
     try:
-        wait_ready(port, proc)
+        wait_healthy(proc, port)
         face = face_png(0)
         warm = [upload(port, "face.png", face)[0] for _ in range(10)]
         before = peak_rss_mb(proc.pid)
