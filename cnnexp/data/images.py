@@ -125,8 +125,8 @@ def first_line(exc: BaseException) -> str:
 def check_pixels(name, size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise TooManyPixels(name, f"its header says {width} x {height} = {width * height / 1e6:,.1f} megapixels, "
-                                  f"over the limit of {max_pixels / 1e6:,.1f} (max_pixels); it was not decoded")
+        raise TooManyPixels(name, f"its header says {width} x {height} = {width * height:,} pixels, over the "
+                                  f"max_pixels limit of {max_pixels:,}; it was not decoded")
 
 
 def orientation(image: Image.Image) -> int:
