@@ -15,4 +15,5 @@ COMMANDS = {
     "features": "cnnexp.commands.features",
     "probe": "cnnexp.commands.probe",
     "viz": "cnnexp.commands.viz",
+    "export": "cnnexp.commands.export",
 }

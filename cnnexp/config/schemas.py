@@ -182,6 +182,18 @@ class ServeSchema(GuessSchema):
     read_timeout_s: float = MISSING
     workers: int = MISSING
     access_log: bool = MISSING
+    backend: str = MISSING
+    onnx: Optional[str] = MISSING
+
+
+@dataclass
+class ExportSchema(RunChoice):
+    format: str = MISSING
+    out: Optional[str] = MISSING
+    opset: int = MISSING
+    dynamic_batch: bool = MISSING
+    resize: Optional[str] = MISSING
+    dataset: Any = MISSING
 
 
 @dataclass
@@ -253,7 +265,7 @@ PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSche
                    "sweep_summarize_schema": SweepSummarizeSchema, "eval_schema": EvalSchema,
                    "predict_schema": PredictSchema, "serve_schema": ServeSchema, "data_build_hdf5_schema": BuildHdf5Schema,
                    "data_from_video_schema": FromVideoSchema, "features_schema": FeaturesSchema,
-                   "probe_schema": ProbeSchema}
+                   "probe_schema": ProbeSchema, "export_schema": ExportSchema}
 
 
 # ---- model configs from the factories' signatures ------------------------------------------------

@@ -26,6 +26,7 @@ def restore_probe(run, checkpoint, device_cfg) -> Restored:
     arrays, attrs = load_probe(path)
     extractor, source = source_from_attrs(attrs, device_cfg)
     model = nn.Sequential(extractor, LinearProbe(arrays)).to(source.device).eval()
-    config = OmegaConf.create({"dataset": source.dataset_cfg, "model": {"name": f"probe on {attrs['model']}"}})
+    config = OmegaConf.create({"dataset": source.dataset_cfg, "model": {"name": f"probe on {attrs['model']}"},
+                               "seed": int(attrs.get("seed", 0))})  # the seed that split the features' dataset
     return Restored(config, path, 0, 0, model, source.pipeline, list(attrs["label_names"]), source.image_shape,
                     source.device, source.precision)

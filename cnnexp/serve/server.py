@@ -15,7 +15,7 @@ from cnnexp.inference.options import check_guess_options
 from cnnexp.serve.app import create_app
 from cnnexp.serve.protocol import HeaderDeadlineProtocol
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import checkpoint_path
+from cnnexp.utils.runs import checkpoint_path, exported_onnx
 
 CONFIG_ENV = "CNNEXP_SERVE_CONFIG"  # the resolved config, for worker processes started by uvicorn
 GRACE_S = 30  # longest wait for requests in flight after a stop signal
@@ -41,6 +41,8 @@ class GracefulServer(uvicorn.Server):
 def serve(cfg) -> None:
     check_options(cfg)
     checkpoint_path(cfg.run, cfg.checkpoint, cfg.which)  # a wrong run= is one line before the port is taken
+    if cfg.backend == "onnxruntime":
+        exported_onnx(cfg.run, cfg.checkpoint, cfg.onnx)
     HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
                     lifespan="on", access_log=bool(cfg.access_log), http=HeaderDeadlineProtocol)
@@ -86,6 +88,9 @@ def app_from_environment():
     return create_app(cfg, load_first=True)
 
 
+BACKENDS = ("torch", "onnxruntime")
+
+
 def check_options(cfg) -> None:
     check_guess_options(cfg)
     positive = {"max_batch": int, "workers": int, "max_wait_ms": (int, float), "max_upload_mb": (int, float),
@@ -98,3 +103,5 @@ def check_options(cfg) -> None:
                             f"{'>= 0' if key == 'max_wait_ms' else '> 0'}")
     if not isinstance(cfg.port, int) or isinstance(cfg.port, bool) or not 0 <= cfg.port <= 65535:
         raise UserError(f"port={cfg.port!r} must be a whole number from 0 to 65535")
+    if cfg.backend not in BACKENDS:
+        raise UserError(f"backend={cfg.backend} is not one of: {', '.join(BACKENDS)}")

@@ -1,0 +1,36 @@
+"""`cnnexp export`: a trained run (or a probe run) as an ONNX or TorchScript file with its metadata,
+checked against the PyTorch model before it is kept."""
+
+from pathlib import Path
+
+from cnnexp.utils.errors import UserError
+
+CONFIG_NAME = "export"
+HELP = "a trained run as ONNX or TorchScript with its preprocessing (JSON), checked against PyTorch"
+DEVICE = {"type": "cpu", "channels_last": False, "threads": None, "precision": "fp32", "compile": False}
+
+
+def run(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from cnnexp.export.package import export_run
+    from cnnexp.export.writers import FORMATS
+    from cnnexp.features.predict import is_probe_run, restore_probe
+    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+    from cnnexp.utils.runs import export_dir
+
+    if cfg.format not in FORMATS:
+        raise UserError(f"format={cfg.format} is not one of: {', '.join(FORMATS)}")
+    device = OmegaConf.create(DEVICE)  # the exported graph is the fp32 CPU network, whatever the run trained on
+    if is_probe_run(cfg.run):
+        restored = restore_probe(cfg.run, cfg.checkpoint, device)
+    else:
+        restored = restore(cfg.run, cfg.checkpoint, cfg.which, device, hydra_dataset_overrides(cfg))
+    resize = cfg.resize or restored.config.dataset.get("resize") or "aspect"
+    default_out = export_dir(cfg.run, restored.checkpoint_path) / f"model{FORMATS[cfg.format]}"
+    out = Path(cfg.out).expanduser() if cfg.out else default_out
+    exported = export_run(restored, cfg.format, out, cfg.run, resize, int(cfg.opset), bool(cfg.dynamic_batch))
+    check = exported.metadata["check"]
+    print(f"wrote {exported.model_file} ({cfg.format}) and {exported.metadata_file}")
+    print(f"checked on {check['images']} images of the run's dataset: max |logit difference| "
+          f"{check['max_abs_diff']:.2g}, top-1 agrees on {check['top1_agree']}/{check['images']}")
