@@ -12,7 +12,7 @@ from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
-    from cnnexp.inference.restore import Restored
+    from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "eval"
 HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop"
@@ -29,11 +29,11 @@ def run(cfg) -> dict:
 
 
 def evaluate_run(cfg, out: Path) -> dict:
-    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
     from cnnexp.inference.scoring import plain_scores, require_crops, tencrop_scores
 
     check_options(cfg)
-    restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
     if cfg.eval.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
     split = restored.load_data().split(cfg.split).to(restored.device)

@@ -15,21 +15,16 @@ def run(cfg) -> None:
 
     from cnnexp.export.package import export_run
     from cnnexp.export.writers import FORMATS
-    from cnnexp.features.predict import is_probe_run, restore_probe
-    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
     from cnnexp.utils.runs import export_dir
 
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format} is not one of: {', '.join(FORMATS)}")
     device = OmegaConf.create(DEVICE)  # the exported graph is the fp32 CPU network, whatever the run trained on
-    if is_probe_run(cfg.run):
-        restored = restore_probe(cfg.run, cfg.checkpoint, device)
-    else:
-        restored = restore(cfg.run, cfg.checkpoint, cfg.which, device, hydra_dataset_overrides(cfg))
-    resize = cfg.resize or restored.config.dataset.get("resize") or "aspect"
-    default_out = export_dir(cfg.run, restored.checkpoint_path) / f"model{FORMATS[cfg.format]}"
+    opened = open_run(cfg.run, cfg.checkpoint, cfg.which, device, hydra_dataset_overrides(cfg), cfg.resize, probe=True)
+    default_out = export_dir(cfg.run, opened.checkpoint_path) / f"model{FORMATS[cfg.format]}"
     out = Path(cfg.out).expanduser() if cfg.out else default_out
-    exported = export_run(restored, cfg.format, out, cfg.run, resize, int(cfg.opset), bool(cfg.dynamic_batch))
+    exported = export_run(opened, cfg.format, out, cfg.run, int(cfg.opset), bool(cfg.dynamic_batch))
     check = exported.metadata["check"]
     print(f"wrote {exported.model_file} ({cfg.format}) and {exported.metadata_file}")
     print(f"checked on {check['images']} images of the run's dataset: max |logit difference| "

@@ -21,7 +21,7 @@ from cnnexp.utils.runs import claim_run_dir, current_run_dir
 if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--help` and `--cfg job` go without
     import torch
 
-    from cnnexp.inference.restore import Restored
+    from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "viz"
 HELP = "pictures of a trained run: curves, activations, filters, gradcam (to <run>/viz/, tensorboard=true)"
@@ -78,9 +78,9 @@ def run(cfg) -> None:
 
 # ---- shared ------------------------------------------------------------------------------------
 def restored_run(cfg) -> Restored:
-    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
 
-    return restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    return open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg), cfg.get("resize"))
 
 
 def run_home(cfg, restored: Restored) -> Path:
@@ -191,7 +191,7 @@ def activations(cfg) -> None:
     if not layers:
         raise UserError(f"model {restored.config.model.name} has no conv layer; name layers=[...] from: "
                         f"{', '.join(maps)}")
-    pictures = pick_images(cfg.image, restored, cfg.resize)
+    pictures = pick_images(cfg.image, restored)
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         for picked in pictures:
@@ -266,7 +266,7 @@ def gradcam(cfg) -> None:
     alpha, topk = float(number(cfg, "alpha", 0, False)), number(cfg, "topk", 1)
     if alpha > 1:
         raise UserError(f"alpha={alpha} must be between 0 and 1")
-    pictures = pick_images(cfg.image, restored, cfg.resize)
+    pictures = pick_images(cfg.image, restored)
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         for start in range(0, len(pictures), BATCH):

@@ -1,6 +1,7 @@
 """Turning config nodes into the objects a run needs: device, seed, optimizer, scheduler."""
 
 import inspect
+import math
 import random
 
 import numpy as np
@@ -110,3 +111,13 @@ def check_scheduler_arguments(cls, arguments: dict) -> None:
 
 def to_plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def step_scheduler(scheduler, history: list) -> None:
+    """One epoch's step of the learning-rate schedule; a plateau schedule is told the last validation error."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(history[-1]["val_error"] if history else math.inf)
+    else:
+        scheduler.step()

@@ -21,7 +21,7 @@ def unit_mean_std(normalizer: Normalizer, channels: int) -> tuple[list[float], l
     return mean, std
 
 
-def describe(restored, resize: str, fmt: str, model_file: Path, run, opset: int | None, dynamic_batch: bool) -> dict:
+def describe(restored, fmt: str, model_file: Path, run, opset: int | None, dynamic_batch: bool) -> dict:
     """The metadata of one export (`check` is added once the exported file has been compared)."""
     channels, crop_h, crop_w = restored.pipeline.augmentation.out_shape
     mean, std = unit_mean_std(restored.pipeline.normalizer, channels)
@@ -31,7 +31,7 @@ def describe(restored, resize: str, fmt: str, model_file: Path, run, opset: int 
         "input_name": "input",
         "input_shape": [channels, crop_h, crop_w],
         "image_size": list(restored.image_shape[1:]),
-        "resize": resize,
+        "resize": restored.resize,
         "crop": "center",
         "color": "L" if channels == 1 else "RGB",
         "mean": mean,

@@ -33,7 +33,7 @@ class Exported:
     metadata: dict
 
 
-def export_run(restored, fmt: str, out: Path, run, resize: str, opset: int, dynamic_batch: bool) -> Exported:
+def export_run(restored, fmt: str, out: Path, run, opset: int, dynamic_batch: bool) -> Exported:
     metadata_file = out.with_suffix(".json")  # model.torchscript.pt -> model.torchscript.json
     make_parent(out)
     batch = check_batch(restored)
@@ -41,7 +41,7 @@ def export_run(restored, fmt: str, out: Path, run, resize: str, opset: int, dyna
     with atomic_path(out) as model_tmp, atomic_path(metadata_file) as metadata_tmp:
         write_model(model, batch[:2] if dynamic_batch else batch[:1], model_tmp, fmt, opset, dynamic_batch)
         agreement = compare(model, load_exported(model_tmp, fmt), batch, dynamic_batch)
-        metadata = describe(restored, resize, fmt, out, run, opset if fmt == "onnx" else None, dynamic_batch)
+        metadata = describe(restored, fmt, out, run, opset if fmt == "onnx" else None, dynamic_batch)
         metadata["check"] = asdict(agreement)
         metadata_tmp.write_text(json.dumps(metadata, indent=2) + "\n")
     return Exported(out, metadata_file, metadata)
