@@ -12,7 +12,7 @@ from cnnexp.commands import COMMANDS
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnexp"
 APPS = [("train",), ("eval",), ("predict",), ("serve",), ("sweep",), ("sweep", "summarize"), ("data", "build-hdf5"),
         ("data", "from-video"), ("data", "show"), ("features",), ("probe",), ("viz", "curves"), ("viz", "activations"),
-        ("viz", "filters"), ("viz", "gradcam")]
+        ("viz", "filters"), ("viz", "gradcam"), ("export",)]
 
 
 def test_every_command_is_covered():
