@@ -196,3 +196,9 @@ def test_a_fixed_batch_export_takes_one_image(cnnexp, run, tmp_path):
     session = OnnxModel(out).session
     assert session.get_inputs()[0].shape == [1, 1, 57, 47]
     assert exported_metadata(out)["dynamic_batch"] is False
+
+
+def test_the_readme_shows_the_script_as_it_is():
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("```python\ndef model_input", 1)[1].split("```", 1)[0]
+    assert "def model_input" + shown in SCRIPT.read_text()
