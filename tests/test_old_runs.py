@@ -11,7 +11,6 @@ import torch
 from conftest import read_json
 from PIL import Image
 
-from cnnexp.cli import main
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_main_387fe52"

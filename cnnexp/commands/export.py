@@ -3,8 +3,6 @@ checked against the PyTorch model before it is kept."""
 
 from pathlib import Path
 
-from cnnexp.utils.errors import UserError
-
 CONFIG_NAME = "export"
 HELP = "a trained run as ONNX or TorchScript with its preprocessing (JSON), checked against PyTorch"
 DEVICE = {"type": "cpu", "channels_last": False, "threads": None, "precision": "fp32", "compile": False}
@@ -18,8 +16,6 @@ def run(cfg) -> None:
     from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
     from cnnexp.utils.runs import export_dir
 
-    if cfg.format not in FORMATS:
-        raise UserError(f"format={cfg.format} is not one of: {', '.join(FORMATS)}")
     device = OmegaConf.create(DEVICE)  # the exported graph is the fp32 CPU network, whatever the run trained on
     opened = open_run(cfg.run, cfg.checkpoint, cfg.which, device, hydra_dataset_overrides(cfg), cfg.resize, probe=True)
     default_out = export_dir(cfg.run, opened.checkpoint_path) / f"model{FORMATS[cfg.format]}"

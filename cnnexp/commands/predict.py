@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from cnnexp.utils.errors import UserError
-from cnnexp.inference.options import check_guess_options
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
     from cnnexp.engine.assemble import Restored
@@ -25,7 +24,6 @@ def run(cfg) -> None:
     from cnnexp.inference.open_run import open_run
     from cnnexp.inference.scoring import require_crops
 
-    check_options(cfg)
     restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
     if cfg.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
@@ -33,12 +31,6 @@ def run(cfg) -> None:
         predict_olivetti(cfg, restored)
     else:
         predict_files(cfg, restored)
-
-
-def check_options(cfg) -> None:
-    if cfg.image is None:
-        raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
-    check_guess_options(cfg)
 
 
 # ---- image files ---------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 
-from cnnexp.config.checks import check_config
+from cnnexp.schemas import typed, upgrade
+from cnnexp.schemas.run import TrainSchema
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir, refuse_used_run_dir, save_config
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
-check = check_config  # run on the composed config before Hydra makes the run folder
 DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
 
@@ -41,7 +41,7 @@ def run(cfg, on_evaluation=None) -> dict:
         checkpoint = Checkpoint.read(cfg.trainer.resume, "last")
         cfg = resumed_config(checkpoint.config, cfg, task_overrides())
         check_schedule(checkpoint.config, cfg, task_overrides())
-    check_config(cfg)
+        typed(cfg)
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
     main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
     if main_process:
@@ -69,7 +69,7 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
     """The config the checkpoint was trained with, plus the keys this command overrides explicitly
     (e.g. `trainer.epochs=4`). Repeating the run's group choices (`experiment=...`, `model=...`) is
     fine; a group choice that changes the config would not be the same run, so it is refused."""
-    base = OmegaConf.create(saved)
+    base = upgrade(saved)
     groups = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
@@ -86,7 +86,7 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
             base.trainer[key] = cfg.trainer[key]
     if groups and OmegaConf.to_container(cfg, resolve=True) != OmegaConf.to_container(base, resolve=True):
         raise UserError(f"cannot change '{groups[0]}' when resuming; start a new run, or override single keys")
-    return base
+    return OmegaConf.merge(OmegaConf.structured(TrainSchema), base)  # typed as a new run's config
 
 
 def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:

@@ -23,6 +23,7 @@ from cnnexp.engine.precision import (Precision, autocast_forward, compile_model,
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import FreezeReport, apply_freeze, parameter_groups
 from cnnexp.models.weights import LoadReport, choose_normalization, start_weights
+from cnnexp.schemas import upgrade
 from cnnexp.utils.checkpoint import Checkpoint
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import load_run_config
@@ -58,7 +59,7 @@ class Restored(InferenceParts):
     def load_data(self) -> ImageData:
         """The run's dataset (with overrides), checked against what the model was trained on."""
         cfg = self.config
-        data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
+        data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.limit)
         if list(data.class_names) != list(self.class_names):
             raise UserError(
                 f"the dataset has {data.num_classes} classes ({preview(data.class_names)}) but the model was trained "
@@ -84,7 +85,7 @@ def restore_run(run, path: Path, device_cfg, dataset_overrides: dict | None = No
     """The checkpoint at `path` as a model ready to run, with the run's evaluation pipeline."""
     config, ckpt, model = load_trained(run, path, dataset_overrides)
     pipeline = Pipeline(Augmentation(config.augmentation, tuple(ckpt.image_shape)), Normalizer(**ckpt.normalization),
-                        bool(device_cfg.get("channels_last", False)))
+                        bool(device_cfg.channels_last))
     parts = ready(model, pipeline, ckpt.image_shape, device_cfg)
     return Restored(**parts.parts(), config=config, class_names=list(ckpt.class_names), checkpoint_path=path,
                     epoch=int(ckpt.epoch), step=int(ckpt.step))
@@ -94,7 +95,7 @@ def load_trained(run, path: Path, dataset_overrides: dict | None = None) -> tupl
     """(config, checkpoint, the model with its weights) of the checkpoint at `path`; the config from the
     run folder's config.yaml when a run is given, else from the checkpoint."""
     ckpt = Checkpoint.read(path)
-    config = load_run_config(Path(str(run)).expanduser()) if run is not None else OmegaConf.create(ckpt.config)
+    config = upgrade(load_run_config(Path(str(run)).expanduser()) if run is not None else ckpt.config)
     apply_dataset_overrides(config, dataset_overrides or {})
     in_shape = Augmentation(config.augmentation, tuple(ckpt.image_shape)).out_shape
     return config, ckpt, trained_model(config.model, in_shape, ckpt, path)
@@ -178,7 +179,7 @@ def assemble_training(cfg, data: ImageData, resuming: bool = False) -> TrainingP
     group = Group()
     device = select_device(cfg.device)
     precision = resolve_precision(cfg.device, device)
-    set_threads(cfg.device)
+    set_threads(cfg.device.threads)
     seed_everything(int(cfg.seed))
     data = data.to(device)
     train_split = data.split("train")
@@ -186,21 +187,19 @@ def assemble_training(cfg, data: ImageData, resuming: bool = False) -> TrainingP
     augmentation = Augmentation(cfg.augmentation, data.image_shape)
     model = create_model(cfg.model.name, augmentation.out_shape, data.num_classes, **model_kwargs(cfg.model))
     weights = None if resuming else start_weights(model, cfg.model)
-    freezing = apply_freeze(model, cfg.model.get("freeze"), cfg.model.get("trainable"), cfg.model.name)
+    freezing = apply_freeze(model, cfg.model.freeze, cfg.model.trainable, cfg.model.name)
     normalizer = choose_normalizer(cfg, weights, augmentation.out_shape[0], train_split, data.meta.get("channel_stats"))
     channels_last = bool(cfg.device.channels_last)
     pipeline = Pipeline(augmentation, normalizer, channels_last)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    compile_model(autocast_forward(model, precision), bool(cfg.device.get("compile")))
+    compile_model(autocast_forward(model, precision), bool(cfg.device.compile))
     scaler = precision.grad_scaler()
-    sync_bn = bool(cfg.trainer.get("sync_bn", False))
+    sync_bn = bool(cfg.trainer.sync_bn)
     batchnorm = group.batchnorm_mode(model, device, sync_bn)
     train_model = group.wrap(model, device, sync_bn)
-    ema_decay = cfg.trainer.get("ema_decay")
-    ema = WeightAverage(model, ema_decay) if ema_decay else None
+    ema = WeightAverage(model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
     optimizer = build_optimizer(cfg.optimizer, parameter_groups(
-        model, float(cfg.optimizer.get("head_lr_mult", 1.0)), float(cfg.optimizer.lr),
-        bool(cfg.optimizer.get("decay_norm_bias", True))))
+        model, float(cfg.optimizer.head_lr_mult), float(cfg.optimizer.lr), bool(cfg.optimizer.decay_norm_bias)))
     scheduler = build_scheduler(cfg.scheduler, optimizer)
     train_batches = make_batches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle),
                                  shard=(group.rank, group.world_size))

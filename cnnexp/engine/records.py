@@ -95,7 +95,7 @@ def run_metrics(state: TrainState, parts, stop_reason: str | None, diverged: boo
         "images_per_second": state.images_seen / max(state.train_seconds, 1e-9),
         "params": parts.freezing.total,
         "precision": parts.precision.name,
-        "compiled": bool(parts.config.device.get("compile")),
+        "compiled": bool(parts.config.device.compile),
         "trainable_params": parts.freezing.trainable,
         "stopped_early": stop_reason == "early stopping",
         "diverged": diverged,
@@ -112,7 +112,7 @@ def hparam_summary(cfg) -> dict:
     plain = to_plain(cfg)
     flat = {"seed": plain["seed"]}
     for group in ("dataset", "model", "optimizer", "scheduler", "augmentation", "trainer"):
-        for key, value in (plain.get(group) or {}).items():
+        for key, value in (plain[group] or {}).items():
             if key not in ("root", "resume", "path") and value is not None:
                 flat[f"{group}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return flat

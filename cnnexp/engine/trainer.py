@@ -37,9 +37,9 @@ class Trainer:
         self.model, self.train_model, self.ema, self.scaler = parts.model, parts.train_model, parts.ema, parts.scaler
         self.optimizer, self.scheduler, self.stopper = parts.optimizer, parts.scheduler, parts.stopper
         self.train_batches, self.generator = parts.train_batches, parts.generator
-        self.label_smoothing = float(self.cfg.trainer.get("label_smoothing") or 0.0)  # read once, not every step
+        self.label_smoothing = float(self.cfg.trainer.label_smoothing)  # read once, not every step
         self.eval_batch_size = int(self.cfg.trainer.eval_batch_size)
-        self.log_every = int(self.cfg.trainer.get("log_every") or 1)
+        self.log_every = int(self.cfg.trainer.log_every)
         self.pending_losses: list[torch.Tensor] = []  # on the device, read every log_every steps
         self.global_batch = 0  # images in the current step over all processes
         self.epoch_in_progress = 0
@@ -259,7 +259,7 @@ class Trainer:
             self.group.average_buffers(self.ema.module)
         val_loss, val_error = self.evaluate("val")
         best_before = self.state.best_val_error
-        improved = is_better(self.state, self.cfg.trainer.get("best_by") or "val_error", val_error, val_loss)
+        improved = is_better(self.state, self.cfg.trainer.best_by, val_error, val_loss)
         test_error = None
         if improved:
             _, test_error = self.evaluate("test")

@@ -19,14 +19,13 @@ from cnnexp.features.probe import LinearProbe, load_probe
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import PROBE_FILE, checkpoint_path, is_probe_run
 
-RESIZE = "aspect"  # when neither resize= nor the run's dataset.resize says how to fit a user's image
+RESIZE = "aspect"  # when neither resize= nor the run's dataset says how to fit a user's image
 
 
-def open_run(run=None, checkpoint=None, which: str = "best", device_cfg=None, dataset_overrides: dict | None = None,
-             resize: str | None = None, probe: bool = False) -> Restored:
+def open_run(run, checkpoint, which: str, device_cfg, dataset_overrides: dict | None = None, resize: str | None = None,
+             probe: bool = False) -> Restored:
     """Everything needed to evaluate or query a trained run; one-line errors for every bad input.
     `probe`: whether the command takes a probe run (predict, serve) or needs a train run."""
-    device_cfg = device_cfg if device_cfg is not None else OmegaConf.create({"type": "auto"})
     path = checkpoint_path(run, checkpoint, which)
     if is_probe_run(run):
         if not probe:
@@ -35,8 +34,14 @@ def open_run(run=None, checkpoint=None, which: str = "best", device_cfg=None, da
         opened = open_probe(path, device_cfg)
     else:
         opened = restore_run(run, path, device_cfg, dataset_overrides)
-    opened.resize = resize or opened.config.dataset.get("resize") or RESIZE
+    opened.resize = resize or dataset_resize(opened.config.dataset)
     return opened
+
+
+def dataset_resize(dataset_cfg) -> str:
+    """How the run's dataset brought images to size: its `resize` key (folder, data tools' HDF5 files);
+    the datasets without one (olivetti, mnist) hold images of one size, which `aspect` keeps as they are."""
+    return dataset_cfg.resize if "resize" in dataset_cfg and dataset_cfg.resize else RESIZE
 
 
 def open_probe(path: Path, device_cfg) -> Restored:

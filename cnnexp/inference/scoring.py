@@ -11,7 +11,6 @@ from cnnexp.data.transforms import Pipeline, ten_crops
 from cnnexp.engine.evaluation import predict_logits
 from cnnexp.utils.errors import UserError
 
-REDUCTIONS = ("mean", "vote")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from cnnexp.utils.runs import exported_onnx
 
 class ServedModel:
     def __init__(self, cfg):
-        set_threads({"threads": threads_per_worker(cfg)})
+        set_threads(threads_per_worker(cfg))
         self.restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
         if cfg.backend == "onnxruntime":
             self.restored.model = onnx_model(cfg, self.restored)
@@ -81,7 +81,7 @@ def onnx_model(cfg, restored):
 def threads_per_worker(cfg) -> int:
     """device.threads, else the cores shared out between the workers (more intra-op threads than cores
     in all the workers together makes CPU serving slower, not faster)."""
-    return cfg.device.get("threads") or max(1, (os.cpu_count() or 1) // int(cfg.workers))
+    return cfg.device.threads or max(1, (os.cpu_count() or 1) // int(cfg.workers))
 
 
 def run_metrics(run: Path | None) -> dict | None:
