@@ -241,9 +241,9 @@ def table(rows: list[dict]) -> str:
              "| requests/s vs plain FastAPI |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     plain = {r["clients"]: r["rps"] for r in rows if r["server"] == "plain FastAPI"}
     for r in rows:
-        ratio = r["rps"] / plain[r["clients"]] if plain.get(r["clients"]) else float("nan")
+        ratio = f"{r['rps'] / plain[r['clients']]:.2f}x" if plain.get(r["clients"]) else "-"
         lines.append(f"| {r['server']} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.2f} | {ratio:.2f}x |")
+                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.2f} | {ratio} |")
     return "\n".join(lines)
 
 
