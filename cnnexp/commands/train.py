@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 
+from cnnexp.config.app import app_main
 from cnnexp.schemas import typed, upgrade
 from cnnexp.schemas.run import TrainSchema
 from cnnexp.utils.errors import UserError
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
+main = app_main("train", __name__)  # cnnexp train ... -> this module's Hydra app
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
 DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
