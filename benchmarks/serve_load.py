@@ -6,6 +6,8 @@
 Without --run it first trains the Olivetti LeNet (experiment=olivetti_lenet: nkerns [20,50], hidden 2000)
 for 5 epochs (the weights do not change the speed). Servers, on 127.0.0.1:
   - cnnexp serve      the real command (micro-batching: max_batch 32, max_wait_ms 5)
+  - cnnexp serve onnxruntime   the same command with backend=onnxruntime: the run exported by
+                      `cnnexp export` (done first) and run by ONNX Runtime instead of PyTorch
   - plain FastAPI     a synchronous FastAPI endpoint under uvicorn, one forward pass per request
                       (FastAPI runs sync endpoints on its thread pool, so requests run side by side)
   - plain Tornado     a Tornado handler as in the age/gender tutorial, one forward pass per request
@@ -179,9 +181,10 @@ def free_port() -> int:
 
 def start(name: str, run: str, port: int, threads: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
-    if name == "cnnexp serve":
+    if name.startswith("cnnexp serve"):
+        backend = "onnxruntime" if name.endswith("onnxruntime") else "torch"
         command = [sys.executable, "-m", "cnnexp", "serve", f"run={run}", f"port={port}", f"device.threads={threads}",
-                   "device=cpu"]
+                   "device=cpu", f"backend={backend}"]
     else:
         command = [sys.executable, __file__, name.replace(" ", "-").lower(), run, str(port), str(threads)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -217,6 +220,12 @@ def train_run(folder: Path, threads: int) -> str:
     return str(folder)
 
 
+def export_onnx(run: str) -> None:
+    """<run>/export/model.onnx, which `cnnexp serve backend=onnxruntime` loads."""
+    subprocess.run([sys.executable, "-m", "cnnexp", "export", f"run={run}"], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
+
+
 def face_png() -> bytes:
     from PIL import Image
 
@@ -232,9 +241,9 @@ def table(rows: list[dict]) -> str:
              "| requests/s vs plain FastAPI |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     plain = {r["clients"]: r["rps"] for r in rows if r["server"] == "plain FastAPI"}
     for r in rows:
-        ratio = r["rps"] / plain[r["clients"]] if plain.get(r["clients"]) else float("nan")
+        ratio = f"{r['rps'] / plain[r['clients']]:.2f}x" if plain.get(r["clients"]) else "-"
         lines.append(f"| {r['server']} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.2f} | {ratio:.2f}x |")
+                     f"{r['p99_ms']:.1f} | {r['errors']} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.2f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -245,11 +254,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="turns the servers take within those seconds")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each server")
-    parser.add_argument("--servers", nargs="+", default=["cnnexp serve", "plain FastAPI", "plain Tornado"])
+    parser.add_argument("--servers", nargs="+", default=["cnnexp serve", "cnnexp serve onnxruntime", "plain FastAPI",
+                                                         "plain Tornado"])
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) and the rows (JSON) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_run(Path(scratch) / "run", args.threads)
+        if "cnnexp serve onnxruntime" in args.servers:
+            export_onnx(run)
         image, rows, servers = face_png(), [], {}
         try:
             for name in args.servers:

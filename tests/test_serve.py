@@ -119,10 +119,14 @@ def images(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def server(run, tmp_path_factory):
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def server(request, run, tmp_path_factory):
+    """The service on PyTorch, then on ONNX Runtime (the run exported by `cnnexp export`): every test
+    of it holds for both backends."""
+    if request.param == "onnxruntime" and not (run / "export" / "model.onnx").exists():
+        assert main(["export", f"run={run}"]) == 0
     started = Server(run, tmp_path_factory.mktemp("serve") / "serve.log", "topk=3", "read_timeout_s=1",
-                     "max_upload_mb=0.5", "max_wait_ms=20")
+                     "max_upload_mb=0.5", "max_wait_ms=20", f"backend={request.param}")
     yield started
     assert started.stop() == 0
 
@@ -156,7 +160,7 @@ def test_health_is_503_until_loaded_then_200(server):
     status, info = server.request("GET", "/info")
     assert status == 200 and info["model"] == "lenet" and len(info["class_names"]) == 40
     assert info["image_shape"] == [1, 57, 47] and info["metrics"]["epochs_run"] == 12
-    assert info["options"]["topk"] == 3 and info["threads"] == 1
+    assert info["options"]["topk"] == 3 and info["threads"] == 1 and info["backend"] in ("torch", "onnxruntime")
 
 
 def test_predictions_equal_cnnexp_predict(server, run, images, capsys):
@@ -367,3 +371,11 @@ def test_two_workers_answer_and_stop_with_exit_0(run, images, tmp_path):
     assert len({json.dumps(answer["images"][0]["top"]) for _, answer in answers}) == 1
     assert server.stop() == 0
     assert server.log_path.read_text().count("ready on /predict") == 2
+
+
+def test_onnxruntime_backend_without_an_export_is_one_line(cnnexp, run, tmp_path):
+    missing = tmp_path / "none.onnx"
+    result = cnnexp("serve", f"run={run}", "backend=onnxruntime", f"onnx={missing}", f"port={free_port()}")
+    assert result.code == 2
+    assert result.err == (f"error: backend=onnxruntime needs {missing} and its JSON; run `cnnexp export run={run}` "
+                          "first (or give onnx=<file>)\n")

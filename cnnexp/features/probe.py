@@ -181,7 +181,8 @@ class LinearProbe(nn.Module):
         z = ((features.double() - self.mean) / self.scale) @ self.coef.T + self.intercept
         if z.shape[1] == 1:
             z = torch.cat([torch.zeros_like(z), z], 1)
-        logits = torch.full((len(z), self.num_classes), -torch.inf, dtype=z.dtype, device=z.device)
+        # z.shape[0], not len(z): an int would fix the batch size of an exported graph (cnnexp export)
+        logits = torch.full((z.shape[0], self.num_classes), -torch.inf, dtype=z.dtype, device=z.device)
         logits[:, self.classes] = z
         return logits
 

@@ -49,7 +49,8 @@ def open_probe(path: Path, device_cfg) -> Restored:
     arrays, attrs = load_probe(path)
     extractor, source = source_from_attrs(attrs, device_cfg)
     source.model = nn.Sequential(extractor, LinearProbe(arrays)).to(source.device).eval()
-    config = OmegaConf.create({"dataset": source.dataset_cfg, "model": {"name": f"probe on {attrs['model']}"}})
+    config = OmegaConf.create({"dataset": source.dataset_cfg, "model": {"name": f"probe on {attrs['model']}"},
+                               "seed": int(attrs.get("seed", 0))})  # the seed that split the features' dataset
     return Restored(**source.parts(), config=config, class_names=list(attrs["label_names"]), checkpoint_path=path)
 
 

@@ -14,8 +14,8 @@ so that the engine, the data sources and the commands read the same typed fields
 
 from omegaconf import OmegaConf, open_dict
 
-from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, FeaturesSchema, PredictSchema, ServeSchema,
-                                     SweepSummarizeSchema)
+from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, ExportSchema, FeaturesSchema, PredictSchema,
+                                     ServeSchema, SweepSummarizeSchema)
 from cnnexp.schemas.commands import BuildHdf5Schema, FromVideoSchema, ProbeSchema
 from cnnexp.schemas.models import model_schemas
 from cnnexp.schemas.run import DataShowSchema, SweepSchema, TrainSchema
@@ -24,13 +24,13 @@ PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSche
                    "sweep_summarize_schema": SweepSummarizeSchema, "eval_schema": EvalSchema,
                    "predict_schema": PredictSchema, "serve_schema": ServeSchema, "data_build_hdf5_schema": BuildHdf5Schema,
                    "data_from_video_schema": FromVideoSchema, "features_schema": FeaturesSchema,
-                   "probe_schema": ProbeSchema}
+                   "probe_schema": ProbeSchema, "export_schema": ExportSchema}
 
 # Keys added to cnnexp after runs were made, with the value that reproduces how those runs behaved.
 ADDED_KEYS = {
     "trainer": {"label_smoothing": 0.0, "ema_decay": None, "best_by": "val_error", "log_every": 1, "sync_bn": False},
     "device": {"threads": None, "precision": "fp32", "compile": False, "channels_last": False},
-    "optimizer": {"head_lr_mult": 1.0, "decay_norm_bias": True},
+    "optimizer": {"weight_decay": 0.0, "head_lr_mult": 1.0, "decay_norm_bias": True},
     "scheduler": {"warmup_epochs": 0},
     "dataset": {"limit": None},
     "model": {"weights": None, "download": True, "preprocess": "weights", "freeze": [], "trainable": None},

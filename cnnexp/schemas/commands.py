@@ -13,6 +13,8 @@ from cnnexp.utils.jobdirs import SPLITS
 
 TENCROP_REDUCTIONS = ("mean", "vote")  # eval.tencrop_reduce: average the ten views' softmax, or let them vote
 RESIZES = ("aspect", "simple")  # how a user's image is brought to the run's size
+BACKENDS = ("torch", "onnxruntime")  # what runs the served model's forward pass
+EXPORT_FORMATS = ("onnx", "torchscript")
 
 
 @dataclass
@@ -107,9 +109,12 @@ class ServeSchema(GuessSchema):
     read_timeout_s: float = MISSING
     workers: int = MISSING
     access_log: bool = MISSING
+    backend: str = MISSING
+    onnx: Optional[str] = MISSING
 
     def check(self) -> None:
         super().check()
+        one_of("backend", self.backend, BACKENDS)
         positive("max_batch", self.max_batch, integer=True)
         positive("max_wait_ms", self.max_wait_ms, integer=False, or_zero=True)
         positive("max_upload_mb", self.max_upload_mb, integer=False)
@@ -117,6 +122,22 @@ class ServeSchema(GuessSchema):
         positive("workers", self.workers, integer=True)
         if not 0 <= self.port <= 65535:
             raise UserError(f"port={self.port!r} must be a whole number from 0 to 65535")
+
+
+@dataclass
+class ExportSchema(RunChoice, Checked):
+    format: str = MISSING
+    out: Optional[str] = MISSING
+    opset: int = MISSING
+    dynamic_batch: bool = MISSING
+    resize: Optional[str] = MISSING
+    dataset: Any = MISSING
+
+    def check(self) -> None:
+        one_of("format", self.format, EXPORT_FORMATS)
+        at_least("opset", self.opset, 18)
+        if self.resize not in (None, *RESIZES):
+            raise UserError(f"resize={self.resize} is not one of: {', '.join(RESIZES)}, null (the run's dataset.resize)")
 
 
 @dataclass

@@ -13,12 +13,16 @@ from cnnexp.inference.guesses import class_probs, top_guesses
 from cnnexp.inference.inputs import decode_upload, prepare
 from cnnexp.inference.open_run import open_run
 from cnnexp.inference.scoring import require_crops
+from cnnexp.utils.errors import UserError
+from cnnexp.utils.runs import exported_onnx
 
 
 class ServedModel:
     def __init__(self, cfg):
         set_threads(threads_per_worker(cfg))
         self.restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
+        if cfg.backend == "onnxruntime":
+            self.restored.model = onnx_model(cfg, self.restored)
         if cfg.tencrop:
             require_crops(self.restored.pipeline, self.restored.image_shape)
         self.cfg = cfg
@@ -51,6 +55,7 @@ class ServedModel:
             "class_names": restored.class_names,
             "image_shape": list(restored.image_shape),
             "input_shape": list(restored.pipeline.augmentation.out_shape),
+            "backend": cfg.backend,
             "device": str(restored.device),
             "precision": restored.precision.name,
             "threads": torch.get_num_threads(),
@@ -58,6 +63,20 @@ class ServedModel:
             "options": {key: cfg[key] for key in ("topk", "detect_face", "face_margin", "tencrop", "max_batch",
                                                    "max_wait_ms", "max_upload_mb", "max_pixels")} | {"resize": restored.resize},
         }
+
+
+def onnx_model(cfg, restored):
+    """The run's exported ONNX file on ONNX Runtime, after checking that its JSON describes this run's
+    classes and input."""
+    from cnnexp.export.runtime import OnnxModel
+
+    path = exported_onnx(cfg.run, cfg.checkpoint, cfg.onnx)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    expected = list(restored.pipeline.augmentation.out_shape)
+    if meta.get("class_names") != restored.class_names or meta.get("input_shape") != expected:
+        raise UserError(f"{path} was exported from another model (its classes or input shape differ from this "
+                        f"run's); export this run again with `cnnexp export run={cfg.run}`")
+    return OnnxModel(path, threads_per_worker(cfg))
 
 
 def threads_per_worker(cfg) -> int:

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from cnnexp.serve.app import create_app
 from cnnexp.serve.protocol import HeaderDeadlineProtocol
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import checkpoint_path
+from cnnexp.utils.runs import checkpoint_path, exported_onnx
 
 CONFIG_ENV = "CNNEXP_SERVE_CONFIG"  # the resolved config, for worker processes started by uvicorn
 GRACE_S = 30  # longest wait for requests in flight after a stop signal
@@ -39,6 +39,8 @@ class GracefulServer(uvicorn.Server):
 
 def serve(cfg) -> None:
     checkpoint_path(cfg.run, cfg.checkpoint, cfg.which)  # a wrong run= is one line before the port is taken
+    if cfg.backend == "onnxruntime":
+        exported_onnx(cfg.run, cfg.checkpoint, cfg.onnx)
     HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
                     lifespan="on", access_log=bool(cfg.access_log), http=HeaderDeadlineProtocol)

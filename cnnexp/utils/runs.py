@@ -96,3 +96,17 @@ def checkpoint_path(run, checkpoint, which: str) -> Path:
     if which not in ("best", "last"):
         raise UserError(f"which={which} is not one of: best, last")
     return find_checkpoint(checkpoint if checkpoint is not None else run, which)
+
+
+def export_dir(run, checkpoint) -> Path:
+    """Where `cnnexp export` writes by default: <run>/export, or beside the checkpoint file without a run."""
+    return Path(str(run)).expanduser() / "export" if run is not None else Path(str(checkpoint)).expanduser().parent / "export"
+
+
+def exported_onnx(run, checkpoint, given) -> Path:
+    """The ONNX file `serve backend=onnxruntime` runs (`onnx=`, else export_dir/model.onnx), with its JSON."""
+    path = Path(str(given)).expanduser() if given else export_dir(run, checkpoint) / "model.onnx"
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise UserError(f"backend=onnxruntime needs {path} and its JSON; run `cnnexp export run={run}` first "
+                        "(or give onnx=<file>)")
+    return path
