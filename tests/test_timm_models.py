@@ -81,15 +81,17 @@ def imagenet_top1(model, files) -> torch.Tensor:
         return model((views.float() - 127.5) / 127.5).argmax(1)
 
 
-def test_the_weights_know_cats_and_dogs_zero_shot(imagenet_lite0):
-    """The first 25 test cats and dogs of cats_and_dogs get an ImageNet cat / dog class (the whole test set:
-    888 of 1,000 measured, docs/results/transfer.md; a random network: none)."""
+@pytest.mark.parametrize("per_class", [25, pytest.param(500, marks=pytest.mark.slow)])
+def test_the_weights_know_cats_and_dogs_zero_shot(imagenet_lite0, per_class):
+    """The first test cats and dogs of cats_and_dogs get an ImageNet cat / dog class (all 1,000: 902
+    measured, docs/results/transfer.md; a random network: none of 200)."""
     model, _ = imagenet_lite0
     right = 0
     for folder, classes in (("cats", IMAGENET_CATS), ("dogs", IMAGENET_DOGS)):
-        files = sorted((CATS_DOGS_TEST / folder).iterdir())[:25]
-        right += sum(int(c) in classes for c in imagenet_top1(model, files))
-    assert right >= 0.85 * 50
+        files = sorted((CATS_DOGS_TEST / folder).iterdir())[:per_class]
+        for start in range(0, len(files), 50):
+            right += sum(int(c) in classes for c in imagenet_top1(model, files[start:start + 50]))
+    assert right >= 0.85 * 2 * per_class
 
 
 def test_a_changed_file_is_refused_by_its_checksum(monkeypatch):
