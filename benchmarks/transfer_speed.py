@@ -35,6 +35,7 @@ from cnnexp.cli import main
 from cnnexp.config.compose import compose_config
 from cnnexp.data import create_dataset
 from cnnexp.data.image_data import ImageData
+from cnnexp.engine.assemble import assemble_training
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.models.timm_models import LITE0_IMAGENET, lite0_to_timm, packaged_file, timm_library
@@ -117,7 +118,7 @@ def finetune_config(root: Path, batch: int):
 
 def cnnexp_finetune_epoch(cfg, data: ImageData) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
-        metrics = Trainer(cfg, data, Path(run_dir), ConsoleReporter(Console(quiet=True))).fit()
+        metrics = Trainer(assemble_training(cfg, data), Path(run_dir), ConsoleReporter(Console(quiet=True))).fit()
     return metrics["images_per_second"]
 
 
