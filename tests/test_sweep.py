@@ -12,7 +12,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def plan_for(*args):
-    from cnnexp.commands.sweep import compose_settings, make_plan, split_args
+    from cnnexp.sweep.run import compose_settings, make_plan, split_args
 
     settings_args, _, train_args = split_args(list(args))
     return make_plan(compose_settings(settings_args), train_args)
@@ -66,7 +66,7 @@ def test_range_sweeps_and_explicit_seeds():
 
 
 def test_continued_sweep_keeps_a_sensible_value_order(tmp_path):
-    from cnnexp.commands.sweep import Plan, write_sweep_json
+    from cnnexp.sweep.run import Plan, write_sweep_json
 
     write_sweep_json(tmp_path, Plan(grid={"model.nkerns": ["[10,30]", "[5,10]"]}, seeds=["0"]), "test_error")
     write_sweep_json(tmp_path, Plan(grid={"model.nkerns": ["[20,50]", "[10,30]", "[5,10]"]}, seeds=["0", "1"]),

@@ -1,15 +1,15 @@
-"""`cnnexp <command> [tool] [overrides]`: pick the command, run it as its Hydra app.
+"""`cnnexp <command> [tool] [overrides]`: pick the command and hand it the rest of the arguments.
 
-A command module (see cnnexp/commands/__init__.py) is one Hydra app; a module with `TOOLS` (e.g.
-`data`) names one app per tool, chosen by the first argument; a module with `main(argv)` (e.g.
-`sweep`, which launches the train app in multirun) takes the arguments itself.
+Every command module (see cnnexp/commands/__init__.py) has `main(argv)`: most are one Hydra app
+(`config.app.app_main`), `data` is one app per tool (`config.app.tools_main`), `viz` and `sweep` read
+their first arguments themselves before they launch Hydra apps.
 """
 
 import importlib
 import sys
 
 from cnnexp.commands import COMMANDS
-from cnnexp.config.app import DEBUG, describe, launch
+from cnnexp.config.app import DEBUG, describe
 from cnnexp.utils.errors import Diverged, UserError
 
 
@@ -28,18 +28,6 @@ def fail(message: str, code: int) -> int:
     return code
 
 
-def run_tool(name: str, module, args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(f"usage: cnnexp {name} <tool> [key=value ...] [--help]\n\ntools:")
-        for tool_name, tool in module.TOOLS.items():
-            print(f"  {tool_name:<11} {tool.HELP}")
-        print(f"\n`cnnexp {name} <tool> --help` lists its keys and defaults.")
-        return 0
-    if args[0] not in module.TOOLS:
-        raise UserError(f"unknown {name} tool '{args[0]}'; choose one of: {', '.join(module.TOOLS)}")
-    return launch(f"{name} {args[0]}", module.TOOLS[args[0]], args[1:])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -49,12 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         return fail(f"unknown command '{name}'; choose one of: {', '.join(COMMANDS)}", 2)
     try:
-        module = importlib.import_module(COMMANDS[name])
-        if hasattr(module, "TOOLS"):
-            return run_tool(name, module, args)
-        if hasattr(module, "main"):
-            return module.main(args)
-        return launch(name, module, args)
+        return importlib.import_module(COMMANDS[name]).main(args)
     except (UserError, Diverged) as exc:
         return fail(str(exc), exc.exit_code)
     except SystemExit as exc:  # raised inside a Hydra job (guarded) or by Hydra itself

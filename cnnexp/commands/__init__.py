@@ -1,5 +1,7 @@
-"""One module (or package) per subcommand. Each has `CONFIG_NAME` (its primary config in conf/), `HELP`
-(one line for `cnnexp --help`), optional `FLAGS` (`--tencrop` -> `eval.tencrop=true`) and `run(cfg)`.
+"""One module per subcommand. Each has `HELP` (one line for `cnnexp --help`) and `main(argv)`, which
+`cnnexp` calls with the arguments after the command's name; a command that is one Hydra app gets its
+`main` from `config.app.app_main` and has `CONFIG_NAME` (its primary config in conf/), `run(cfg)` and
+optional `FLAGS` (`--tencrop` -> `eval.tencrop=true`).
 
 `COMMANDS` is the list `cnnexp` dispatches on: adding a subcommand is one module here, one line below
 and one primary config.

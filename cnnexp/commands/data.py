@@ -10,6 +10,8 @@ from types import SimpleNamespace
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cnnexp.config.app import tools_main
+
 HELP = "data tools: build-hdf5 (folder -> HDF5), from-video (faces -> folder), show (counts, stats, sample grid)"
 
 
@@ -65,3 +67,4 @@ TOOLS = {
     "show": SimpleNamespace(CONFIG_NAME="data_show", run=show,
                             HELP="counts per split and class, shape, mean/std, and a PNG grid with and without augmentation"),
 }
+main = tools_main("data", TOOLS)  # cnnexp data <tool> ... -> the tool's Hydra app

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cnnexp.config.app import app_main
 from cnnexp.utils import jobdirs
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.runs import current_run_dir
@@ -16,6 +17,7 @@ if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--h
 CONFIG_NAME = "eval"
 HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop"
 FLAGS = {"--tencrop": "eval.tencrop=true"}
+main = app_main("eval", __name__)  # cnnexp eval ... -> this module's Hydra app
 LISTED = 10  # misclassified images named on the console
 
 

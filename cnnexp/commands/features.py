@@ -5,6 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from cnnexp.config.app import app_main
 from cnnexp.utils.errors import UserError
 
 # torch, the data, features and inference layers are imported where used: `--help` and `--cfg job` go without.
@@ -12,6 +13,7 @@ from cnnexp.utils.errors import UserError
 CONFIG_NAME = "features"
 HELP = "features of a run or registry model for every image -> HDF5 (layer=, splits=, --tencrop)"
 FLAGS = {"--tencrop": "tencrop=true"}
+main = app_main("features", __name__)  # cnnexp features ... -> this module's Hydra app
 
 
 def run(cfg) -> dict | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from cnnexp.config.app import app_main
 from cnnexp.utils.errors import UserError
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--h
 CONFIG_NAME = "predict"
 HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"
 FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
+main = app_main("predict", __name__)  # cnnexp predict ... -> this module's Hydra app
 
 
 def run(cfg) -> None:

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from rich.table import Table
 
+from cnnexp.config.app import app_main
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.runs import current_run_dir, save_config
 
 CONFIG_NAME = "probe"
 HELP = "logistic-regression probe on a features file: grid over C, eval tables, a probe predict can use"
+main = app_main("probe", __name__)  # cnnexp probe ... -> this module's Hydra app
 FITS = ("train", "train+val")
 
 

@@ -1,8 +1,11 @@
 """`cnnexp serve`: a trained run as an HTTP service (POST /predict, /health, /info) with a web page at /."""
 
+from cnnexp.config.app import app_main
+
 CONFIG_NAME = "serve"
 HELP = "an HTTP prediction service with a web page for a trained run (run=..., port=8000)"
 FLAGS = {"--tencrop": "tencrop=true"}
+main = app_main("serve", __name__)  # cnnexp serve ... -> this module's Hydra app
 
 
 def run(cfg) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 
+from cnnexp.config.app import app_main
 from cnnexp.schemas import typed, upgrade
 from cnnexp.schemas.run import TrainSchema
 from cnnexp.utils.errors import UserError
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
+main = app_main("train", __name__)  # cnnexp train ... -> this module's Hydra app
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
 DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
@@ -42,7 +44,7 @@ def run(cfg, on_evaluation=None) -> dict:
         cfg = resumed_config(checkpoint.config, cfg, task_overrides())
         check_schedule(checkpoint.config, cfg, task_overrides())
         typed(cfg)
-    data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
+    data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.limit)
     main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
     if main_process:
         save_config(cfg, run_dir)
@@ -135,13 +137,13 @@ def run_summary(parts: TrainingParts, run_dir) -> dict:
     summary = {
         "dataset": f"{cfg.dataset.name}  train/val/test {sizes}  input {shape}  {data.num_classes} classes",
         "model": f"{cfg.model.name}  {parts.freezing.summary()}",
-        "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.get('weight_decay', 0)}",
+        "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.weight_decay}",
         "scheduler": schedule_line(cfg.scheduler),
         "augmentation": parts.pipeline.augmentation.describe(),
         "trainer": f"{cfg.trainer.epochs} epochs  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
                    f"early stopping {cfg.trainer.early_stopping}{regularisers_line(cfg.trainer)}",
         "device": f"{parts.device}  precision {parts.precision.describe()}  "
-                  f"compile {bool(cfg.device.get('compile'))}  seed {cfg.seed}",
+                  f"compile {cfg.device.compile}  seed {cfg.seed}",
         "run folder": str(run_dir),
     }
     group = parts.group
@@ -159,17 +161,16 @@ def run_summary(parts: TrainingParts, run_dir) -> dict:
 
 
 def schedule_line(scheduler) -> str:
-    target = scheduler.get("_target_")
-    warmup = scheduler.get("warmup_epochs") or 0
+    target, warmup = scheduler._target_, scheduler.warmup_epochs
     name = target.rsplit(".", 1)[-1] if target else "constant lr"
     return name + (f" after {warmup} warm-up epoch{'s' * (warmup != 1)}" if warmup else "")
 
 
 def regularisers_line(trainer_cfg) -> str:
     """The training knobs that change the loss or the kept weights, only where they are on."""
-    parts = [f"label smoothing {trainer_cfg.label_smoothing:g}"] if trainer_cfg.get("label_smoothing") else []
-    parts += [f"EMA {trainer_cfg.ema_decay:g}"] if trainer_cfg.get("ema_decay") else []
-    parts += [f"best by {trainer_cfg.best_by}"] if trainer_cfg.get("best_by", "val_error") != "val_error" else []
+    parts = [f"label smoothing {trainer_cfg.label_smoothing:g}"] if trainer_cfg.label_smoothing else []
+    parts += [f"EMA {trainer_cfg.ema_decay:g}"] if trainer_cfg.ema_decay else []
+    parts += [f"best by {trainer_cfg.best_by}"] if trainer_cfg.best_by != "val_error" else []
     return "".join(f"  {part}" for part in parts)
 
 

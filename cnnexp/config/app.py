@@ -113,6 +113,26 @@ def launch(name: str, command, args: list[str]) -> int:
     return 0
 
 
+def app_main(name: str, module_name: str):
+    """`main(argv)` of a command that is one Hydra app (the module's CONFIG_NAME, run, FLAGS, check)."""
+    return lambda argv: launch(name, sys.modules[module_name], argv)
+
+
+def tools_main(name: str, tools: dict):
+    """`main(argv)` of a command made of tools (`cnnexp data <tool>`), each one Hydra app."""
+    def main(argv: list[str]) -> int:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(f"usage: cnnexp {name} <tool> [key=value ...] [--help]\n\ntools:")
+            for tool_name, tool in tools.items():
+                print(f"  {tool_name:<11} {tool.HELP}")
+            print(f"\n`cnnexp {name} <tool> --help` lists its keys and defaults.")
+            return 0
+        if argv[0] not in tools:
+            raise UserError(f"unknown {name} tool '{argv[0]}'; choose one of: {', '.join(tools)}")
+        return launch(f"{name} {argv[0]}", tools[argv[0]], argv[1:])
+    return main
+
+
 def shared_run_dir(config_name: str, args: list[str]) -> list[str]:
     """Under torchrun: rank 0 claims the run folder (hydra.run.dir, resolved once) and tells the other
     ranks; they use it without writing Hydra's files or a log there. Hydra overrides for this rank."""

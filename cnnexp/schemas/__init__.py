@@ -30,7 +30,7 @@ PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSche
 ADDED_KEYS = {
     "trainer": {"label_smoothing": 0.0, "ema_decay": None, "best_by": "val_error", "log_every": 1, "sync_bn": False},
     "device": {"threads": None, "precision": "fp32", "compile": False, "channels_last": False},
-    "optimizer": {"head_lr_mult": 1.0, "decay_norm_bias": True},
+    "optimizer": {"weight_decay": 0.0, "head_lr_mult": 1.0, "decay_norm_bias": True},
     "scheduler": {"warmup_epochs": 0},
     "dataset": {"limit": None},
     "model": {"weights": None, "download": True, "preprocess": "weights", "freeze": [], "trainable": None},

@@ -19,9 +19,8 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-from cnnexp.commands import train
-from cnnexp.commands.sweep.folders import read_json
-from cnnexp.commands.sweep.plan import parse_overrides
+from cnnexp.sweep.folders import read_json
+from cnnexp.sweep.plan import parse_overrides
 from cnnexp.utils.errors import Pruned, UserError
 from cnnexp.utils.files import exclusive_lock, write_json_atomic
 
@@ -135,7 +134,7 @@ def sample_values(dist) -> list:
     return list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
 
 
-def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path) -> None:
+def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path, train_run) -> None:
     """Run `trials` trials of the study in sweep_dir (joined or continued), then its plots."""
     study = make_study(settings, sweep_dir)
     before = sum(t.state.is_finished() for t in study.trials)
@@ -145,7 +144,7 @@ def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], s
                       sweep_dir / "sweep.json")
     print(f"search: Optuna study '{settings.study}' ({settings.sampler} sampler, {settings.pruner} pruner) over "
           f"{', '.join(space)}; {before} trial{'s' * (before != 1)} finished so far; running {settings.trials} more in {sweep_dir}")
-    objective = Objective(fixed, space, sweep_dir, hydra_args)
+    objective = Objective(fixed, space, sweep_dir, hydra_args, train_run)
     study.optimize(objective, n_trials=int(settings.trials), catch=(TrialFailed,))
     save_plots(study, sweep_dir)
     report(study)
@@ -159,8 +158,9 @@ class Objective:
     """One trial: its parameters from the study, a train run in `trial-NNNN` reporting each validation
     error to the pruner, and the run's best validation error as the value."""
 
-    def __init__(self, fixed, space, sweep_dir: Path, hydra_args):
+    def __init__(self, fixed, space, sweep_dir: Path, hydra_args, train_run):
         self.fixed, self.space, self.sweep_dir, self.hydra_args = fixed, space, sweep_dir, hydra_args
+        self.train_run = train_run  # the train command's run(cfg, on_evaluation)
 
     def __call__(self, trial) -> float:
         import optuna
@@ -172,7 +172,7 @@ class Objective:
         overrides = [*self.fixed, *(f"{key}={override_text(v)}" for key, v in params.items())]
         if not any(o.split("=", 1)[0] == "seed" for o in overrides):
             overrides.append("seed=0")
-        job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial))
+        job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run))
         launch("sweep", job, ["--multirun", *overrides, f"hydra.sweep.dir='{self.sweep_dir}'",
                                        f"hydra.sweep.subdir={folder.name}", *self.hydra_args])
         metrics, failed = read_json(folder / "metrics.json"), read_json(folder / "failed.json")
@@ -194,7 +194,7 @@ def suggest(trial, key: str, dist):
     return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def run_trial(cfg, trial):
+def run_trial(cfg, trial, train_run):
     """The train job of a trial; a pruned run ends normally (its metrics.json says pruned)."""
     def report(row: dict) -> None:
         trial.report(row["val_error"], row["step"])
@@ -202,7 +202,7 @@ def run_trial(cfg, trial):
             raise Pruned(f"pruned by the study at step {row['step']} (val error {100 * row['val_error']:.2f} %)")
 
     try:
-        return train.run(cfg, on_evaluation=report)
+        return train_run(cfg, on_evaluation=report)
     except Pruned as exc:
         print(exc)
         return None

@@ -1,13 +1,12 @@
 """The job Hydra runs for each point of a sweep."""
 
-from cnnexp.commands import train
-from cnnexp.commands.sweep.folders import read_json, set_aside
+from cnnexp.sweep.folders import read_json, set_aside
 from cnnexp.utils.files import exclusive_lock
 from cnnexp.utils.runs import current_run_dir
 
 
-def run_point(cfg):
-    """One sweep run: skipped when its folder already holds a result or another process (a second
+def run_point(cfg, train_run):
+    """One sweep run (`train_run(cfg)`, the train command's): skipped when its folder already holds a result or another process (a second
     `cnnexp sweep sweep.dir=` on the same folder) is training it; an interrupted run starts again.
 
     The interrupted run is restarted rather than resumed from its last checkpoint: a seeded run
@@ -21,7 +20,7 @@ def run_point(cfg):
             print(f"already done: {folder}")
             return None
         set_aside(folder)
-        return train.run(cfg)  # a failure is recorded in failed.json by cli.guarded, and the sweep goes on
+        return train_run(cfg)  # a failure is recorded in failed.json by cli.guarded, and the sweep goes on
 
 
 def is_done(folder) -> bool:

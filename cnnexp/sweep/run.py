@@ -1,4 +1,6 @@
-"""`cnnexp sweep`: train every point of a grid with N seeds on Hydra multirun, then summarise.
+"""Sweeps: train every point of a grid with N seeds on Hydra multirun (or the trials of an Optuna
+study), then summarise. `cnnexp sweep` (commands/sweep.py) hands its arguments and the train command's
+run function to `main` here.
 
     cnnexp sweep [sweep=<preset>] [key=v1,v2,... ...] [key=value ...] [seeds=N] [sweep.dir=<folder>]
     cnnexp sweep summarize dir=<folder> [sweep.metric=<metric>]
@@ -9,23 +11,24 @@ lets a re-run with `sweep.dir=` recognise finished runs even when the grid grew 
 The summary is rebuilt from the run folders alone, so it also works on a plain `train -m` multirun.
 
 The package: plan (grid and seeds), folders (run folders and their state), job (one run), summary
-(statistics), table (console, CSV, JSON, Markdown), plot (summary.png); this module is the command.
+(statistics), table (console, CSV, JSON, Markdown), plot (summary.png), search (Optuna); this module
+runs a sweep from its arguments.
 """
 
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-from cnnexp.commands.sweep.folders import finished_runs, read_json, write_sweep_json
-from cnnexp.commands.sweep.plan import Plan, check_plan, make_plan, parse_overrides
-from cnnexp.commands.sweep.summary import summarize
+from cnnexp.sweep.folders import finished_runs, read_json, write_sweep_json
+from cnnexp.sweep.plan import Plan, check_plan, make_plan, parse_overrides
+from cnnexp.sweep.summary import summarize
 from cnnexp.config.app import launch as launch_app
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
 
 
 CONFIG_NAME = "sweep"
-HELP = "train a grid of configs x seeds (Hydra multirun); ends in a table, CSV/JSON/Markdown and a plot"
 SETTINGS = ("sweep", "seeds", "search", "trials", "sampler", "pruner", "startup_trials", "storage", "study")
 # ^ keys of conf/sweep.yaml; every other argument is a train override
 METRICS = ("test_error", "best_val_error", "best_epoch", "epochs_run", "train_seconds", "images_per_second")
@@ -66,8 +69,8 @@ def check_metric(metric) -> str:
     return metric
 
 
-def main(argv: list[str]) -> int:
-    """The sweep: compose conf/sweep.yaml (the train config plus the sweep keys), plan the grid, launch
+def main(argv: list[str], train_run) -> int:
+    """The sweep (each run `train_run(cfg)`): compose conf/sweep.yaml (the train config plus the sweep keys), plan the grid, launch
     the train app in multirun over the runs not yet done, summarise. `--help` and `--cfg job` show
     that config (without the swept values); `cnnexp sweep summarize` is an app of its own."""
     if argv and argv[0] == "summarize":
@@ -78,7 +81,7 @@ def main(argv: list[str]) -> int:
     settings = compose_settings(settings_args)
     metric = check_metric(settings.sweep.metric)
     if settings.search == "optuna":
-        return optuna_search(settings, train_args, hydra_args, metric)
+        return optuna_search(settings, train_args, hydra_args, metric, train_run)
     if settings.search != "grid":
         raise UserError(f"search={settings.search} is not one of: grid, optuna")
     plan = make_plan(settings, train_args)
@@ -90,20 +93,20 @@ def main(argv: list[str]) -> int:
     write_sweep_json(sweep_dir, plan, metric)
     if todo:
         started = time.perf_counter()
-        launch(plan, sweep_dir, hydra_args)
+        launch(plan, sweep_dir, hydra_args, train_run)
         print(f"ran {len(todo)} run{'s' * (len(todo) != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
     summarize(sweep_dir, metric)
     return 0
 
 
-def optuna_search(settings, train_args: list[str], hydra_args: list[str], metric: str) -> int:
+def optuna_search(settings, train_args: list[str], hydra_args: list[str], metric: str, train_run) -> int:
     """`search=optuna`: trials of an Optuna study instead of a grid (see sweep/search.py), then the summary."""
-    from cnnexp.commands.sweep.search import prepare, run_search
+    from cnnexp.sweep.search import prepare, run_search
 
     fixed, space = prepare(settings, train_args)
     sweep_dir = sweep_folder(settings.sweep.dir)
     started = time.perf_counter()
-    run_search(settings, fixed, space, hydra_args, sweep_dir)
+    run_search(settings, fixed, space, hydra_args, sweep_dir, train_run)
     print(f"ran {settings.trials} trial{'s' * (settings.trials != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
     summarize(sweep_dir, metric)
     return 0
@@ -132,9 +135,9 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
         print(f"{total - todo} of {total} runs already done; running the other {todo}")
 
 
-def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str]) -> None:
+def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run) -> None:
     """Hand the grid to Hydra's multirun; each job folder is named by its swept values and seed."""
-    from cnnexp.commands.sweep.job import run_point  # the train command: torch only when runs start
+    from cnnexp.sweep.job import run_point
 
     exclude = ",".join(key.lstrip("+~") for key in plan.fixed)
     hydra_overrides = [
@@ -143,7 +146,7 @@ def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str]) -> None:
         f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
         *hydra_args,
     ]
-    job = SimpleNamespace(CONFIG_NAME="train", run=run_point)
+    job = SimpleNamespace(CONFIG_NAME="train", run=partial(run_point, train_run=train_run))
     launch_app("sweep", job, ["--multirun", *plan.hydra_overrides(), *hydra_overrides])
 
 

@@ -3,10 +3,10 @@
 import statistics
 from pathlib import Path
 
-from cnnexp.commands.sweep.folders import Run, load_runs, read_json, run_key
-from cnnexp.commands.sweep.plan import override_value
-from cnnexp.commands.sweep.plot import plot_summary
-from cnnexp.commands.sweep.table import STAT_METRICS, SUMMARY_FILES, rich_table, write_summary
+from cnnexp.sweep.folders import Run, load_runs, read_json, run_key
+from cnnexp.sweep.plan import override_value
+from cnnexp.sweep.plot import plot_summary
+from cnnexp.sweep.table import STAT_METRICS, SUMMARY_FILES, rich_table, write_summary
 from cnnexp.utils.errors import UserError
 
 
