@@ -30,6 +30,7 @@ TINY = {  # model -> (input shape, small-head keys): the whole network, small in
     "alexnet_bn": ((3, 67, 67), {"dense": [32, 32]}), "face_cnn": ((3, 35, 25), {"dense": [32, 16]}),
     "vgg16": ((3, 32, 32), {"dense": [16]}), "vgg16_bn": ((1, 32, 32), {"dense": [16]}),
     "resnet18": ((3, 64, 64), {}), "resnet50": ((3, 64, 64), {}),
+    "efficientnet_lite0": ((3, 64, 64), {}), "timm": ((3, 64, 64), {"arch": "resnet18"}),
 }
 
 

