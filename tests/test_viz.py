@@ -24,9 +24,11 @@ from torch import nn
 from cnnexp.cli import main
 from cnnexp.config.compose import compose_config
 from cnnexp.data import create_dataset
-from cnnexp.engine.curves import DPI, SIZE_INCHES, draw_curves
 from cnnexp.engine import loggers
-from cnnexp.engine.loggers import ConsoleReporter, CurvesPlot
+from cnnexp.engine.curves import draw_curves
+from cnnexp.engine.loggers import CurvesPlot
+from cnnexp.engine.curves import DPI, SIZE_INCHES
+from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.models import create_model, list_models
 from cnnexp.viz.common import LayerOutput, conv_layers, feature_maps, find_layers, last_spatial_map
