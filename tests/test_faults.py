@@ -429,6 +429,33 @@ def test_full_disk_in_history_or_tensorboard_is_one_line(cnnexp, workdir, monkey
         and "\n" not in line, line
 
 
+def test_a_checkpoint_that_fails_to_reach_the_disk_stops_the_run_and_keeps_the_one_before(cnnexp, workdir,
+                                                                                             monkeypatch):
+    """The fsync and rename of a checkpoint run beside the training (engine/checkpoint.CheckpointWriter);
+    where the fsync fails (a full disk with delayed allocation fails there, simulated), the run still
+    stops with one line naming the file, and the last.pt written before it is in place and named."""
+    import errno
+
+    from cnnexp.engine import checkpoint
+
+    calls, real_fsync = [], os.fsync
+
+    def fsync_fails_from_the_third(fd):
+        calls.append(fd)
+        if len(calls) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync_fails_from_the_third)
+    result = cnnexp("train", *TINY, "trainer.epochs=5", "hydra.run.dir=run")
+    assert result.code == 2, result.err
+    line = result.err.strip()
+    assert "\n" not in line and line.startswith("error: cannot write ") and "No space left on device" in line, line
+    kept = load_checkpoint(workdir / "run", "last")
+    assert f"last.pt of step {kept['step']} is kept: resume with" in line, line
+    assert sorted(p.name for p in (workdir / "run" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
 # ---- races -----------------------------------------------------------------------------------------
 
 HOLD_LOCK = """

@@ -19,7 +19,7 @@ from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.data.stream import make_batches
 from cnnexp.engine.build import (build_optimizer, build_scheduler, seed_everything, select_device, set_threads,
                                  to_plain)
-from cnnexp.engine.checkpoint import FORMAT, restore_rng, rng_state, save_atomic
+from cnnexp.engine.checkpoint import FORMAT, CheckpointWriter, restore_rng, rng_state
 from cnnexp.engine.distributed import Discard, Group
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.ema import WeightAverage
@@ -109,7 +109,7 @@ class Trainer:
         self.epoch_order: torch.Tensor | None = None
         self.stop_reason: str | None = None
         self.stop_requests = StopRequests()
-        self.saved_step: int | None = None  # the step of the last.pt this run wrote
+        self.checkpoints = CheckpointWriter()  # its `written`: the step of the last.pt this run wrote
 
     def _normalizer(self, train_split, stored_stats) -> Normalizer:
         """The starting weights' normalisation (model.preprocess=weights), else dataset.normalize's."""
@@ -169,9 +169,7 @@ class Trainer:
         self._flush_losses()
         if not self.group.is_main:
             return
-        save_atomic(self.checkpoint(), self.run_dir / "checkpoints" / f"{which}.pt")
-        if which == "last":
-            self.saved_step = self.state.step
+        self.checkpoints.save(self.checkpoint(), self.run_dir / "checkpoints" / f"{which}.pt", self.state.step)
 
     def load(self, ckpt: dict) -> None:
         """Continue from a checkpoint of the same configuration (resume)."""
@@ -232,9 +230,14 @@ class Trainer:
         return f"cnnexp train trainer.resume={shlex.quote(str(self.run_dir.resolve()))}"
 
     def kept(self) -> str:
-        if self.saved_step is None:
+        try:
+            self.checkpoints.wait()
+        except UserError:  # the error being reported is another one, or this one already
+            pass
+        saved_step = self.checkpoints.written.get("last.pt")
+        if saved_step is None:
             return "no checkpoint was written yet"
-        return f"last.pt of step {self.saved_step} is kept: resume with {self.resume_command()}"
+        return f"last.pt of step {saved_step} is kept: resume with {self.resume_command()}"
 
     def _open_loggers(self) -> None:
         """history.csv, curves.png and TensorBoard: rank 0's alone."""
@@ -246,6 +249,10 @@ class Trainer:
         self.tensorboard = TensorBoardLogger(self.run_dir)
 
     def close_loggers(self) -> None:
+        try:  # the last checkpoint in place before the run ends, whatever ended it
+            self.checkpoints.wait()
+        except UserError:
+            pass  # reported where it happened: finish() waits first
         self.curves.close()
         try:
             self.tensorboard.close()
@@ -463,6 +470,7 @@ class Trainer:
         }
 
     def finish(self, diverged: bool, interrupted: bool = False, pruned: bool = False) -> dict:
+        self.checkpoints.wait()  # last.pt and best.pt on disk before metrics.json says the run is done
         metrics = self.metrics(diverged, interrupted)
         if pruned:
             metrics["pruned"] = True
