@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from cnnexp.config.schemas import register_schemas as _register_schemas
+from cnnexp.schemas import register_schemas as _register_schemas
 from cnnexp.utils import jobdirs as _jobdirs
 from cnnexp.utils.runs import register_resolvers as _register_resolvers
 

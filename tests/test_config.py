@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 import pytest
 
-from cnnexp.config.schemas import model_schemas
+from cnnexp.schemas.models import model_schemas
 
 FACTORY = '''
 from cnnexp.models import register_model
@@ -47,3 +47,64 @@ def test_every_registered_model_has_a_config():
     from cnnexp.models import list_models
 
     assert set(model_schemas()) == set(list_models())
+
+
+def test_a_new_key_in_a_schema_and_the_yaml_reaches_the_engine_typed(tmp_path, monkeypatch):
+    """Adding a knob is its value (with a comment) in conf/ and one typed field: nothing else."""
+    import shutil
+    from dataclasses import dataclass, field
+
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import MISSING
+
+    from cnnexp.config import compose
+    from cnnexp.engine.assemble import assemble_training
+    from cnnexp.engine.trainer import Trainer
+    from cnnexp.schemas import register_schemas, typed
+    from cnnexp.schemas.run import TrainerSchema, TrainSchema
+    from cnnexp.utils.errors import UserError
+    from test_training_knobs import tiny_data
+
+    conf = tmp_path / "conf"
+    shutil.copytree(compose.conf_dir(), conf)
+    base = conf / "train_base.yaml"
+    base.write_text(base.read_text().replace("trainer:\n", "trainer:\n  warmup_steps: 7   # a new knob\n", 1))
+
+    @dataclass
+    class NewTrainerSchema(TrainerSchema):
+        warmup_steps: int = MISSING
+
+    @dataclass
+    class NewTrainSchema(TrainSchema):
+        trainer: NewTrainerSchema = field(default_factory=NewTrainerSchema)
+
+    monkeypatch.setattr(compose, "conf_dir", lambda: conf)
+    ConfigStore.instance().store(name="train_schema", node=NewTrainSchema)
+    try:
+        tiny = ["model.nkerns=[2,3]", "model.hidden=8", "model.kernel_size=3", "device=cpu", "trainer.batch_size=8"]
+        assert compose.compose_config("train", tiny).trainer.warmup_steps == 7  # the YAML's value
+        cfg = compose.compose_config("train", [*tiny, "trainer.warmup_steps=9"])
+        assert typed(cfg).trainer.warmup_steps == 9
+        trainer = Trainer(assemble_training(cfg, tiny_data()), tmp_path)
+        assert trainer.cfg.trainer.warmup_steps == 9 and type(trainer.cfg.trainer.warmup_steps) is int
+        with pytest.raises(UserError, match="warmup_steps"):
+            compose.compose_config("train", [*tiny, "trainer.warmup_steps=soon"])
+    finally:
+        register_schemas()
+
+
+def test_a_saved_config_from_before_a_key_existed_is_upgraded():
+    from pathlib import Path
+
+    from cnnexp.schemas import typed, upgrade
+    from cnnexp.schemas.run import TrainSchema
+
+    saved = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "fixtures" / "run_main_387fe52" /
+                                                  "config.yaml"))
+    for group, key in (("optimizer", "head_lr_mult"), ("scheduler", "warmup_epochs"), ("trainer", "label_smoothing"),
+                       ("device", "precision"), ("model", "freeze")):
+        del saved[group][key]
+    config = upgrade(saved)
+    assert config.optimizer.head_lr_mult == 1.0 and config.scheduler.warmup_epochs == 0
+    assert config.trainer.label_smoothing == 0.0 and config.device.precision == "fp32" and config.model.freeze == []
+    assert typed(OmegaConf.merge(OmegaConf.structured(TrainSchema), config)).trainer.label_smoothing == 0.0

@@ -108,6 +108,7 @@ def test_the_step_loop_reads_the_loss_every_log_every_steps(tmp_path, monkeypatc
     from cnnexp.config.compose import compose_config
     from cnnexp.data import create_dataset
     from cnnexp.engine.distributed import Group
+    from cnnexp.engine.assemble import assemble_training
     from cnnexp.engine.trainer import Trainer
 
     reads = []
@@ -117,7 +118,7 @@ def test_the_step_loop_reads_the_loss_every_log_every_steps(tmp_path, monkeypatc
     job = [arg for arg in JOB if not arg.startswith("trainer.log_every")]
     cfg = compose_config("train", [*job, "trainer.epochs=2", "trainer.log_every=4"])
     data = create_dataset(cfg.dataset, 0).limit(80)
-    trainer = Trainer(cfg, data, tmp_path)
+    trainer = Trainer(assemble_training(cfg, data), tmp_path)
     logged = []
     track = trainer._track_loss
     trainer._track_loss = lambda value, epoch, step: logged.append(step) or track(value, epoch, step)

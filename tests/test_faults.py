@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import only_run, read_json
 
-from cnnexp.engine.checkpoint import SLOW_WRITES, load_checkpoint
+from cnnexp.utils.checkpoint import SLOW_WRITES, Checkpoint
 from cnnexp.utils.errors import UserError
 
 # a small, fast run that still uses every random state a checkpoint must carry (shuffle, dropout,
@@ -103,8 +103,8 @@ def test_sigint_stops_at_a_step_saves_and_resumes_exactly(workdir, reference_run
     assert "interrupted by SIGINT after step" in stopped.stderr and "Traceback" not in stopped.stderr
     metrics = read_json(workdir / "stopped" / "metrics.json")
     assert metrics["interrupted"] is True and 1 <= metrics["epochs_run"] < 8
-    ckpt = load_checkpoint(workdir / "stopped")
-    assert ckpt["step"] == metrics["steps"] >= 8
+    ckpt = Checkpoint.read(workdir / "stopped")
+    assert ckpt.step == metrics["steps"] >= 8
 
     command = resume_command(stopped.stderr)
     assert command[:2] == ["cnnexp", "train"]
@@ -112,7 +112,7 @@ def test_sigint_stops_at_a_step_saves_and_resumes_exactly(workdir, reference_run
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert_same_run(only_run(workdir / "outputs" / "train"), reference_runs(8))
-    print(f"\nSIGINT after step {ckpt['step']}: resumed with the printed command, 1 of 1 resumes matched")
+    print(f"\nSIGINT after step {ckpt.step}: resumed with the printed command, 1 of 1 resumes matched")
 
 
 def test_sigterm_stops_with_143(workdir):
@@ -120,7 +120,7 @@ def test_sigterm_stops_with_143(workdir):
     assert stopped.returncode == 143, stopped.stderr
     assert "interrupted by SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr
     assert read_json(workdir / "stopped" / "metrics.json")["interrupted"] is True
-    assert load_checkpoint(workdir / "stopped")["step"] >= 8
+    assert Checkpoint.read(workdir / "stopped").step >= 8
 
 
 def test_second_ctrl_c_exits_at_once_leaving_complete_checkpoints(workdir):
@@ -137,7 +137,7 @@ def test_second_ctrl_c_exits_at_once_leaving_complete_checkpoints(workdir):
     assert time.monotonic() - second < 2.0, "the second Ctrl-C did not exit at once"
     assert proc.returncode == 130 and "SIGINT again: exiting at once" in err, err
     for path in (workdir / "run" / "checkpoints").glob("*.pt"):
-        load_checkpoint(path)
+        Checkpoint.read(path)
 
 
 # ---- exploding loss --------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class KillHarness:
         for path in self.workdir.glob("chain/*/checkpoints/*.pt"):
             self.loads += 1
             try:
-                load_checkpoint(path)
+                Checkpoint.read(path)
             except UserError as exc:
                 self.bad_loads.append(str(exc))
             except FileNotFoundError:  # only a folder being set up; never a half file
@@ -289,7 +289,7 @@ def test_checkpoint_truncated_at_any_offset_is_refused(reference_runs, tmp_path)
         path = tmp_path / f"cut{offset}.pt"
         path.write_bytes(whole[:offset])
         try:
-            load_checkpoint(path)
+            Checkpoint.read(path)
             not_refused.append(offset)
         except UserError as exc:
             assert str(path) in str(exc) and "\n" not in str(exc)
@@ -337,7 +337,7 @@ def assert_stopped_naming(result: subprocess.CompletedProcess, name: str, run: P
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot read ") and name in lines[0], result.stderr
-    step = load_checkpoint(run)["step"]
+    step = Checkpoint.read(run).step
     assert step >= 3 and f"last.pt of step {step} is kept: resume with cnnexp train trainer.resume=" in lines[0]
 
 
@@ -405,7 +405,7 @@ def test_full_disk_stops_with_one_line_and_keeps_the_checkpoints(small_disk):
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(run) in lines[0], err
     assert "No space left on device" in lines[0] and "is kept: resume with" in lines[0]
     for which in ("last", "best"):
-        load_checkpoint(run, which)
+        Checkpoint.read(run, which)
     print(f"\nfull disk: {lines[0]}")
 
 
@@ -431,12 +431,12 @@ def test_full_disk_in_history_or_tensorboard_is_one_line(cnnexp, workdir, monkey
 
 def test_a_checkpoint_that_fails_to_reach_the_disk_stops_the_run_and_keeps_the_one_before(cnnexp, workdir,
                                                                                              monkeypatch):
-    """The fsync and rename of a checkpoint run beside the training (engine/checkpoint.CheckpointWriter);
+    """The fsync and rename of a checkpoint run beside the training (utils/checkpoint.CheckpointWriter);
     where the fsync fails (a full disk with delayed allocation fails there, simulated), the run still
     stops with one line naming the file, and the last.pt written before it is in place and named."""
     import errno
 
-    from cnnexp.engine import checkpoint
+    from cnnexp.utils import checkpoint
 
     calls, real_fsync = [], os.fsync
 
@@ -451,8 +451,8 @@ def test_a_checkpoint_that_fails_to_reach_the_disk_stops_the_run_and_keeps_the_o
     assert result.code == 2, result.err
     line = result.err.strip()
     assert "\n" not in line and line.startswith("error: cannot write ") and "No space left on device" in line, line
-    kept = load_checkpoint(workdir / "run", "last")
-    assert f"last.pt of step {kept['step']} is kept: resume with" in line, line
+    kept = Checkpoint.read(workdir / "run", "last")
+    assert f"last.pt of step {kept.step} is kept: resume with" in line, line
     assert sorted(p.name for p in (workdir / "run" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
 

@@ -87,6 +87,28 @@ def test_predict_on_a_probe_run_is_features_then_probe(cnnexp, workdir, mnist_fe
         assert [g["prob"] for g in row["top"]] == pytest.approx(values, abs=1e-4)
 
 
+def test_serve_on_a_probe_run_answers_like_predict(cnnexp, workdir, mnist_features):
+    from test_serve import Server
+
+    assert cnnexp("probe", f"features={mnist_features}", "C=[0.1]", "cv=2", "threads=1").code == 0
+    run = probe_run(workdir)
+    digit = workdir / "digit.png"
+    Image.fromarray(MNIST(str(MNIST_ROOT), train=False).data[0].numpy()).save(digit)
+    printed = cnnexp("predict", f"run={run}", f"image={digit}", "topk=3", "--json")
+    assert printed.code == 0, printed.err
+    server = Server(run, workdir / "serve.log", "topk=3")
+    try:
+        status, answer = server.request("POST", "/predict", digit.read_bytes(), {"Content-Type": "image/png"})
+        info = server.request("GET", "/info")[1]
+    finally:
+        assert server.stop() == 0
+    assert status == 200, answer
+    served, expected = answer["images"][0]["top"], json.loads(printed.out)["top"]
+    assert [g["label"] for g in served] == [g["label"] for g in expected]
+    assert [g["prob"] for g in served] == pytest.approx([g["prob"] for g in expected], abs=1e-4)
+    assert info["model"] == "probe on lenet" and info["checkpoint"].endswith("probe.h5")
+
+
 def test_train_limit_cv_val_and_binary_probe(cnnexp, workdir, tmp_path):
     """A two-class file: a binary probe (one coefficient row) selected on val; train_limit subsamples."""
     rng = np.random.default_rng(0)

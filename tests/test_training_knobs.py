@@ -13,6 +13,7 @@ from rich.console import Console
 
 from cnnexp.config.compose import compose_config
 from cnnexp.data.image_data import ImageData, Split
+from cnnexp.engine.assemble import assemble_training
 from cnnexp.engine.build import build_optimizer, build_scheduler
 from cnnexp.engine.ema import WeightAverage
 from cnnexp.engine.loggers import ConsoleReporter
@@ -31,7 +32,7 @@ def tiny_data(n: int = 16) -> ImageData:
 def tiny_trainer(tmp_path, *overrides: str) -> Trainer:
     cfg = compose_config("train", ["model=lenet", "model.nkerns=[2,3]", "model.hidden=8", "model.kernel_size=3",
                                    "device=cpu", "trainer.batch_size=8", *overrides])
-    return Trainer(cfg, tiny_data(), tmp_path, ConsoleReporter(Console(quiet=True)))
+    return Trainer(assemble_training(cfg, tiny_data()), tmp_path, ConsoleReporter(Console(quiet=True)))
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
@@ -154,11 +155,12 @@ def test_warmup_with_plateau_is_refused(cnnexp, workdir):
     ("val_error_then_loss", [True, True, False, False]),
     ("val_loss", [False, True, False, True]),
 ])
-def test_best_by_decides_which_validation_makes_best_pt(tmp_path, best_by, expected):
-    trainer = tiny_trainer(tmp_path, f"trainer.best_by={best_by}")
-    trainer.state.best_val_error, trainer.state.best_val_loss = 0.05, 0.5
+def test_best_by_decides_which_validation_makes_best_pt(best_by, expected):
+    from cnnexp.engine.records import TrainState, is_better
+
+    best = TrainState(best_val_error=0.05, best_val_loss=0.5)
     candidates = [(0.025, 0.9), (0.05, 0.4), (0.05, 0.6), (0.075, 0.3)]  # (val error, val loss)
-    assert [trainer.is_better(error, loss) for error, loss in candidates] == expected
+    assert [is_better(best, best_by, error, loss) for error, loss in candidates] == expected
 
 
 def test_best_by_val_loss_run_keeps_the_lowest_loss_checkpoint(cnnexp, workdir):

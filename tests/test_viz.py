@@ -29,6 +29,7 @@ from cnnexp.engine.curves import draw_curves
 from cnnexp.engine.loggers import CurvesPlot
 from cnnexp.engine.curves import DPI, SIZE_INCHES
 from cnnexp.engine.loggers import ConsoleReporter
+from cnnexp.engine.assemble import assemble_training
 from cnnexp.engine.trainer import Trainer
 from cnnexp.models import create_model, list_models
 from cnnexp.viz.common import LayerOutput, conv_layers, feature_maps, find_layers, last_spatial_map
@@ -248,7 +249,7 @@ class WatchCurves(ConsoleReporter):
 
     def eval_row(self, row, improved):
         super().eval_row(row, improved)
-        self.trainer.curves.wait()
+        self.trainer.loggers.curves.wait()
         with Image.open(self.path) as image:
             image.verify()
         with Image.open(self.path) as image:
@@ -260,12 +261,12 @@ def test_curves_png_after_every_evaluation_when_evaluations_are_slower_than_the_
     cfg = compose_config("train", [*TINY, "trainer.epochs=3", "dataset.limit=60"])
     data = create_dataset(cfg.dataset, 0).limit(60)
     watcher = WatchCurves(tmp_path / "curves.png")
-    trainer = Trainer(cfg, data, tmp_path, watcher)
+    trainer = Trainer(assemble_training(cfg, data), tmp_path, watcher)
     watcher.trainer = trainer
     trainer.fit()
     assert [(fmt, size) for fmt, size, _ in watcher.seen] == [("PNG", CURVES_SIZE)] * 3
     assert len({digest for _, _, digest in watcher.seen}) == 3  # rewritten at each evaluation
-    assert trainer.curves.worker.poll() == 0  # the drawing process ended cleanly
+    assert trainer.loggers.curves.worker.poll() == 0  # the drawing process ended cleanly
     assert sorted(p.name for p in tmp_path.glob(".*")) == []  # no temporary file left
 
 

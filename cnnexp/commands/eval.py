@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING
 
 from cnnexp.utils import jobdirs
 from cnnexp.utils.files import write_json_atomic
-from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
-    from cnnexp.inference.restore import Restored
+    from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "eval"
 HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop"
@@ -29,11 +28,10 @@ def run(cfg) -> dict:
 
 
 def evaluate_run(cfg, out: Path) -> dict:
-    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
     from cnnexp.inference.scoring import plain_scores, require_crops, tencrop_scores
 
-    check_options(cfg)
-    restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
     if cfg.eval.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
     split = restored.load_data().split(cfg.split).to(restored.device)
@@ -44,22 +42,6 @@ def evaluate_run(cfg, out: Path) -> dict:
         tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
                                  cfg.eval.tencrop_reduce, cfg.eval.tencrop_mirror)
     return report(cfg, restored, split, plain, tencrop, out)
-
-
-def check_options(cfg) -> None:
-    from cnnexp.inference.scoring import REDUCTIONS
-
-    if cfg.split not in jobdirs.SPLITS:
-        raise UserError(f"split={cfg.split} is not one of: {', '.join(jobdirs.SPLITS)}")
-    if cfg.eval.tencrop_reduce not in REDUCTIONS:
-        raise UserError(f"eval.tencrop_reduce={cfg.eval.tencrop_reduce} is not one of: {', '.join(REDUCTIONS)}")
-    size = cfg.trainer.batch_size
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise UserError(f"trainer.batch_size={size!r} must be an integer >= 1 or null")
-    if not isinstance(cfg.eval.tencrop_mirror, bool):
-        raise UserError(f"eval.tencrop_mirror={cfg.eval.tencrop_mirror!r} must be true or false")
-    if not isinstance(cfg.eval.max_images, int) or cfg.eval.max_images < 0:
-        raise UserError(f"eval.max_images={cfg.eval.max_images!r} must be an integer >= 0")
 
 
 def report(cfg, restored: Restored, split, plain, tencrop, out: Path) -> dict:

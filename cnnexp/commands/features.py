@@ -22,8 +22,7 @@ def run(cfg) -> dict | None:
 
     listing = str(cfg.layer) == "list"
     target = None if listing else output_path(cfg)
-    check_options(cfg)
-    set_threads(cfg.device)
+    set_threads(cfg.device.threads)
     source, data = load_source(cfg)
     in_shape = source.pipeline.augmentation.out_shape
     if listing:
@@ -53,29 +52,15 @@ def output_path(cfg) -> Path:
     return path
 
 
-def check_options(cfg) -> None:
-    if (cfg.run is None and cfg.checkpoint is None) == (cfg.get("model") is None):
-        raise UserError("say which network: run=<train run folder> (or checkpoint=<file.pt>), or model=<name> "
-                        "with dataset=<name> (e.g. model=resnet18 model.weights=IMAGENET1K_V1 dataset=folder)")
-    for key, minimum in (("batch_size", 1), ("write_buffer", 1), ("max_features", 1)):
-        value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise UserError(f"{key}={value!r} must be an integer >= {minimum}")
-    if cfg.model is not None and not cfg.dataset.get("name"):
-        raise UserError(f"model={cfg.model.name} needs a dataset: dataset=folder dataset.root=<images> "
-                        "(or dataset=mnist, hdf5, olivetti)")
-    if cfg.model is None and (cfg.mean is not None or cfg.std is not None):
-        raise UserError("mean=/std= apply to model=<name>; a run uses the normalisation it trained with")
-
-
 def load_source(cfg):
     from cnnexp.features.extract import load_dataset, source_from_model, source_from_run
-    from cnnexp.inference.restore import hydra_dataset_overrides
+    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
 
     if cfg.model is not None:
         data = load_dataset(cfg.dataset, int(cfg.seed))
         return source_from_model(cfg, data), data
-    source = source_from_run(cfg, hydra_dataset_overrides(cfg))
+    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    source = source_from_run(restored, cfg.dataset, cfg.run)
     return source, load_dataset(source.dataset_cfg, int(cfg.seed), source.image_shape)
 
 

@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from cnnexp.utils.errors import UserError
-from cnnexp.inference.options import check_guess_options
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
-    from cnnexp.inference.restore import Restored
+    from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "predict"
 HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"
@@ -22,27 +21,16 @@ FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
 
 
 def run(cfg) -> None:
-    from cnnexp.features.predict import is_probe_run, restore_probe
-    from cnnexp.inference.restore import restore
+    from cnnexp.inference.open_run import open_run
     from cnnexp.inference.scoring import require_crops
 
-    check_options(cfg)
-    if is_probe_run(cfg.run):  # outputs/probe/<run>: the features' network + the fitted probe
-        restored = restore_probe(cfg.run, cfg.checkpoint, cfg.device)
-    else:
-        restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
+    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
     if cfg.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
     if str(cfg.image) == "olivetti":
         predict_olivetti(cfg, restored)
     else:
         predict_files(cfg, restored)
-
-
-def check_options(cfg) -> None:
-    if cfg.image is None:
-        raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
-    check_guess_options(cfg)
 
 
 # ---- image files ---------------------------------------------------------------------------------
@@ -73,11 +61,10 @@ def read_chunk(cfg, restored: Restored, paths: list, strict: bool, skipped: list
     """(path, uint8 C x H x W tensor or None when no face was found, face box or None) per readable file."""
     from cnnexp.inference.inputs import UnreadableImage, load
 
-    resize = cfg.resize or restored.config.dataset.get("resize") or "aspect"
     chunk = []
     for path in paths:
         try:
-            chunk.append((path, *load(path, restored.image_shape, resize, cfg.detect_face, cfg.face_margin)))
+            chunk.append((path, *load(path, restored.image_shape, restored.resize, cfg.detect_face, cfg.face_margin)))
         except UnreadableImage as exc:
             if strict:
                 raise

@@ -11,49 +11,51 @@ from typing import TYPE_CHECKING
 from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 
-from cnnexp.config.checks import check_config
+from cnnexp.schemas import typed, upgrade
+from cnnexp.schemas.run import TrainSchema
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir, refuse_used_run_dir, save_config
 
 if TYPE_CHECKING:
-    from cnnexp.engine.trainer import Trainer
+    from cnnexp.engine.assemble import TrainingParts
 
 CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
-check = check_config  # run on the composed config before Hydra makes the run folder
 DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
 
 def run(cfg, on_evaluation=None) -> dict:
     """`on_evaluation(row)`: called after each evaluation (a search reports to its pruner there)."""
     from cnnexp.data import create_dataset
-    from cnnexp.engine.checkpoint import load_checkpoint
+    from cnnexp.engine.assemble import assemble_training
     from cnnexp.engine.distributed import Group
     from cnnexp.engine.loggers import ConsoleReporter
     from cnnexp.engine.trainer import Trainer
+    from cnnexp.utils.checkpoint import Checkpoint
 
     run_dir = current_run_dir()
     refuse_used_run_dir(run_dir)
     checkpoint = None
     if cfg.trainer.resume:
-        checkpoint = load_checkpoint(cfg.trainer.resume, "last")
-        cfg = resumed_config(checkpoint["config"], cfg, task_overrides())
-        check_schedule(checkpoint["config"], cfg, task_overrides())
-    check_config(cfg)
+        checkpoint = Checkpoint.read(cfg.trainer.resume, "last")
+        cfg = resumed_config(checkpoint.config, cfg, task_overrides())
+        check_schedule(checkpoint.config, cfg, task_overrides())
+        typed(cfg)
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
     main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
     if main_process:
         save_config(cfg, run_dir)
     reporter = ConsoleReporter() if main_process else ConsoleReporter(Console(quiet=True))
-    trainer = Trainer(cfg, data, run_dir, reporter)
+    parts = assemble_training(cfg, data, resuming=checkpoint is not None)
+    trainer = Trainer(parts, run_dir, reporter)
     if checkpoint is not None:
         trainer.load(checkpoint)
         if main_process:
             carry_best(cfg.trainer.resume, checkpoint, run_dir)
     if on_evaluation is not None:
         trainer.evaluation_hooks.append(on_evaluation)
-    reporter.start(run_summary(cfg, data, trainer, run_dir))
+    reporter.start(run_summary(parts, run_dir))
     return trainer.fit()
 
 
@@ -67,7 +69,7 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
     """The config the checkpoint was trained with, plus the keys this command overrides explicitly
     (e.g. `trainer.epochs=4`). Repeating the run's group choices (`experiment=...`, `model=...`) is
     fine; a group choice that changes the config would not be the same run, so it is refused."""
-    base = OmegaConf.create(saved)
+    base = upgrade(saved)
     groups = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
@@ -84,7 +86,7 @@ def resumed_config(saved: dict, cfg, overrides: list[str]):
             base.trainer[key] = cfg.trainer[key]
     if groups and OmegaConf.to_container(cfg, resolve=True) != OmegaConf.to_container(base, resolve=True):
         raise UserError(f"cannot change '{groups[0]}' when resuming; start a new run, or override single keys")
-    return base
+    return OmegaConf.merge(OmegaConf.structured(TrainSchema), base)  # typed as a new run's config
 
 
 def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
@@ -108,50 +110,51 @@ def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
                         f"as it is (torch's cosine rises again after T_max)")
 
 
-def carry_best(resumed, checkpoint: dict, run_dir: Path) -> None:
+def carry_best(resumed, checkpoint, run_dir: Path) -> None:
     """Copy the resumed run folder's best.pt into the new run when it is the best model of the state
     resumed (not one written after that last.pt): a run resumed after its best epoch keeps its best.pt."""
-    from cnnexp.engine.checkpoint import load_checkpoint, save_atomic
+    from cnnexp.utils.checkpoint import Checkpoint
 
     best_path = Path(str(resumed)).expanduser() / "checkpoints" / "best.pt"
     if not best_path.is_file():
         return
     try:
-        best = load_checkpoint(best_path)
+        best = Checkpoint.read(best_path)
     except UserError as exc:
         print(f"warning: best.pt not carried over: {exc}")
         return
-    if best["step"] == checkpoint["train_state"]["best_step"] and best["step"] <= checkpoint["step"]:
-        save_atomic(best, run_dir / "checkpoints" / "best.pt")
+    if best.step == checkpoint.best_step and best.step <= checkpoint.step:
+        best.write(run_dir / "checkpoints" / "best.pt")
 
 
-def run_summary(cfg, data, trainer: Trainer, run_dir) -> dict:
+def run_summary(parts: TrainingParts, run_dir) -> dict:
+    cfg, data = parts.config, parts.data
     sizes = " / ".join(f"{len(data.splits[s])}" for s in ("train", "val", "test"))
-    shape = "x".join(map(str, trainer.input_shape))
+    shape = "x".join(map(str, parts.input_shape))
     optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1]
     summary = {
         "dataset": f"{cfg.dataset.name}  train/val/test {sizes}  input {shape}  {data.num_classes} classes",
-        "model": f"{cfg.model.name}  {trainer.freezing.summary()}",
+        "model": f"{cfg.model.name}  {parts.freezing.summary()}",
         "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.get('weight_decay', 0)}",
         "scheduler": schedule_line(cfg.scheduler),
-        "augmentation": trainer.pipeline.augmentation.describe(),
+        "augmentation": parts.pipeline.augmentation.describe(),
         "trainer": f"{cfg.trainer.epochs} epochs  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
                    f"early stopping {cfg.trainer.early_stopping}{regularisers_line(cfg.trainer)}",
-        "device": f"{trainer.device}  precision {trainer.precision.describe()}  "
+        "device": f"{parts.device}  precision {parts.precision.describe()}  "
                   f"compile {bool(cfg.device.get('compile'))}  seed {cfg.seed}",
         "run folder": str(run_dir),
     }
-    group = trainer.group
+    group = parts.group
     if group.active:
         global_batch = int(cfg.trainer.batch_size)
         per_rank = global_batch // group.world_size
         shares = f"{per_rank}" if global_batch % group.world_size == 0 else f"{per_rank}-{per_rank + 1}"
-        summary["processes"] = (f"{group.world_size} (DDP, {'NCCL' if trainer.device.type == 'cuda' else 'Gloo'}): "
+        summary["processes"] = (f"{group.world_size} (DDP, {'NCCL' if parts.device.type == 'cuda' else 'Gloo'}): "
                                 f"global batch {global_batch} = {shares} images per process")
-        if trainer.batchnorm:
-            summary["batchnorm"] = trainer.batchnorm
-    if trainer.weights is not None:
-        summary["weights"] = weights_line(trainer.weights, trainer)
+        if parts.batchnorm:
+            summary["batchnorm"] = parts.batchnorm
+    if parts.weights is not None:
+        summary["weights"] = weights_line(parts.weights, parts)
     return summary
 
 
@@ -170,12 +173,12 @@ def regularisers_line(trainer_cfg) -> str:
     return "".join(f"  {part}" for part in parts)
 
 
-def weights_line(report, trainer: Trainer) -> str:
+def weights_line(report, parts: TrainingParts) -> str:
     """Where the starting weights came from, what loaded, and the preprocessing the run uses."""
-    normalizer = trainer.normalizer
+    normalizer = parts.pipeline.normalizer
     line = f"{report.summary()}; normalize {normalizer.mode}"
     if normalizer.mode in ("mean", "standardize"):
         line += f" mean {[round(m, 2) for m in normalizer.mean]}"
-    if report.input_size and list(report.input_size) != list(trainer.input_shape[1:]):
+    if report.input_size and list(report.input_size) != list(parts.input_shape[1:]):
         line += f"; the weights were trained at {'x'.join(map(str, report.input_size))}"
     return line

@@ -21,7 +21,7 @@ from cnnexp.utils.runs import claim_run_dir, current_run_dir
 if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--help` and `--cfg job` go without
     import torch
 
-    from cnnexp.inference.restore import Restored
+    from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "viz"
 HELP = "pictures of a trained run: curves, activations, filters, gradcam (to <run>/viz/, tensorboard=true)"
@@ -65,11 +65,27 @@ def as_list(arg: str, keys: tuple[str, ...]) -> str:
     return f"{key}=[{','.join(repr(item) for item in value.split(','))}]"
 
 
+def check(cfg) -> None:
+    """The picture's keys typed (its schema in cnnexp/schemas/commands.py) and range-checked."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cnnexp.config.compose import one_line
+    from cnnexp.schemas import PICTURE_SCHEMAS, typed
+
+    if cfg.picture not in PICTURES:
+        raise UserError(f"say which picture: cnnexp viz <{'|'.join(PICTURES)}> ...")
+    try:
+        settings = OmegaConf.merge(OmegaConf.structured(PICTURE_SCHEMAS[cfg.picture]), cfg)
+    except OmegaConfBaseException as exc:
+        raise UserError(f"{exc.full_key}: {one_line(exc)}") from exc
+    typed(settings)
+
+
 def run(cfg) -> None:
     out = current_run_dir()
     try:
-        if cfg.picture not in PICTURES:
-            raise UserError(f"say which picture: cnnexp viz <{'|'.join(PICTURES)}> ...")
+        check(cfg)
         {"curves": curves, "activations": activations, "filters": filters, "gradcam": gradcam}[cfg.picture](cfg)
     finally:
         if jobdirs.is_scratch(out):
@@ -78,9 +94,9 @@ def run(cfg) -> None:
 
 # ---- shared ------------------------------------------------------------------------------------
 def restored_run(cfg) -> Restored:
-    from cnnexp.inference.restore import hydra_dataset_overrides, restore
+    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
 
-    return restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    return open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg), cfg.get("resize"))
 
 
 def run_home(cfg, restored: Restored) -> Path:
@@ -95,8 +111,6 @@ def out_dir(cfg, home: Path) -> Path:
 @contextmanager
 def tensorboard_of(cfg, home: Path):
     """The run's TensorBoard events with tensorboard=true, else None."""
-    if not isinstance(cfg.tensorboard, bool):
-        raise UserError(f"tensorboard={cfg.tensorboard!r} must be true or false")
     if not cfg.tensorboard:
         yield None
         return
@@ -129,14 +143,6 @@ def names(value, key: str) -> list:
     if not items:
         raise UserError(f"{key}=[] names nothing; leave it out for the default")
     return items
-
-
-def number(cfg, key: str, minimum: float, integer: bool = True):
-    value = cfg[key]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= minimum
-    if not ok or (integer and not isinstance(value, int)):
-        raise UserError(f"{key}={value!r} must be {'an integer' if integer else 'a number'} >= {minimum}")
-    return value
 
 
 def wrote(path: Path, note: str = "") -> None:
@@ -191,7 +197,7 @@ def activations(cfg) -> None:
     if not layers:
         raise UserError(f"model {restored.config.model.name} has no conv layer; name layers=[...] from: "
                         f"{', '.join(maps)}")
-    pictures = pick_images(cfg.image, restored, cfg.resize)
+    pictures = pick_images(cfg.image, restored)
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         for picked in pictures:
@@ -217,9 +223,8 @@ def filters(cfg) -> None:
     layer_name = str(cfg.layer) if cfg.layer is not None else convs[-1]
     layer = find_layers(model, [layer_name], maps)[layer_name]
     channels = chosen_channels(cfg, maps[layer_name][0])
-    settings = AscentSettings(
-        steps=number(cfg, "steps", 1), lr=float(number(cfg, "lr", 0, False)), jitter=number(cfg, "jitter", 0),
-        blur=float(number(cfg, "blur", 0, False)), blur_every=number(cfg, "blur_every", 1), seed=number(cfg, "seed", 0))
+    settings = AscentSettings(steps=cfg.steps, lr=float(cfg.lr), jitter=cfg.jitter, blur=float(cfg.blur),
+                              blur_every=cfg.blur_every, seed=cfg.seed)
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         conv_name, conv = first_conv(model)
@@ -263,10 +268,8 @@ def gradcam(cfg) -> None:
     layer_name = str(cfg.layer) if cfg.layer is not None else last_spatial_map(maps)
     layer = find_layers(restored.model, [layer_name], maps)[layer_name]
     target = target_class(cfg, restored.class_names)
-    alpha, topk = float(number(cfg, "alpha", 0, False)), number(cfg, "topk", 1)
-    if alpha > 1:
-        raise UserError(f"alpha={alpha} must be between 0 and 1")
-    pictures = pick_images(cfg.image, restored, cfg.resize)
+    alpha, topk = float(cfg.alpha), cfg.topk
+    pictures = pick_images(cfg.image, restored)
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         for start in range(0, len(pictures), BATCH):

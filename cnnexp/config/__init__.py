@@ -1,1 +1,1 @@
-"""The config layer: where conf/ is, composing it, the structured schemas and the range checks."""
+"""The config layer: where conf/ is, composing it, and running a command as a Hydra app."""

@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
+from cnnexp.schemas import typed
 from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
@@ -18,11 +19,10 @@ DEBUG = "CNNEXP_DEBUG"
 
 
 def check_composes(config_name: str, args: list[str], check=None):
-    """Compose once up front so a bad override or value is a one-line error before anything is written;
-    `check(cfg)` is the command's own check of the composed config (types of its models, ranges)."""
+    """Compose once up front so a bad override or value is a one-line error before anything is written:
+    the config made typed (the schemas' range checks), or `check(cfg)`, the command's own way to do that."""
     cfg = compose_config(config_name, [a for a in args if not a.startswith("hydra")])
-    if check is not None:
-        check(cfg)
+    (check or typed)(cfg)
     return cfg
 
 
@@ -45,6 +45,7 @@ def guarded(run, cfg):
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
+        typed(cfg)  # a job of a multirun (not composed up front) meets the range checks here
         return run(cfg)
     except Interrupted as exc:  # saved and stopped on a signal: a sweep stops too, and is continued by re-running it
         if multirun:

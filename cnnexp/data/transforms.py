@@ -215,3 +215,13 @@ class Pipeline:
     def __call__(self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         x = self.normalizer(self.views(images, train, generator))
         return x.contiguous(memory_format=self.memory_format)
+
+
+def ten_crops(x: torch.Tensor, size: tuple[int, int], mirror: bool = True) -> list[torch.Tensor]:
+    """The four corner windows and the centre window of `size`, then the mirror of each (10 views;
+    the five windows alone without `mirror`). The centre window is the one plain evaluation sees."""
+    h, w = x.shape[-2:]
+    ch, cw = size
+    corners = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
+    crops = [x[..., top : top + ch, left : left + cw] for top, left in corners]
+    return crops + [crop.flip(-1) for crop in crops] if mirror else crops

@@ -1,6 +1,7 @@
 """Turning config nodes into the objects a run needs: device, seed, optimizer, scheduler."""
 
 import inspect
+import math
 import random
 
 import numpy as np
@@ -23,9 +24,9 @@ def select_device(device_cfg) -> torch.device:
     return torch.device(kind)
 
 
-def set_threads(device_cfg) -> None:
-    """Intra-op CPU threads; one per run beats the default when parallel runs share a few cores."""
-    threads = device_cfg.get("threads")
+def set_threads(threads: int | None) -> None:
+    """Intra-op CPU threads (device.threads; None: torch's default); one per run beats the default when
+    parallel runs share a few cores."""
     if threads is not None:
         torch.set_num_threads(threads)
 
@@ -47,7 +48,7 @@ def build_optimizer(optimizer_cfg, params) -> torch.optim.Optimizer:
         return instantiate(torch_cfg, _partial_=True)(params)
     except (InstantiationException, TypeError, ValueError) as exc:
         cause = exc.__cause__ or exc
-        raise UserError(f"cannot build optimizer {optimizer_cfg.get('_target_')}: {cause}; check the optimizer.* keys")
+        raise UserError(f"cannot build optimizer {optimizer_cfg._target_}: {cause}; check the optimizer.* keys")
 
 
 def build_scheduler(scheduler_cfg, optimizer):
@@ -56,7 +57,7 @@ def build_scheduler(scheduler_cfg, optimizer):
     in the first) before the chosen schedule starts."""
     if scheduler_cfg is None:
         return None
-    warmup_epochs = int(scheduler_cfg.get("warmup_epochs") or 0)
+    warmup_epochs = int(scheduler_cfg.warmup_epochs)
     main = _instantiate_scheduler(scheduler_cfg, optimizer)
     if warmup_epochs <= 0:
         return main
@@ -71,14 +72,14 @@ def build_scheduler(scheduler_cfg, optimizer):
 
 
 def _instantiate_scheduler(scheduler_cfg, optimizer):
-    if scheduler_cfg.get("_target_") is None:
+    if scheduler_cfg._target_ is None:
         return None
     torch_cfg = OmegaConf.create({k: v for k, v in scheduler_cfg.items() if k not in ENGINE_SCHEDULER_KEYS})
     try:
         scheduler = instantiate(torch_cfg, optimizer=optimizer)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
-        raise UserError(f"cannot build scheduler {scheduler_cfg.get('_target_')}: {cause}; check the scheduler.* keys")
+        raise UserError(f"cannot build scheduler {scheduler_cfg._target_}: {cause}; check the scheduler.* keys")
     check_scheduler_arguments(type(scheduler), OmegaConf.to_container(torch_cfg))
     return scheduler
 
@@ -103,10 +104,22 @@ def check_scheduler_arguments(cls, arguments: dict) -> None:
     for key, value in arguments.items():
         annotation = parameters[key].annotation if key in parameters else None
         name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
-        what, accepts = ARGUMENT_KINDS.get(name, (None, None))
-        if accepts is not None and not accepts(value):
+        if name not in ARGUMENT_KINDS:
+            continue
+        what, accepts = ARGUMENT_KINDS[name]
+        if not accepts(value):
             raise UserError(f"scheduler.{key}={value!r} must be {what}")
 
 
 def to_plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def step_scheduler(scheduler, history: list) -> None:
+    """One epoch's step of the learning-rate schedule; a plateau schedule is told the last validation error."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(history[-1]["val_error"] if history else math.inf)
+    else:
+        scheduler.step()

@@ -16,7 +16,6 @@ import torch
 
 from cnnexp.utils.errors import UserError
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -42,9 +41,7 @@ class Precision:
 
 def resolve_precision(device_cfg, device: torch.device) -> Precision:
     """The precision a run uses on `device`; one-line errors for names it cannot run."""
-    name = str(device_cfg.get("precision") or "fp32")
-    if name not in PRECISIONS:
-        raise UserError(f"device.precision={name} is not one of: {', '.join(PRECISIONS)}")
+    name = str(device_cfg.precision)  # one of schemas.run.PRECISIONS
     if name == "auto":
         chosen, reason = auto_choice(device)
         return Precision(chosen, device.type, reason)
@@ -128,5 +125,5 @@ def prepare_for_inference(model: torch.nn.Module, device_cfg, device: torch.devi
     precision = resolve_precision(device_cfg, device)
     if precision.reason:
         print(f"device.precision=auto: {precision.describe()}", file=sys.stderr)
-    compile_model(autocast_forward(model, precision), bool(device_cfg.get("compile")))
+    compile_model(autocast_forward(model, precision), bool(device_cfg.compile))
     return precision

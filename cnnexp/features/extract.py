@@ -1,6 +1,6 @@
 """Features of every image of a dataset's splits, from a trained run or from any registry model.
 
-A run brings its own preprocessing: `inference.restore` rebuilds the model, the centre view and the
+A run brings its own preprocessing: `inference.open_run` rebuilds the model, the centre view and the
 normalisation it trained with. A registry model (`model=<name>`, with whatever weights its factory
 loads) sees the dataset's normalisation, or `mean=`/`std=` given in torchvision's 0..1 units. Either
 way the images come from the dataset registry, streamed batch by batch when the dataset does not fit
@@ -22,47 +22,34 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from cnnexp.data import create_dataset
-from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
-from cnnexp.engine.build import seed_everything, select_device
-from cnnexp.engine.precision import Precision, prepare_for_inference
+from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline, ten_crops
+from cnnexp.engine.assemble import InferenceParts, Restored, load_trained, ready, registry_model
 from cnnexp.features.layers import FeatureExtractor, LayerChoice
 from cnnexp.features.store import FeatureWriter
-from cnnexp.inference.restore import restore, shape_text
-from cnnexp.inference.scoring import ten_crops
-from cnnexp.models import create_model, model_kwargs
+from cnnexp.models import model_kwargs
+from cnnexp.models.weights import choose_normalization
 from cnnexp.utils.errors import UserError
-
-try:  # the model zoo's model.weights / model.preprocess (issue 9); its model configs bring the keys
-    import cnnexp.models.weights as zoo_weights
-except ModuleNotFoundError:  # a tree without it: no model config has a weights key, nothing to load
-    zoo_weights = None
+from cnnexp.utils.text import shape_text
 
 
 @dataclass
-class Source:
-    """A model ready to run (eval mode, on `device`) and how its inputs are made."""
+class Source(InferenceParts):
+    """A network's parts, the dataset its features come from and the record naming it in the file."""
 
-    model: torch.nn.Module
-    pipeline: Pipeline
-    image_shape: tuple  # C, H, W of the uint8 images the pipeline takes
-    dataset_cfg: DictConfig  # the dataset the features come from
-    device: torch.device
+    dataset_cfg: DictConfig | None = None
     record: dict = field(default_factory=dict)  # file attributes naming the source
-    precision: Precision | None = None  # the autocast the model's forward runs under (device.precision)
 
 
-def source_from_run(cfg, dataset_overrides: dict) -> Source:
-    """A trained run (or checkpoint): its model, its evaluation pipeline; its dataset unless a dataset
-    group was chosen on the command line (features of another set, e.g. for transfer)."""
-    restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides)
-    dataset_cfg = cfg.dataset if cfg.dataset.get("name") else restored.config.dataset
+def source_from_run(restored: Restored, dataset_cfg, run) -> Source:
+    """A trained run (or checkpoint) opened by `inference.open_run`: its model, its evaluation pipeline;
+    its dataset unless a dataset group was chosen on the command line (features of another set)."""
+    dataset_cfg = dataset_cfg if dataset_cfg.get("name") else restored.config.dataset
     record = {"model": restored.config.model.name, "model_config": model_kwargs(restored.config.model),
               "weights": str(restored.checkpoint_path.resolve()),
-              "source_run": "" if cfg.run is None else str(Path(str(cfg.run)).expanduser().resolve()),
+              "source_run": "" if run is None else str(Path(str(run)).expanduser().resolve()),
               "checkpoint": str(restored.checkpoint_path.resolve()), "epoch": restored.epoch,
               "augmentation": OmegaConf.to_container(restored.config.augmentation, resolve=True)}
-    return Source(restored.model, restored.pipeline, restored.image_shape, dataset_cfg, restored.device, record,
-                  restored.precision)
+    return Source(**restored.parts(), dataset_cfg=dataset_cfg, record=record)
 
 
 def source_from_model(cfg, data) -> Source:
@@ -71,17 +58,15 @@ def source_from_model(cfg, data) -> Source:
     makes the same features again."""
     image_shape = tuple(data.image_shape)
     model_cfg = absolute_weights(OmegaConf.to_container(cfg.model, resolve=True))
-    model, loaded = build_model(model_cfg, image_shape, data.num_classes, int(cfg.seed))
-    device = select_device(cfg.device)
-    normalizer = model_normalizer(cfg, data, weights_normalization(model_cfg, loaded, image_shape[0]))
-    pipeline = Pipeline(Augmentation({}, image_shape), normalizer, bool(cfg.device.channels_last))
-    model.to(device, memory_format=pipeline.memory_format).eval()
-    precision = prepare_for_inference(model, cfg.device, device)
+    model, loaded = registry_model(OmegaConf.create(model_cfg), image_shape, data.num_classes, int(cfg.seed))
+    weights_stats = choose_normalization(loaded, OmegaConf.create(model_cfg), image_shape[0])
+    pipeline = Pipeline(Augmentation({}, image_shape), model_normalizer(cfg, data, weights_stats),
+                        bool(cfg.device.channels_last))
     record = {"model": model_cfg["name"], "model_config": model_cfg,
               "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),
               "weights_loaded": loaded.summary() if loaded is not None else "",
               "source_run": "", "checkpoint": "", "seed": int(cfg.seed), "augmentation": {}}
-    return Source(model, pipeline, image_shape, cfg.dataset, device, record, precision)
+    return Source(**ready(model, pipeline, image_shape, cfg.device).parts(), dataset_cfg=cfg.dataset, record=record)
 
 
 def absolute_weights(model_cfg: dict) -> dict:
@@ -90,21 +75,6 @@ def absolute_weights(model_cfg: dict) -> dict:
     if isinstance(weights, str) and weights and Path(weights).expanduser().exists():
         model_cfg = {**model_cfg, "weights": str(Path(weights).expanduser().resolve())}
     return model_cfg
-
-
-def build_model(model_cfg: dict, image_shape, num_classes: int, seed: int):
-    """(model, the model zoo's report on loading `model.weights`, or None when nothing was loaded)."""
-    seed_everything(seed)
-    model = create_model(model_cfg["name"], image_shape, num_classes, **model_kwargs(model_cfg))
-    loaded = zoo_weights.start_weights(model, OmegaConf.create(model_cfg)) if zoo_weights is not None else None
-    return model, loaded
-
-
-def weights_normalization(model_cfg: dict, loaded, channels: int) -> dict | None:
-    """The weights' own normalisation when `model.preprocess=weights` (the zoo's rule), else None."""
-    if zoo_weights is None:
-        return None
-    return zoo_weights.choose_normalization(loaded, OmegaConf.create(model_cfg), channels)
 
 
 def model_normalizer(cfg, data, weights_stats: dict | None) -> Normalizer:
@@ -222,19 +192,15 @@ def parsed(value) -> dict:
 
 def source_from_attrs(attrs: dict, device_cfg) -> tuple[FeatureExtractor, Source]:
     """The extractor that made a features file, from the attributes it wrote."""
-    if attrs.get("checkpoint"):
-        restored = restore(attrs["source_run"] or None, attrs["checkpoint"], "best", device_cfg)
-        model, device, precision = restored.model, restored.device, restored.precision
-    else:
-        model, _ = build_model(parsed(attrs["model_config"]), tuple(int(v) for v in attrs["image_size"]),
-                               len(attrs["label_names"]), int(attrs.get("seed", 0)))
-        device = select_device(device_cfg)
-        precision = prepare_for_inference(model, device_cfg, device)
     image_shape = tuple(int(v) for v in attrs["image_size"])
     pipeline = Pipeline(Augmentation(parsed(attrs["augmentation"]), image_shape),
                         Normalizer(attrs["normalize"], attrs["mean"], attrs["std"]), bool(attrs["channels_last"]))
-    model.to(device, memory_format=pipeline.memory_format).eval()
+    if attrs.get("checkpoint"):
+        model = load_trained(attrs["source_run"] or None, Path(attrs["checkpoint"]))[2]
+    else:
+        model, _ = registry_model(OmegaConf.create(parsed(attrs["model_config"])), image_shape,
+                                  len(attrs["label_names"]), int(attrs.get("seed", 0)))
+    parts = ready(model, pipeline, image_shape, device_cfg)
     layer = LayerChoice(attrs["layer"], attrs["layer_take"], attrs["layer_pool"] or None, int(attrs["feature_dim"]))
-    source = Source(model, pipeline, image_shape, OmegaConf.create(parsed(attrs["dataset_config"])), device,
-                    precision=precision)
-    return FeatureExtractor(model, layer), source
+    source = Source(**parts.parts(), dataset_cfg=OmegaConf.create(parsed(attrs["dataset_config"])))
+    return FeatureExtractor(source.model, layer), source

@@ -3,7 +3,7 @@
 
 import torch
 
-from cnnexp.inference.restore import Restored
+from cnnexp.engine.assemble import Restored
 from cnnexp.inference.scoring import plain_scores, tencrop_scores
 
 BATCH = 256  # images per forward pass

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cnnexp.data.transforms import Pipeline
+from cnnexp.data.transforms import Pipeline, ten_crops
 from cnnexp.engine.evaluation import predict_logits
 from cnnexp.utils.errors import UserError
 
-REDUCTIONS = ("mean", "vote")
 
 
 @dataclass
@@ -34,16 +33,6 @@ def require_crops(pipeline: Pipeline, image_shape) -> None:
             f"ten-crop needs a run trained on crops, but this run saw whole {h}x{w} images, so its ten crops "
             f"would all be the same image; train with augmentation=patch (e.g. augmentation.crop_size=[{h - 5},{w - 5}])"
         )
-
-
-def ten_crops(x: torch.Tensor, size: tuple[int, int], mirror: bool = True) -> list[torch.Tensor]:
-    """The four corner windows and the centre window of `size`, then the mirror of each (10 views;
-    the five windows alone without `mirror`). The centre window is the one plain evaluation sees."""
-    h, w = x.shape[-2:]
-    ch, cw = size
-    corners = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) // 2, (w - cw) // 2)]
-    crops = [x[..., top : top + ch, left : left + cw] for top, left in corners]
-    return crops + [crop.flip(-1) for crop in crops] if mirror else crops
 
 
 @torch.no_grad()

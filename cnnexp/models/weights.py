@@ -22,7 +22,9 @@ from urllib.parse import urlparse
 
 import torch
 
+from cnnexp.utils.checkpoint import Checkpoint, format_version
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.runs import find_checkpoint
 from cnnexp.utils.safe_load import safe_torch_load
 
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
@@ -79,13 +81,13 @@ def listing(names: list[str]) -> str:
 def read_weights(source: str, model_name: str, download: bool = True) -> Weights:
     path = Path(str(source)).expanduser()
     if path.is_dir():
-        path = run_checkpoint(path)
+        path = run_checkpoint(path, source)
     if path.suffix == ".safetensors":
         return Weights(read_safetensors(path), str(source), "safetensors", str(path))
     if path.is_file():
         content = torch_load(path)
-        if is_cnnexp_checkpoint(content):
-            return run_weights(str(source), path, content)
+        if format_version(content) is not None:
+            return run_weights(str(source), path, Checkpoint.from_dict(content, path))
         return Weights(unwrap(content, path), str(source), "file", str(path))
     if looks_like_path(str(source)):
         raise UserError(f"model.weights={source}: no such file or folder; give a .pth/.pt/.safetensors file, a "
@@ -101,11 +103,6 @@ def torch_load(path: Path):
     """torch.load with weights_only=True: only tensors and plain containers; code is refused."""
     return safe_torch_load(path, "weights file", "use a plain state dict (torch.save(model.state_dict(), path)) "
                                                  "or a .safetensors file")
-
-
-def is_cnnexp_checkpoint(obj) -> bool:
-    """A checkpoint written by `cnnexp train` (engine/checkpoint.py marks them `cnnexp-checkpoint-<n>`)."""
-    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("cnnexp-checkpoint")
 
 
 def unwrap(obj, path: Path) -> dict:
@@ -142,19 +139,18 @@ def read_safetensors(path: Path) -> dict:
         raise UserError(f"{path} is not a readable .safetensors file ({str(exc).splitlines()[0][:160]})")
 
 
-def run_checkpoint(folder: Path) -> Path:
+def run_checkpoint(folder: Path, source) -> Path:
     """A train run folder's best checkpoint (the best-validation model)."""
-    path = folder / "checkpoints" / "best.pt"
-    if not path.is_file():
-        raise UserError(f"model.weights={folder}: {path} is missing; give a finished train run folder or a .pt file")
-    return path
+    try:
+        return find_checkpoint(folder, "best")
+    except UserError as exc:
+        raise UserError(f"model.weights={source}: {exc}") from None
 
 
-def run_weights(source: str, path: Path, ckpt: dict) -> Weights:
+def run_weights(source: str, path: Path, ckpt: Checkpoint) -> Weights:
     """A cnnexp checkpoint's model (a new run, not a resume); its normalisation and input size come along."""
-    shape = ckpt.get("input_shape")
-    return Weights(strip_prefixes(ckpt["model"]), source, "run", str(path), ckpt.get("normalization"),
-                   list(shape[1:]) if shape else None)
+    return Weights(strip_prefixes(ckpt.model), source, "run", str(path), ckpt.normalization,
+                   list(ckpt.input_shape[1:]))
 
 
 def read_torchvision(name: str, model_name: str, download: bool) -> Weights:

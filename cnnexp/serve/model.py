@@ -11,18 +11,17 @@ import torch
 from cnnexp.engine.build import set_threads
 from cnnexp.inference.guesses import class_probs, top_guesses
 from cnnexp.inference.inputs import decode_upload, prepare
-from cnnexp.inference.restore import restore
+from cnnexp.inference.open_run import open_run
 from cnnexp.inference.scoring import require_crops
 
 
 class ServedModel:
     def __init__(self, cfg):
-        set_threads({"threads": threads_per_worker(cfg)})
-        self.restored = restore(cfg.run, cfg.checkpoint, cfg.which, cfg.device)
+        set_threads(threads_per_worker(cfg))
+        self.restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
         if cfg.tencrop:
             require_crops(self.restored.pipeline, self.restored.image_shape)
         self.cfg = cfg
-        self.resize = cfg.resize or self.restored.config.dataset.get("resize") or "aspect"
         self.detect_face, self.face_margin, self.topk = bool(cfg.detect_face), float(cfg.face_margin), int(cfg.topk)
         self.tencrop, self.mirror = bool(cfg.tencrop), bool(cfg.tencrop_mirror)
         self.classify([torch.zeros(self.restored.image_shape, dtype=torch.uint8)])  # first-call set-up, not a user's wait
@@ -30,7 +29,7 @@ class ServedModel:
     def prepare(self, data: bytes, name: str):
         """(uint8 C x H x W tensor or None when no face was found, face box or None); UnreadableImage if undecodable."""
         shape = self.restored.image_shape
-        return prepare(decode_upload(data, name, shape[0]), shape, self.resize, self.detect_face, self.face_margin)
+        return prepare(decode_upload(data, name, shape[0]), shape, self.restored.resize, self.detect_face, self.face_margin)
 
     def classify(self, images: list[torch.Tensor]) -> tuple[list[list[dict]], float]:
         """The top-k guesses per image and the seconds the forward pass took."""
@@ -56,14 +55,14 @@ class ServedModel:
             "threads": torch.get_num_threads(),
             "metrics": run_metrics(run),
             "options": {key: cfg[key] for key in ("topk", "detect_face", "face_margin", "tencrop", "max_batch",
-                                                   "max_wait_ms", "max_upload_mb")} | {"resize": self.resize},
+                                                   "max_wait_ms", "max_upload_mb")} | {"resize": restored.resize},
         }
 
 
 def threads_per_worker(cfg) -> int:
     """device.threads, else the cores shared out between the workers (more intra-op threads than cores
     in all the workers together makes CPU serving slower, not faster)."""
-    return cfg.device.get("threads") or max(1, (os.cpu_count() or 1) // int(cfg.workers))
+    return cfg.device.threads or max(1, (os.cpu_count() or 1) // int(cfg.workers))
 
 
 def run_metrics(run: Path | None) -> dict | None:

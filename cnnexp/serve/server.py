@@ -11,7 +11,6 @@ import threading
 import uvicorn
 from omegaconf import OmegaConf
 
-from cnnexp.inference.options import check_guess_options
 from cnnexp.serve.app import create_app
 from cnnexp.serve.protocol import HeaderDeadlineProtocol
 from cnnexp.utils.errors import UserError
@@ -39,7 +38,6 @@ class GracefulServer(uvicorn.Server):
 
 
 def serve(cfg) -> None:
-    check_options(cfg)
     checkpoint_path(cfg.run, cfg.checkpoint, cfg.which)  # a wrong run= is one line before the port is taken
     HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
@@ -84,17 +82,3 @@ def app_from_environment():
     cfg = OmegaConf.create(os.environ[CONFIG_ENV])
     HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     return create_app(cfg, load_first=True)
-
-
-def check_options(cfg) -> None:
-    check_guess_options(cfg)
-    positive = {"max_batch": int, "workers": int, "max_wait_ms": (int, float), "max_upload_mb": (int, float),
-                "read_timeout_s": (int, float)}
-    for key, kinds in positive.items():
-        value = cfg[key]
-        in_range = value >= 0 if key == "max_wait_ms" else value > 0
-        if isinstance(value, bool) or not isinstance(value, kinds) or not in_range:
-            raise UserError(f"{key}={value!r} must be a {'number' if kinds != int else 'whole number'} "
-                            f"{'>= 0' if key == 'max_wait_ms' else '> 0'}")
-    if not isinstance(cfg.port, int) or isinstance(cfg.port, bool) or not 0 <= cfg.port <= 65535:
-        raise UserError(f"port={cfg.port!r} must be a whole number from 0 to 65535")

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from cnnexp.utils.errors import UserError
 
 _CLAIMED: set[str] = set()
+PROBE_FILE = "probe.h5"  # what makes a folder a probe run (`cnnexp probe`): features' network + a linear probe
 
 
 def claim_run_dir(base: str) -> str:
@@ -74,11 +75,19 @@ def find_checkpoint(run_or_file, which: str = "last") -> Path:
     return path
 
 
+def is_probe_run(run) -> bool:
+    return run is not None and (Path(str(run)).expanduser() / PROBE_FILE).is_file()
+
+
 def checkpoint_path(run, checkpoint, which: str) -> Path:
-    """The checkpoint that `run=`, `checkpoint=` and `which=` name, found without importing torch (so
-    serve can refuse a wrong one before it listens)."""
+    """The file that `run=`, `checkpoint=` and `which=` name (a train run's checkpoint, a probe run's
+    probe.h5), found without importing torch (so serve can refuse a wrong one before it listens)."""
     if run is None and checkpoint is None:
         raise UserError("say which model: run=<train run folder> (e.g. outputs/train/<run>) or checkpoint=<file.pt>")
+    if is_probe_run(run):
+        if checkpoint is not None:
+            raise UserError(f"run={run} is a probe run (it holds {PROBE_FILE}); checkpoint= does not apply to it")
+        return Path(str(run)).expanduser() / PROBE_FILE
     if run is not None:
         folder = Path(str(run)).expanduser()
         if not folder.is_dir():

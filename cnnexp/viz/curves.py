@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cnnexp.engine.curves import draw_curves
-from cnnexp.engine.trainer import curves_title
+from cnnexp.engine.records import curves_title
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import load_run_config
 

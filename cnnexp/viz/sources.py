@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.inference.inputs import fit, image_files, load
-from cnnexp.inference.restore import Restored
+from cnnexp.engine.assemble import Restored
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.jobdirs import SPLITS
 
@@ -21,17 +21,16 @@ class Picked:
     image: torch.Tensor  # uint8 C x H x W at the run's image size
 
 
-def pick_images(spec, restored: Restored, resize: str | None = None) -> list[Picked]:
+def pick_images(spec, restored: Restored) -> list[Picked]:
     if spec is None:
         raise UserError("say which image: image=<file, folder or glob>, image=olivetti:<0-399> or image=test:<index>")
     text = str(spec)
     kind, _, index = text.partition(":")
-    resize = resize or restored.config.dataset.get("resize") or "aspect"
     if kind == "olivetti" and index:
-        return [olivetti_face(parse_index(text, index), restored, resize)]
+        return [olivetti_face(parse_index(text, index), restored)]
     if kind in SPLITS and index:
         return [dataset_image(kind, parse_index(text, index), restored)]
-    return [Picked(path.stem, load(path, restored.image_shape, resize, False, 0.0)[0]) for path in image_files(text)]
+    return [Picked(path.stem, load(path, restored.image_shape, restored.resize, False, 0.0)[0]) for path in image_files(text)]
 
 
 def parse_index(spec: str, index: str) -> int:
@@ -40,12 +39,12 @@ def parse_index(spec: str, index: str) -> int:
     return int(index)
 
 
-def olivetti_face(index: int, restored: Restored, resize: str) -> Picked:
+def olivetti_face(index: int, restored: Restored) -> Picked:
     faces = read_faces(embedded_gif())
     if index >= len(faces):
         raise UserError(f"image=olivetti:{index} is out of range; the Olivetti GIF has faces 0 to {len(faces) - 1}")
     face = Image.fromarray(faces[index]).convert("RGB" if restored.image_shape[0] == 3 else "L")
-    return Picked(f"olivetti-{index}", fit(face, restored.image_shape[1:], resize))
+    return Picked(f"olivetti-{index}", fit(face, restored.image_shape[1:], restored.resize))
 
 
 def dataset_image(split_name: str, index: int, restored: Restored) -> Picked:

@@ -87,10 +87,9 @@ def seeds_of(plan: Plan, seeds) -> list[str]:
 def check_plan(plan: Plan) -> None:
     """Compose the train config with every value of every key once, so a typo is one line, up front."""
     from cnnexp.config.app import check_composes
-    from cnnexp.config.checks import check_config
 
     first = {key: values[0] for key, values in plan.grid.items()}
     variants = [first] + [{**first, key: v} for key, values in plan.grid.items() for v in values[1:]]
     for point in variants:
         check_composes("train", [*plan.fixed.values(), *(f"{k}={v}" for k, v in point.items()),
-                                 f"seed={plan.seeds[0]}"], check_config)
+                                 f"seed={plan.seeds[0]}"])

@@ -115,7 +115,6 @@ def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
     """Check the search settings and the space before anything is written: (fixed overrides, space).
     The train config is composed with each categorical value and each bound once, so a typo is one line."""
     from cnnexp.config.app import check_composes
-    from cnnexp.config.checks import check_config
 
     check_settings(settings)
     try:  # an optional dependency: say how to get it before anything is written
@@ -127,7 +126,7 @@ def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
     variants = [first] + [{**first, key: v} for key, dist in space.items() for v in sample_values(dist)[1:]]
     for point in variants:
         seed = [] if any(o.split("=", 1)[0] == "seed" for o in fixed) else ["seed=0"]
-        check_composes("train", [*fixed, *(f"{k}={override_text(v)}" for k, v in point.items()), *seed], check_config)
+        check_composes("train", [*fixed, *(f"{k}={override_text(v)}" for k, v in point.items()), *seed])
     return fixed, space
 
 

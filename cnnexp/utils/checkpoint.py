@@ -1,10 +1,19 @@
-"""Checkpoints: plain dicts of tensors and primitives, written atomically, read with weights_only=True."""
+"""Checkpoints, written and read here alone: a `Checkpoint` is a plain dict of tensors and primitives on
+disk (loadable with `torch.load(weights_only=True)`), written atomically, marked with its format version.
+
+Every other module reads a checkpoint's fields, never its keys. Fields added to a format over time
+have defaults, so a checkpoint written before them still loads; a file of a newer format is refused
+with a one-line error (a new format number goes with code here that reads the older ones).
+"""
 
 import io
 import os
 import random
+import re
 import threading
 import time
+from contextlib import suppress
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -13,8 +22,81 @@ from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import find_checkpoint
 from cnnexp.utils.safe_load import safe_torch_load
 
-FORMAT = "cnnexp-checkpoint-1"
+VERSION = 1
+FORMAT = f"cnnexp-checkpoint-{VERSION}"
+MARKER = re.compile(r"cnnexp-checkpoint-(\d+)$")
 SLOW_WRITES = "CNNEXP_TEST_SLOW_WRITES"  # seconds one checkpoint write takes: lets fault tests kill inside it
+
+
+@dataclass
+class Checkpoint:
+    """What a run saves: enough to rebuild its model for inference and to resume training exactly."""
+
+    model: dict  # the weights eval/predict use (the weight average when trainer.ema_decay is set)
+    config: dict  # the resolved training config
+    class_names: list
+    normalization: dict  # Normalizer.state_dict(): mode, mean, std (0..255 units)
+    input_shape: list  # C, H, W the model takes
+    image_shape: list  # C, H, W of the training images (before any crop)
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimizer steps
+    trained_model: dict | None = None  # the weights being trained, when they differ from `model` (EMA)
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    epoch_order: torch.Tensor | None = None  # the current epoch's batch order, to resume mid-epoch
+    train_state: dict | None = None  # engine.trainer.TrainState as a dict
+    early_stopping: dict | None = None
+    rng: dict | None = None
+    world_size: int = 1
+    precision: str = "fp32"
+    grad_scaler: dict | None = None
+
+    @property
+    def training_weights(self) -> dict:
+        return self.trained_model if self.trained_model is not None else self.model
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of the best checkpoint of the state this one saved."""
+        return (self.train_state or {}).get("best_step")
+
+    def to_dict(self) -> dict:
+        content = {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        if self.trained_model is None:
+            del content["trained_model"]
+        return content
+
+    def write(self, path: Path) -> None:
+        save_atomic(self.to_dict(), path)
+
+    @classmethod
+    def from_dict(cls, content, path: Path) -> "Checkpoint":
+        """A loaded file's content as a Checkpoint: its format checked, an older version upgraded."""
+        version = format_version(content)
+        if version is None:
+            raise UserError(f"{path} is not a cnnexp checkpoint (no '{FORMAT}' marker); use a file written by "
+                            "cnnexp train")
+        if version > VERSION:
+            raise UserError(f"{path} was written by a newer cnnexp (checkpoint format {version}, this one reads up to "
+                            f"{VERSION}); upgrade cnnexp to read it")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in content]
+        if missing:
+            raise UserError(f"{path} lacks {', '.join(missing)}; it was not written by cnnexp train")
+        return cls(**{f.name: content[f.name] for f in fields(cls) if f.name in content})
+
+    @classmethod
+    def read(cls, run_or_file, which: str = "last") -> "Checkpoint":
+        """A run folder's `<which>` checkpoint or a checkpoint file, loaded safely: anything
+        `torch.load(weights_only=True)` refuses (code, foreign objects) is an error."""
+        path = find_checkpoint(run_or_file, which)
+        return cls.from_dict(safe_torch_load(path, "cnnexp checkpoint", "load only checkpoints cnnexp wrote"), path)
+
+
+def format_version(content) -> int | None:
+    """The format version of a loaded file, None when it is not a cnnexp checkpoint."""
+    match = MARKER.match(str(content.get("format", ""))) if isinstance(content, dict) else None
+    return int(match.group(1)) if match else None
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -84,6 +166,12 @@ class CheckpointWriter:
             return
         self.written[path.name] = step
 
+    def settle(self) -> None:
+        """Wait for the file being written, without raising its error: for a run that is ending with an
+        error already (that one, reported by `wait` where it happened, or another)."""
+        with suppress(UserError):
+            self.wait()
+
     def wait(self) -> None:
         if self.thread is not None:
             self.thread.join()
@@ -103,15 +191,6 @@ def write_slowly(obj, handle, seconds: float, pieces: int = 10) -> None:
         handle.write(data[start:start + size])
         handle.flush()
         time.sleep(seconds / pieces)
-
-
-def load_checkpoint(run_or_file, which: str = "last") -> dict:
-    """Load safely: anything `torch.load(weights_only=True)` refuses (code, foreign objects) is an error."""
-    path = find_checkpoint(run_or_file, which)
-    ckpt = safe_torch_load(path, "cnnexp checkpoint", "load only checkpoints cnnexp wrote")
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{path} is not a cnnexp checkpoint (no '{FORMAT}' marker); use a file written by cnnexp train")
-    return ckpt
 
 
 def rng_state(generator: torch.Generator) -> dict:

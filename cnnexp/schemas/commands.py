@@ -1,0 +1,260 @@
+"""The schemas of the commands that read runs or files (eval, predict, serve, features, probe, viz, the
+data tools, sweep summarize), with their range checks beside the fields."""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from cnnexp.schemas.checks import Checked, at_least, one_of, positive
+from cnnexp.schemas.run import DeviceSchema
+from cnnexp.utils.errors import UserError
+from cnnexp.utils.jobdirs import SPLITS
+
+TENCROP_REDUCTIONS = ("mean", "vote")  # eval.tencrop_reduce: average the ten views' softmax, or let them vote
+RESIZES = ("aspect", "simple")  # how a user's image is brought to the run's size
+
+
+@dataclass
+class SummarizeSettings:
+    metric: Optional[str] = MISSING
+
+
+@dataclass
+class SweepSummarizeSchema:
+    dir: Optional[str] = MISSING
+    sweep: SummarizeSettings = field(default_factory=SummarizeSettings)
+
+
+@dataclass
+class RunChoice:
+    """A trained run to read (its folder, or a checkpoint file) and which of its checkpoints."""
+    run: Optional[str] = MISSING
+    checkpoint: Optional[str] = MISSING
+    which: str = MISSING
+
+
+@dataclass
+class EvalSettings(Checked):
+    tencrop: bool = MISSING
+    tencrop_reduce: str = MISSING
+    tencrop_mirror: bool = MISSING
+    max_images: int = MISSING
+
+    def check(self) -> None:
+        one_of("eval.tencrop_reduce", self.tencrop_reduce, TENCROP_REDUCTIONS)
+        at_least("eval.max_images", self.max_images, 0)
+
+
+@dataclass
+class EvalBatch(Checked):
+    batch_size: Optional[int] = MISSING
+
+    def check(self) -> None:
+        at_least("trainer.batch_size", self.batch_size, 1, optional=True)
+
+
+@dataclass
+class EvalSchema(RunChoice, Checked):
+    split: str = MISSING
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    trainer: EvalBatch = field(default_factory=EvalBatch)
+    dataset: Any = MISSING
+    device: DeviceSchema = field(default_factory=DeviceSchema)
+
+    def check(self) -> None:
+        one_of("split", self.split, SPLITS)
+
+
+@dataclass
+class GuessSchema(RunChoice, Checked):
+    """What predict and serve share: the run to load and how its guesses for an image are made."""
+    topk: int = MISSING
+    tencrop: bool = MISSING
+    tencrop_mirror: bool = MISSING
+    detect_face: bool = MISSING
+    face_margin: float = MISSING
+    resize: Optional[str] = MISSING
+    device: DeviceSchema = field(default_factory=DeviceSchema)
+
+    def check(self) -> None:
+        at_least("topk", self.topk, 1)
+        if self.resize not in (None, *RESIZES):
+            raise UserError(f"resize={self.resize} is not one of: {', '.join(RESIZES)}, null (the run's dataset.resize)")
+        at_least("face_margin", self.face_margin, 0, integer=False)
+
+
+@dataclass
+class PredictSchema(GuessSchema):
+    image: Optional[str] = MISSING
+    json: bool = MISSING
+
+    def check(self) -> None:
+        if self.image is None:
+            raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
+        super().check()
+
+
+@dataclass
+class ServeSchema(GuessSchema):
+    host: str = MISSING
+    port: int = MISSING
+    max_batch: int = MISSING
+    max_wait_ms: float = MISSING
+    max_upload_mb: float = MISSING
+    read_timeout_s: float = MISSING
+    workers: int = MISSING
+    access_log: bool = MISSING
+
+    def check(self) -> None:
+        super().check()
+        positive("max_batch", self.max_batch, integer=True)
+        positive("max_wait_ms", self.max_wait_ms, integer=False, or_zero=True)
+        positive("max_upload_mb", self.max_upload_mb, integer=False)
+        positive("read_timeout_s", self.read_timeout_s, integer=False)
+        positive("workers", self.workers, integer=True)
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"port={self.port!r} must be a whole number from 0 to 65535")
+
+
+@dataclass
+class BuildHdf5Schema:
+    src: Optional[str] = MISSING
+    out: Optional[str] = MISSING
+    size: Any = MISSING  # an int or [height, width]
+    channels: int = MISSING
+    resize: str = MISSING
+    split: list[float] = MISSING
+    seed: int = MISSING
+    compression: Optional[str] = MISSING
+    buffer: int = MISSING
+    workers: int = MISSING
+    strict: bool = MISSING
+
+
+@dataclass
+class FromVideoSchema:
+    video: Optional[str] = MISSING
+    label: Optional[str] = MISSING
+    out: str = MISSING
+    every: int = MISSING
+    width: int = MISSING
+    height: int = MISSING
+    margin: float = MISSING
+    grey: bool = MISSING
+    min_face: int = MISSING
+    scale_factor: float = MISSING
+    min_neighbors: int = MISSING
+
+
+@dataclass
+class FeaturesSchema(RunChoice, Checked):
+    model: Any = MISSING
+    out: Optional[str] = MISSING
+    overwrite: bool = MISSING
+    layer: Optional[str] = MISSING
+    pool: Optional[str] = MISSING
+    max_features: int = MISSING
+    splits: list[str] = MISSING
+    batch_size: int = MISSING
+    write_buffer: int = MISSING
+    tencrop: bool = MISSING
+    tencrop_mirror: bool = MISSING
+    mean: Optional[list[float]] = MISSING
+    std: Optional[list[float]] = MISSING
+    seed: int = MISSING
+    dataset: Any = MISSING
+    device: DeviceSchema = field(default_factory=DeviceSchema)
+
+    def check(self) -> None:
+        if (self.run is None and self.checkpoint is None) == (self.model is None):
+            raise UserError("say which network: run=<train run folder> (or checkpoint=<file.pt>), or model=<name> "
+                            "with dataset=<name> (e.g. model=resnet18 model.weights=IMAGENET1K_V1 dataset=folder)")
+        for key in ("batch_size", "write_buffer", "max_features"):
+            at_least(key, getattr(self, key), 1)
+        if self.model is not None and not self.dataset.get("name"):
+            raise UserError(f"model={self.model.name} needs a dataset: dataset=folder dataset.root=<images> "
+                            "(or dataset=mnist, hdf5, olivetti)")
+        if self.model is None and (self.mean is not None or self.std is not None):
+            raise UserError("mean=/std= apply to model=<name>; a run uses the normalisation it trained with")
+
+
+@dataclass
+class ProbeSchema:
+    features: Optional[str] = MISSING
+    C: list[float] = MISSING
+    cv: Any = MISSING  # a number of folds or "val"
+    fit: str = MISSING
+    train_limit: Optional[int] = MISSING
+    scale: bool = MISSING
+    max_iter: int = MISSING
+    n_jobs: int = MISSING
+    threads: Optional[int] = MISSING
+    split: str = MISSING
+    seed: int = MISSING
+
+# ---- viz: one schema per picture ------------------------------------------------------------------
+@dataclass
+class VizSchema(RunChoice):
+    """The keys every picture takes (conf/viz.yaml)."""
+    picture: Optional[str] = MISSING
+    out: Optional[str] = MISSING
+    tensorboard: bool = MISSING
+    dataset: Any = MISSING
+    device: DeviceSchema = field(default_factory=DeviceSchema)
+
+
+@dataclass
+class CurvesSchema(VizSchema):
+    run: Any = MISSING  # one run folder or glob, or a list of them
+
+
+@dataclass
+class ActivationsSchema(VizSchema, Checked):
+    image: Optional[str] = MISSING
+    layers: Any = MISSING  # a layer name or a list of them
+    resize: Optional[str] = MISSING
+
+    def check(self) -> None:
+        one_of("resize", self.resize, (None, *RESIZES))
+
+
+@dataclass
+class FiltersSchema(VizSchema, Checked):
+    layer: Optional[str] = MISSING
+    channels: Any = MISSING  # a channel number or a list of them
+    steps: int = MISSING
+    lr: float = MISSING
+    jitter: int = MISSING
+    blur: float = MISSING
+    blur_every: int = MISSING
+    seed: int = MISSING
+
+    def check(self) -> None:
+        at_least("steps", self.steps, 1)
+        at_least("lr", self.lr, 0, integer=False)
+        at_least("jitter", self.jitter, 0)
+        at_least("blur", self.blur, 0, integer=False)
+        at_least("blur_every", self.blur_every, 1)
+        at_least("seed", self.seed, 0)
+
+
+@dataclass
+class GradcamSchema(VizSchema, Checked):
+    image: Optional[str] = MISSING
+    target: str = MISSING
+    layer: Optional[str] = MISSING
+    alpha: float = MISSING
+    topk: int = MISSING
+    resize: Optional[str] = MISSING
+
+    def check(self) -> None:
+        at_least("alpha", self.alpha, 0, integer=False)
+        if self.alpha > 1:
+            raise UserError(f"alpha={self.alpha} must be between 0 and 1")
+        at_least("topk", self.topk, 1)
+        one_of("resize", self.resize, (None, *RESIZES))
+
+
+PICTURE_SCHEMAS = {"curves": CurvesSchema, "activations": ActivationsSchema, "filters": FiltersSchema,
+                   "gradcam": GradcamSchema}
