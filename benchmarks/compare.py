@@ -119,9 +119,9 @@ def help_job(side: Side, scratch: Path, args) -> dict:
 
 def features_job(side: Side, scratch: Path, args) -> dict:
     out = Path(tempfile.mkdtemp(dir=scratch)) / "features.h5"
-    result = timed(side, ["-m", "cnnexp", "features", "model=alexnet_bn", "dataset=folder", f"dataset.root={args.photos}",
-                          "dataset.size=227", "dataset.limit=1000", "splits=[train]", f"out={out}", "device=cpu"],
-                   scratch)
+    result = timed(side, ["-m", "cnnexp", "features", "model=alexnet_bn", "dataset=folder",
+                          f"dataset.root={args.photos}", "dataset.size=227", "dataset.limit=1000", "splits=[train]",
+                          f"out={out}", "device=cpu"], scratch)
     return {k: result[k] for k in ("wall s", "CPU s")}
 
 
@@ -194,7 +194,8 @@ def report(name: str, base: Side, head: Side) -> list[str]:
     for measure, base_values in base.results[name].items():
         head_values = head.results[name][measure]
         ratios = [h / b for h, b in zip(head_values, base_values)]
-        lines.append(f"{name:<9} {measure:<24} {statistics.median(base_values):10.3f} {statistics.median(head_values):10.3f}"
+        medians = f"{statistics.median(base_values):10.3f} {statistics.median(head_values):10.3f}"
+        lines.append(f"{name:<9} {measure:<24} {medians}"
                      f"   {min(ratios):5.2f} {statistics.median(ratios):6.2f} {max(ratios):5.2f}"
                      f"   ({', '.join(f'{r:.2f}' for r in ratios)})")
     return lines
