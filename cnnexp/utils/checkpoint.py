@@ -109,15 +109,18 @@ def write_temporary(obj, path: Path):
     """`obj` serialised to `.<name>.tmp` beside `path`; returns the still open file and its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    handle = open(tmp, "wb")
+    handle = None
     try:
+        handle = open(tmp, "wb")
         if os.environ.get(SLOW_WRITES):
             write_slowly(obj, handle, float(os.environ[SLOW_WRITES]))
         else:
             torch.save(obj, handle)
         handle.flush()
     except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as "unexpected pos ..."
-        handle.close()
+        if handle is not None:
+            with suppress(OSError):  # closing flushes what is left, which fails again on a full disk
+                handle.close()
         tmp.unlink(missing_ok=True)
         raise cannot_write(path, exc) from exc
     return handle, tmp
