@@ -105,7 +105,7 @@ class CurvesPlot:
         if not self.started:
             self._start()
         if not self._send():
-            draw_curves({"": self.history}, self.path, self.title)
+            self._draw_here()
 
     def _start(self) -> None:
         self.started = True
@@ -149,7 +149,13 @@ class CurvesPlot:
             if self.worker is not None and self.worker.poll() is None and self._send():
                 self._end_worker()
             elif self.history:
-                draw_curves({"": self.history}, self.path, self.title)
+                self._draw_here()
+
+    def _draw_here(self) -> None:
+        try:
+            draw_curves({"": self.history}, self.path, self.title)
+        except OSError:  # a full disk must not stop training or add to its error line; history.csv has the rows
+            pass
 
     def _end_worker(self) -> None:
         try:  # an explicit end: EOF may never come while forked DataLoader workers hold the pipe
