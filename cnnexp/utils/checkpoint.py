@@ -118,11 +118,14 @@ def write_temporary(obj, path: Path):
             torch.save(obj, handle)
         handle.flush()
     except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as "unexpected pos ..."
+        reason = exc
         if handle is not None:
-            with suppress(OSError):  # closing flushes what is left, which fails again on a full disk
+            try:
                 handle.close()
+            except OSError as close_error:  # closing flushes what is left: on a full disk this names the cause
+                reason = close_error
         tmp.unlink(missing_ok=True)
-        raise cannot_write(path, exc) from exc
+        raise cannot_write(path, reason) from exc
     return handle, tmp
 
 
