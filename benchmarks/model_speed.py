@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cnnexp.config.compose import compose_config
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.engine.evaluation import evaluate
+from cnnexp.engine.assemble import assemble_training
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.models import create_model, model_kwargs
@@ -64,7 +65,7 @@ def config(name: str, batch: int, threads: int | None):
 
 def cnnexp_side(cfg, data: ImageData) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(cfg, data, Path(run_dir), ConsoleReporter(Console(quiet=True)))
+        trainer = Trainer(assemble_training(cfg, data), Path(run_dir), ConsoleReporter(Console(quiet=True)))
         trainer.validate = lambda epoch, ips: None  # outside the timed loop: skipped to save wall time
         trainer.save = lambda which: None
         train_ips = trainer.fit()["images_per_second"]

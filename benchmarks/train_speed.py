@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cnnexp.config.compose import compose_config
 from cnnexp.data import create_dataset
 from cnnexp.data.image_data import ImageData, Split
+from cnnexp.engine.assemble import assemble_training
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.trainer import Trainer
 from cnnexp.models import create_model, model_kwargs
@@ -62,7 +63,7 @@ def config(args):
 
 def time_cnnexp(cfg, data) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
-        metrics = Trainer(cfg, data, Path(run_dir), ConsoleReporter(Console(quiet=True))).fit()
+        metrics = Trainer(assemble_training(cfg, data), Path(run_dir), ConsoleReporter(Console(quiet=True))).fit()
     return metrics["images_per_second"]
 
 
@@ -199,7 +200,7 @@ def measure_switch(cfg, data: ImageData, switch: str) -> dict:
         speeds["plain"].append(plain.epoch())
 
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(cfg, data, Path(run_dir), ConsoleReporter(Console(quiet=True)))
+        trainer = Trainer(assemble_training(cfg, data), Path(run_dir), ConsoleReporter(Console(quiet=True)))
         plain = PlainLoop(cfg, data, switch, trainer.device)
         trainer.validate = after_epoch  # called once an epoch with that epoch's images/s
         trainer.save = lambda which: None

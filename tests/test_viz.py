@@ -1,10 +1,17 @@
 """cnnexp viz: Grad-CAM finds the evidence (bright squares; a small CNN and torchvision's resnet18 with
 in-place ReLU), is exact on frozen weights and leaves the model as found; gradient ascent raises the
-chosen channels; curves.png after every evaluation; the command's pictures, TensorBoard and errors."""
+chosen channels; curves.png kept current (at most every few seconds, by a low-priority process started
+when a picture is first due; always at the end); the command's pictures, TensorBoard and errors."""
 
 import copy
 import hashlib
 import io
+import json
+import os
+import select
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -17,6 +24,9 @@ from torch import nn
 from cnnexp.cli import main
 from cnnexp.config.compose import compose_config
 from cnnexp.data import create_dataset
+from cnnexp.engine import loggers
+from cnnexp.engine.curves import draw_curves
+from cnnexp.engine.loggers import CurvesPlot
 from cnnexp.engine.curves import DPI, SIZE_INCHES
 from cnnexp.engine.loggers import ConsoleReporter
 from cnnexp.engine.assemble import assemble_training
@@ -246,7 +256,8 @@ class WatchCurves(ConsoleReporter):
             self.seen.append((image.format, image.size, hashlib.sha256(self.path.read_bytes()).hexdigest()))
 
 
-def test_curves_png_after_every_evaluation(tmp_path):
+def test_curves_png_after_every_evaluation_when_evaluations_are_slower_than_the_interval(tmp_path, monkeypatch):
+    monkeypatch.setattr(loggers, "REDRAW_SECONDS", 0.0)  # every evaluation comes after the interval
     cfg = compose_config("train", [*TINY, "trainer.epochs=3", "dataset.limit=60"])
     data = create_dataset(cfg.dataset, 0).limit(60)
     watcher = WatchCurves(tmp_path / "curves.png")
@@ -257,6 +268,74 @@ def test_curves_png_after_every_evaluation(tmp_path):
     assert len({digest for _, _, digest in watcher.seen}) == 3  # rewritten at each evaluation
     assert trainer.loggers.curves.worker.poll() == 0  # the drawing process ended cleanly
     assert sorted(p.name for p in tmp_path.glob(".*")) == []  # no temporary file left
+
+
+def history_rows(n: int) -> list[dict]:
+    return [{"epoch": e, "step": 8 * e, "train_loss": 3.0 / e, "val_loss": 3.5 / e, "val_error": 0.9 / e,
+             "test_error": 0.9 / e if e % 2 else None, "lr": 0.05, "images_per_second": 500.0} for e in range(1, n + 1)]
+
+
+def png_digest(path) -> str:
+    with Image.open(path) as image:
+        assert (image.format, image.size) == ("PNG", CURVES_SIZE)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_run_shorter_than_the_interval_starts_no_drawing_process_and_ends_with_its_picture(tmp_path):
+    plot = CurvesPlot(tmp_path / "curves.png", "short run", interval=60.0)
+    for n in (1, 2, 3):
+        plot.update(history_rows(n))
+    assert not (tmp_path / "curves.png").exists() and plot.worker is None  # nothing drawn while training
+    plot.close()
+    assert png_digest(tmp_path / "curves.png")
+    reference = tmp_path / "reference.png"
+    draw_curves({"": history_rows(3)}, reference, "short run")
+    assert (tmp_path / "curves.png").read_bytes() == reference.read_bytes()  # all three rows
+
+
+def test_the_first_picture_comes_after_the_interval_without_another_evaluation_from_a_niced_process(tmp_path):
+    path = tmp_path / "curves.png"
+    plot = CurvesPlot(path, "watched run", interval=0.5)
+    plot.update(history_rows(1))  # the only evaluation for a long time (a long epoch follows)
+    deadline = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert png_digest(path) and plot.worker is not None
+    assert os.getpriority(os.PRIO_PROCESS, plot.worker.pid) == min(os.getpriority(os.PRIO_PROCESS, 0)
+                                                                   + loggers.NICENESS, 19)
+    first = png_digest(path)
+    plot.update(history_rows(2))
+    plot.close()
+    assert plot.worker.poll() == 0 and png_digest(path) != first  # the end is drawn
+
+
+def read_answer(process, timeout: float) -> str | None:
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    return process.stdout.readline().strip() if ready else None
+
+
+def test_the_drawing_process_redraws_at_most_every_interval_and_draws_the_end_at_once(tmp_path):
+    path = tmp_path / "curves.png"
+    process = subprocess.Popen([sys.executable, "-m", "cnnexp.engine.curves", str(path), "a run", "30"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    rows = history_rows(3)
+
+    def send(message):
+        process.stdin.write(json.dumps(message) + "\n")
+        process.stdin.flush()
+
+    send({"seq": 1, "rows": rows[:1]})
+    assert read_answer(process, 60) == "1"  # the first picture at once
+    send({"seq": 2, "rows": rows[1:2]})
+    send({"seq": 3, "rows": rows[2:]})
+    assert read_answer(process, 1.5) is None  # within the interval: nothing is drawn
+    ended = time.monotonic()
+    send({"end": True})
+    assert read_answer(process, 60) == "3"  # both waiting updates in one picture, drawn at the end
+    assert process.wait(timeout=60) == 0 and time.monotonic() - ended < 20  # not held back by the interval
+    reference = tmp_path / "reference.png"
+    draw_curves({"": rows}, reference, "a run")
+    assert path.read_bytes() == reference.read_bytes()
 
 
 # ---- the command ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Training curves as a PNG: train/val loss and val/test error against epoch, the best epoch marked.
 
-The trainer redraws `curves.png` in the run folder at every evaluation (see `CurvesPlot` in
-loggers.py, which hands the rows to `serve` running in a process of its own) and `cnnexp viz curves` draws several runs on one figure with the same function.
+The trainer keeps `curves.png` in the run folder up to date while it trains (see `CurvesPlot` in
+loggers.py, which hands the rows to `serve`, running in a low-priority process of its own, redrawing
+at most every few seconds) and `cnnexp viz curves` draws several runs on one figure with the same function.
 Rows are the trainer's history rows (`epoch`, `step`, `train_loss`, `val_loss`, `val_error`,
 `test_error`; a value may be None: the test split is only scored at a new best).
 """
@@ -10,10 +11,8 @@ import json
 import math
 import sys
 import threading
+import time
 from pathlib import Path
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from cnnexp.utils.files import atomic_path
 
@@ -70,7 +69,11 @@ def plot_run(loss_ax, error_ax, rows: list[dict], label: str, color: str) -> str
 
 def draw_curves(histories: dict[str, list[dict]], path: Path, title: str) -> None:
     """One figure for one or more runs ({label: history rows}), written atomically to `path`; the loss
-    axis is logarithmic when several runs are compared."""
+    axis is logarithmic when several runs are compared. matplotlib is imported here, not with the module:
+    a training process that never draws (the drawing process does) does not pay for its import."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
     loss_ax, error_ax = fig.subplots(1, 2)
     colors = [f"C{i % 10}" for i in range(len(histories))]
@@ -96,13 +99,17 @@ def draw_curves(histories: dict[str, list[dict]], path: Path, title: str) -> Non
         fig.savefig(tmp, format="png", dpi=DPI)
 
 
-# ---- the drawing process: `python -m cnnexp.engine.curves <png> <title>` ----------------------
-def serve(path: Path, title: str, requests=sys.stdin, replies=sys.stdout) -> None:
-    """Read history rows from `requests` (JSON lines {"seq": n, "rows": [new rows]}, then {"end": true}),
-    redraw after each batch that arrived, and answer the last `seq` drawn on `replies`. Rows that arrive while a picture
-    is being drawn are all drawn together next, so a slow disk or fast evaluations never back up."""
-    rows, latest, changed = [], 0, threading.Condition()
-    ended = False
+# ---- the drawing process: `python -m cnnexp.engine.curves <png> <title> <interval>` ---------------
+def serve(path: Path, title: str, interval: float, requests=sys.stdin, replies=sys.stdout,
+          clock=time.monotonic) -> None:
+    """Read history rows from `requests` (JSON lines {"seq": n, "rows": [new rows]}, then {"end": true})
+    and keep the picture at `path` current, answering the last `seq` drawn on `replies`.
+
+    A picture is drawn at most every `interval` seconds: rows that arrive sooner after the last picture
+    (fast evaluations, a new best among them) wait, and are all drawn together once the interval has
+    passed, so a person watching sees every row at most `interval` s late. The end is drawn at once."""
+    rows, latest, ended = [], 0, False
+    changed = threading.Condition()
 
     def read() -> None:
         nonlocal latest, ended
@@ -119,21 +126,22 @@ def serve(path: Path, title: str, requests=sys.stdin, replies=sys.stdout) -> Non
             changed.notify()
 
     threading.Thread(target=read, daemon=True).start()
-    drawn = 0
+    drawn, last_picture = 0, -math.inf
     while True:
         with changed:
             changed.wait_for(lambda: latest > drawn or ended)
-            if latest == drawn:
+            if latest == drawn:  # ended, and everything is drawn
                 return
+            changed.wait_for(lambda: ended, timeout=max(0.0, last_picture + interval - clock()))
             snapshot, seq = list(rows), latest
         try:
             draw_curves({"": snapshot}, path, title)
         except OSError as exc:  # a full disk must not stop training; history.csv has the numbers
             sys.stderr.write(f"warning: could not write {path}: {exc}\n")
-        drawn = seq
+        drawn, last_picture = seq, clock()
         replies.write(f"{seq}\n")
         replies.flush()
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), sys.argv[2])
+    serve(Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]))

@@ -4,10 +4,13 @@ the class count, and a 1-channel input gets a 1-channel first conv (weights.py s
 of loaded weights into it).
 
 Each model names its head (`head_prefix`, for `optimizer.head_lr_mult`) and VGG its blocks
-(`module_aliases`: block1..block5, the conv layers between max-pools, for `model.freeze`)."""
+(`module_aliases`: block1..block5, the conv layers between max-pools, for `model.freeze`).
+
+torchvision is imported when one of these models is built, not when the registry imports this module:
+its import (which brings in torch._dynamo) costs a second or two of CPU, more than a whole short
+tutorial run (LeNet on Olivetti) spends elsewhere on starting up."""
 
 from torch import nn
-from torchvision import models as tv
 
 from cnnexp.utils.errors import UserError
 from cnnexp.models import register_model
@@ -60,17 +63,23 @@ def build_vgg(name: str, constructor, in_shape, num_classes: int, dense, dropout
     return model
 
 
+def torchvision_constructor(name: str):
+    from torchvision import models
+
+    return getattr(models, name)
+
+
 @register_model
 def vgg16(in_shape, num_classes, *, dense: list[int] = (4096, 4096), dropout: float = 0.5):
     """VGG16 (Simonyan & Zisserman): 13 3x3 convs in five blocks, torchvision's 7x7 adaptive pooling,
     hidden dense layers `dense` with ReLU and dropout `dropout`, then the output layer."""
-    return build_vgg("vgg16", tv.vgg16, in_shape, num_classes, dense, dropout)
+    return build_vgg("vgg16", torchvision_constructor("vgg16"), in_shape, num_classes, dense, dropout)
 
 
 @register_model
 def vgg16_bn(in_shape, num_classes, *, dense: list[int] = (4096, 4096), dropout: float = 0.5):
     """VGG16 with batch norm after every conv (torchvision's vgg16_bn)."""
-    return build_vgg("vgg16_bn", tv.vgg16_bn, in_shape, num_classes, dense, dropout)
+    return build_vgg("vgg16_bn", torchvision_constructor("vgg16_bn"), in_shape, num_classes, dense, dropout)
 
 
 def build_resnet(name: str, constructor, in_shape, num_classes: int, dropout: float) -> nn.Module:
@@ -86,10 +95,10 @@ def build_resnet(name: str, constructor, in_shape, num_classes: int, dropout: fl
 @register_model
 def resnet18(in_shape, num_classes, *, dropout: float = 0.0):
     """ResNet-18 (He et al.); `dropout` > 0 puts dropout before the output layer (then named fc.1)."""
-    return build_resnet("resnet18", tv.resnet18, in_shape, num_classes, dropout)
+    return build_resnet("resnet18", torchvision_constructor("resnet18"), in_shape, num_classes, dropout)
 
 
 @register_model
 def resnet50(in_shape, num_classes, *, dropout: float = 0.0):
     """ResNet-50 (bottleneck blocks); `dropout` as resnet18."""
-    return build_resnet("resnet50", tv.resnet50, in_shape, num_classes, dropout)
+    return build_resnet("resnet50", torchvision_constructor("resnet50"), in_shape, num_classes, dropout)

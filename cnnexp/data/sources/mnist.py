@@ -2,14 +2,15 @@
 
 from pathlib import Path
 
-from torchvision.datasets import MNIST
-
 from cnnexp.data import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.utils.errors import UserError
 
 
-def load_mnist(root: Path, train: bool, download: bool) -> MNIST:
+def load_mnist(root: Path, train: bool, download: bool):
+    """torchvision's MNIST (imported here: the dataset registry imports this module for every run)."""
+    from torchvision.datasets import MNIST
+
     try:
         return MNIST(str(root), train=train, download=download)
     except RuntimeError as exc:  # torchvision: "Dataset not found ..." or "Error downloading ..."
