@@ -333,8 +333,10 @@ def test_the_drawing_process_redraws_at_most_every_interval_and_draws_the_end_at
     send({"end": True})
     assert read_answer(process, 60) == "3"  # both waiting updates in one picture, drawn at the end
     assert process.wait(timeout=60) == 0 and time.monotonic() - ended < 20  # not held back by the interval
-    reference = tmp_path / "reference.png"
-    draw_curves({"": rows}, reference, "a run")
+    reference = tmp_path / "reference.png"  # drawn in a fresh process too: other tests' matplotlib state stays out
+    subprocess.run([sys.executable, "-c", "import json, sys, pathlib; from cnnexp.engine.curves import draw_curves; "
+                    "draw_curves({'': json.loads(sys.argv[1])}, pathlib.Path(sys.argv[2]), 'a run')", json.dumps(rows),
+                    str(reference)], check=True, timeout=120)
     assert path.read_bytes() == reference.read_bytes()
 
 
