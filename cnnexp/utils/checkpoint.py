@@ -6,8 +6,10 @@ have defaults, so a checkpoint written before them still loads; a file of a newe
 with a one-line error (a new format number goes with code here that reads the older ones).
 """
 
+import errno
 import io
 import os
+import shutil
 import random
 import re
 import time
@@ -24,6 +26,7 @@ VERSION = 1
 FORMAT = f"cnnexp-checkpoint-{VERSION}"
 MARKER = re.compile(r"cnnexp-checkpoint-(\d+)$")
 SLOW_WRITES = "CNNEXP_TEST_SLOW_WRITES"  # seconds one checkpoint write takes: lets fault tests kill inside it
+FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 
 @dataclass
@@ -112,11 +115,21 @@ def save_atomic(obj, path: Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # no space left, quota, read-only: the previous file stays
-        # (torch's zip writer reports a failed write as a RuntimeError "unexpected pos ...")
+        reason = write_failure(exc, path.parent)
         tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
         raise UserError(f"cannot write {path.name} in {path.parent} ({reason}); free space there "
                         f"or choose another folder (the previous {path.name} is intact)") from exc
+
+
+def write_failure(exc: Exception, folder: Path) -> str:
+    """Why a checkpoint could not be written. torch's zip writer reports a failed write as a RuntimeError
+    ("unexpected pos ..."), and whether closing the file then raises the disk's own error depends on what
+    was still buffered: a full disk is named as one whichever way it surfaced."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if shutil.disk_usage(folder).free < FULL_DISK_BYTES:
+        return os.strerror(errno.ENOSPC)
+    return str(exc).splitlines()[0]
 
 
 def write_slowly(obj, handle, seconds: float, pieces: int = 10) -> None:
