@@ -53,3 +53,35 @@ def test_the_readme_is_a_short_front_door():
     for must in ("## Set up", "## Commands", "## What next", "## Layout", "mkdocs serve", "![",
                  "docs/getting-started.md"):
         assert must in readme, must
+
+
+def reference_hook():
+    """docs/hooks/reference.py, the mkdocs hook that writes the reference pages at build time."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_reference", DOCS / "hooks" / "reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def leaf_keys(node, prefix=""):
+    """Dotted keys of a YAML mapping's leaves (a list or an empty mapping is a leaf)."""
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from leaf_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_the_train_reference_lists_every_key_of_cfg_job(cnnexp):
+    import yaml
+
+    result = cnnexp("train", "--cfg", "job")
+    assert result.code == 0, result.err
+    job_keys = list(leaf_keys(yaml.safe_load(result.out)))
+    page = reference_hook().command_page("train", "train", [])
+    rows = dict(re.findall(r"^\| `([^`]+)` (\|.*)$", page.split("## Keys", 1)[1], flags=re.M))
+    assert list(rows) == job_keys
+    assert "| int | `20` | passes over the training split" in rows["trainer.epochs"]
+    assert "| float or null | `null` | clip the global gradient norm" in rows["trainer.grad_clip"]
