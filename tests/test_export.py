@@ -199,7 +199,7 @@ def test_a_fixed_batch_export_takes_one_image(cnnexp, run, tmp_path):
     assert exported_metadata(out)["dynamic_batch"] is False
 
 
-def test_the_readme_shows_the_script_as_it_is():
-    readme = (ROOT / "README.md").read_text()
-    shown = readme.split("```python\ndef model_input", 1)[1].split("```", 1)[0]
+def test_the_export_guide_shows_the_script_as_it_is():
+    guide = (ROOT / "docs" / "how-to" / "export.md").read_text()
+    shown = guide.split("```python\ndef model_input", 1)[1].split("```", 1)[0]
     assert "def model_input" + shown in SCRIPT.read_text()

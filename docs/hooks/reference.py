@@ -1,0 +1,360 @@
+"""The site's reference pages, generated from the code when the site is built (an mkdocs hook), so they
+cannot drift: every command's keys with the type its schema gives (cnnexp/schemas), the default the
+config tree composes (conf/) and the comment beside the key in its YAML file; every config group with
+its choices; every model with its keys and docstring.
+
+    mkdocs build --strict          (or mkdocs serve) runs it; nothing is written to docs/
+    python docs/hooks/reference.py train     prints one page, to read or diff
+"""
+
+import ast
+import json
+import re
+import sys
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "conf"
+
+# (page, how `cnnexp` spells the command, its primary config, the overrides that pick it)
+COMMAND_PAGES = [
+    ("train", "train", "train", []),
+    ("sweep", "sweep", "sweep", []),
+    ("sweep-summarize", "sweep summarize", "sweep_summarize", []),
+    ("eval", "eval", "eval", []),
+    ("predict", "predict", "predict", []),
+    ("serve", "serve", "serve", []),
+    ("export", "export", "export", []),
+    ("features", "features", "features", []),
+    ("probe", "probe", "probe", []),
+    *[(f"viz-{p}", f"viz {p}", "viz", [f"viz={p}"]) for p in ("curves", "activations", "filters", "gradcam")],
+    *[(f"data-{t}", f"data {t}", f"data_{t.replace('-', '_')}", []) for t in ("build-hdf5", "from-video", "show")],
+]
+GROUP_KEYS_SHOWN = ("dataset", "optimizer", "scheduler", "augmentation", "device")  # groups whose choices' keys are listed
+SKIPPED_ROOTS = ("defaults", "hydra")
+KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w-]*)\s*:(?P<rest>.*)$")
+
+
+@dataclass
+class Key:
+    path: str
+    type: str
+    default: str
+    comment: str
+
+
+# ---------------------------------------------------------------- comments beside the keys in conf/
+
+def split_comment(rest: str) -> tuple[str, str]:
+    """A YAML line's value and its trailing `# comment` (a `#` inside quotes is part of the value)."""
+    quote = None
+    for i, char in enumerate(rest):
+        if char in "'\"" and quote in (None, char):
+            quote = None if quote else char
+        elif char == "#" and quote is None and (i == 0 or rest[i - 1].isspace()):
+            return rest[:i].strip(), rest[i + 1:].strip()
+    return rest.strip(), ""
+
+
+def yaml_comments(path: Path) -> tuple[str, dict[str, str]]:
+    """(the file's opening comment, {dotted key: its comment}). A key's comment is the one on its line,
+    continued by comment-only lines starting in the same column, or else the comment lines right above it."""
+    header, comments, stack, above = [], {}, [], []
+    last_key, last_column, seen_key = None, None, False
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            above, last_key = [], None
+            continue
+        if stripped.startswith("#"):
+            text = stripped.lstrip("#").strip()
+            if last_key and line.index("#") == last_column:
+                comments[last_key] += " " + text
+            elif not seen_key:
+                header.append(text)
+            else:
+                above.append(text)
+            continue
+        match = KEY_LINE.match(line)
+        if not match:  # a list item or a continued value
+            last_key = None
+            continue
+        seen_key = True
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match["key"]))
+        key = ".".join(k for _, k in stack)
+        _, comment = split_comment(match["rest"])
+        comments[key] = comment or " ".join(above)
+        last_key, above = key, []
+        last_column = line.index("#", len(line) - len(match["rest"])) if comment else None
+    return " ".join(header), comments
+
+
+def package_prefix(path: Path, group: str) -> str:
+    """Where a group file's keys land: under the group, or at the root for `# @package _global_`."""
+    return "" if "@package _global_" in path.read_text() else group.replace("/", ".") + "."
+
+
+def config_files(config_name: str, choices: dict) -> list[tuple[Path, str]]:
+    """(file, key prefix) of every YAML a command's config composes: the primary file, the files its
+    defaults list includes by name (recursively), and the chosen file of each group."""
+    files, todo = [], [config_name]
+    while todo:
+        path = CONF / f"{todo.pop()}.yaml"
+        if not path.exists():  # a schema in Hydra's ConfigStore, not a file
+            continue
+        files.append((path, ""))
+        for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults", []):
+            if isinstance(entry, str) and entry != "_self_":
+                todo.append(entry)
+    for group, choice in choices.items():
+        path = CONF / group / f"{choice}.yaml"
+        if choice and not group.startswith("hydra") and path.exists():
+            files.append((path, package_prefix(path, group)))
+    return files
+
+
+def key_comments(config_name: str, choices: dict) -> dict[str, str]:
+    """{dotted key: the comment beside it in the YAML files the command's config composes}."""
+    comments = {}
+    for path, prefix in config_files(config_name, choices):
+        for key, comment in yaml_comments(path)[1].items():
+            if comment and not key.startswith(SKIPPED_ROOTS):
+                comments.setdefault(prefix + key, comment)
+    return comments
+
+
+def parent_comment(path: str, comments: dict[str, str]) -> str:
+    """A key without a comment of its own is explained by its parent's (`dataset.root` under an eval
+    config's commented `dataset:` block of overrides)."""
+    parent = path.rpartition(".")[0]
+    return comments.get(parent, "") if parent else ""
+
+
+def model_comments(model: str | None) -> dict[str, str]:
+    """The model group has no YAML: its common keys' help, and for the factory's own keys a pointer to
+    its docstring."""
+    if not model:
+        return {}
+    from cnnexp.models import COMMON_MODEL_KEYS
+    from cnnexp.schemas.models import model_schemas
+
+    comments = {f"model.{f.name}": f"a parameter of model={model}: see [its docstring](../groups.md#model-{model})"
+                for f in fields(model_schemas()[model]) if f.name != "name"}
+    comments |= {f"model.{key}": help_text for key, (_, _, help_text) in COMMON_MODEL_KEYS.items()}
+    comments["model.name"] = "the model (the model=<name> choice)"
+    return comments
+
+
+# ---------------------------------------------------------------- types and defaults from the composed config
+
+def type_name(kind, optional: bool, value) -> str:
+    """How a key's type reads: its schema's type, else (keys a schema leaves open, such as a dataset
+    source's) the type of its YAML value."""
+    if kind is typing.Any or kind is None:
+        name = "any" if value is None else f"{type(value).__name__} (not in a schema)"
+    elif typing.get_origin(kind) in (list, typing.List):
+        (inner,) = typing.get_args(kind) or (typing.Any,)
+        name = f"list[{getattr(inner, '__name__', 'any')}]"
+    else:
+        name = getattr(kind, "__name__", str(kind))
+    return f"{name} or null" if optional and kind is not typing.Any and "null" not in name else name
+
+
+def shown(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def config_keys(cfg, prefix: str = ""):
+    """(dotted key, type, default) of every leaf of a composed config, in its order."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.nodes import ValueNode
+
+    for key in cfg.keys():
+        node = cfg._get_node(key)
+        path = f"{prefix}{key}"
+        if not prefix and key in SKIPPED_ROOTS:
+            continue
+        if isinstance(node, DictConfig) and len(node) > 0:
+            yield from config_keys(node, path + ".")
+            continue
+        value = node._value() if isinstance(node, ValueNode) else OmegaConf.to_container(node)
+        metadata = node._metadata
+        yield path, type_name(metadata.ref_type, metadata.optional, value), value
+
+
+def typed_view(cfg):
+    """The config with its schema's types: `viz` composes one config for every picture and types it
+    with the picture's schema when it runs (commands/viz.py's check), as here."""
+    from omegaconf import OmegaConf
+
+    from cnnexp.schemas import PICTURE_SCHEMAS
+
+    picture = cfg.get("picture")
+    if picture not in PICTURE_SCHEMAS:
+        return cfg
+    job = OmegaConf.create({k: v for k, v in cfg.items() if k not in SKIPPED_ROOTS})
+    return OmegaConf.merge(OmegaConf.structured(PICTURE_SCHEMAS[picture]), job)
+
+
+def command_keys(config_name: str, overrides: list[str]) -> tuple[list[Key], dict, object]:
+    """Every key of a command's composed config (as `cnnexp <command> --cfg job` prints them), the
+    config groups it uses with their options, and the composed config (its `hydra.help`)."""
+    from cnnexp.config.app import compose_with_groups
+    from cnnexp.schemas import register_schemas
+
+    register_schemas()
+    cfg, groups = compose_with_groups(config_name, overrides)
+    choices = dict(cfg.hydra.runtime.choices)
+    comments = key_comments(config_name, choices) | model_comments(choices.get("model"))
+    keys = [Key(path, kind, shown(value), comments.get(path) or parent_comment(path, comments)) for path, kind, value in config_keys(typed_view(cfg))]
+    return keys, {g: (choices.get(g), options) for g, options in groups.items()}, cfg
+
+
+# ---------------------------------------------------------------- pages
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def keys_table(keys: list[Key]) -> list[str]:
+    lines = ["| key | type | default | comment |", "|---|---|---|---|"]
+    lines += [f"| `{k.path}` | {cell(k.type)} | `{cell(k.default)}` | {cell(k.comment)} |" for k in keys]
+    return lines
+
+
+def command_page(spelled: str, config_name: str, overrides: list[str]) -> str:
+    keys, groups, cfg = command_keys(config_name, overrides)
+    help_cfg = cfg.hydra.help
+    lines = [f"# cnnexp {spelled}", "", str(help_cfg.header), "",
+             f"Its config is `conf/{config_name}.yaml`" + (f" with `{' '.join(overrides)}`" if overrides else "")
+             + "; `cnnexp " + spelled + " --help` prints the same keys and `--cfg job` the resolved config.", ""]
+    if groups:
+        lines += ["## Config groups", "", "| group | default | choices |", "|---|---|---|"]
+        lines += [f"| `{g}` | `{shown(default)}` | {', '.join(f'`{o}`' for o in options)} |"
+                  for g, (default, options) in groups.items()]
+        lines += ["", "The keys of every choice: [Config groups](../groups.md).", ""]
+    lines += ["## Keys", "", "With the default choice of each group; types come from the schemas in "
+              "`cnnexp/schemas/`, comments from the YAML files in `conf/`.", "", *keys_table(keys), ""]
+    footer = str(help_cfg.footer).strip()
+    if footer:
+        lines += ["## Examples", "", "```", footer, "```", ""]
+    return "\n".join(lines)
+
+
+def group_choice_keys(group: str, choice: str) -> list[Key]:
+    """The keys one choice of a group sets, with the train config's types."""
+    keys, _, _ = command_keys("train", [f"{group}={choice}"])
+    return [k for k in keys if k.path.startswith(group + ".")]
+
+
+def model_docs() -> dict[str, str]:
+    """{model name: the factory's docstring}, read with ast (no torch import)."""
+    docs = {}
+    for path in sorted((ROOT / "cnnexp" / "models").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and any("register_model" in ast.unparse(d) for d in node.decorator_list):
+                docs[node.name] = " ".join((ast.get_docstring(node) or "").split())
+    return docs
+
+
+def model_section() -> list[str]:
+    from cnnexp.models import COMMON_MODEL_KEYS
+    from cnnexp.schemas.models import model_schemas
+
+    lines = ["## model", "", "A model's keys are its factory's keyword parameters (`cnnexp/models/`), then the keys "
+             "every model takes:", "", "| key | type | default | comment |", "|---|---|---|---|"]
+    for key, (annotation, default, help_text) in COMMON_MODEL_KEYS.items():
+        lines.append(f"| `model.{key}` | {cell(annotation)} | `{shown(list(default) if isinstance(default, tuple) else default)}` | {cell(help_text)} |")
+    docs = model_docs()
+    for name, schema in model_schemas().items():
+        own = [f for f in fields(schema) if f.name != "name" and f.name not in COMMON_MODEL_KEYS]
+        lines += ["", f"### model={name} {{#model-{name}}}", "", docs.get(name, ""), ""]
+        if own:
+            lines += ["| key | type | default |", "|---|---|---|"]
+            for f in own:
+                default = f.default_factory() if callable(f.default_factory) else f.default
+                lines.append(f"| `model.{f.name}` | {cell(type_name(f.type, False, default))} | `{cell(shown(default))}` |")
+    return lines
+
+
+def groups_page() -> str:
+    _, groups, _ = command_keys("train", [])
+    lines = ["# Config groups", "", "Each group is a folder of `conf/` with one YAML per choice (`group=choice` on "
+             "the command line); every key of a choice can be overridden (`group.key=value`).", ""]
+    for group in GROUP_KEYS_SHOWN:
+        lines += [f"## {group}", ""]
+        for choice in groups[group][1]:
+            header, _ = yaml_comments(CONF / group / f"{choice}.yaml")
+            lines += [f"### {group}={choice}", "", header, "", *keys_table(group_choice_keys(group, choice)), ""]
+    lines += model_section() + [""]
+    for group in ("experiment", "sweep"):
+        lines += [f"## {group}", "", "| choice | what |", "|---|---|"]
+        for path in sorted((CONF / group).glob("*.yaml")):
+            lines.append(f"| `{group}={path.stem}` | {cell(yaml_comments(path)[0])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def commands_index() -> str:
+    import contextlib
+    import io
+
+    from cnnexp.cli import print_usage
+
+    usage = io.StringIO()
+    with contextlib.redirect_stdout(usage):
+        print_usage()
+    lines = ["# Commands", "", "```", "$ cnnexp --help", usage.getvalue().rstrip(), "```", "",
+             "| command | page |", "|---|---|"]
+    lines += [f"| `cnnexp {spelled}` | [{spelled}]({page}.md) |" for page, spelled, _, _ in COMMAND_PAGES]
+    return "\n".join(lines) + "\n"
+
+
+def generated_pages() -> dict[str, str]:
+    """{path under docs/: markdown} of every generated reference page."""
+    pages = {"reference/commands/index.md": commands_index(), "reference/groups.md": groups_page()}
+    for page, spelled, config_name, overrides in COMMAND_PAGES:
+        pages[f"reference/commands/{page}.md"] = command_page(spelled, config_name, overrides)
+    return pages
+
+
+# ---------------------------------------------------------------- the mkdocs hook
+
+def on_files(files, config):
+    """Add the generated pages to the site (in memory; nothing is written to docs/)."""
+    from mkdocs.structure.files import File
+
+    for path, content in generated_pages().items():
+        files.append(File.generated(config, path, content=content))
+    return files
+
+
+def on_nav(nav, config, files):
+    """A generated page missing from mkdocs.yml's nav is an error (strict builds would only log it)."""
+    listed = {page.file.src_uri for page in nav.pages}
+    missing = [f.src_uri for f in files if f.src_uri.startswith("reference/") and f.is_documentation_page()
+               and f.src_uri not in listed]
+    if missing:
+        from mkdocs.exceptions import PluginError
+
+        raise PluginError(f"reference pages missing from mkdocs.yml's nav: {', '.join(missing)}")
+    return nav
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    wanted = sys.argv[1] if len(sys.argv) > 1 else "train"
+    print(generated_pages().get(f"reference/commands/{wanted}.md") or generated_pages()[f"reference/{wanted}.md"])

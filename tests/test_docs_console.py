@@ -1,0 +1,72 @@
+"""Every console example of the README and the site, run and compared with the lines it shows
+(tests/console_blocks.py says how blocks are found, marked and compared)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from console_blocks import ROOT, Block, console_blocks, matches
+
+BLOCKS = console_blocks()
+QUICK = [b for b in BLOCKS if b.kind == "quick"]
+SLOW_PAGES = sorted({b.page for b in BLOCKS if b.kind == "slow"})
+STEP_TIMEOUT_S = {"quick": 60, "slow": 900}
+
+
+def shell_env() -> dict:
+    """The user's shell as the examples assume it: this environment's `cnnexp` and `python` first on
+    PATH, no debug tracebacks, a terminal wide enough for the tables."""
+    env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["COLUMNS"] = "100"
+    return env
+
+
+def newest_run(workdir: Path) -> str | None:
+    runs = sorted((workdir / "outputs" / "train").glob("*"), key=lambda p: p.stat().st_mtime)
+    return str(runs[-1].relative_to(workdir)) if runs else None
+
+
+def run_block(block: Block, workdir: Path) -> None:
+    """Run each command of the block in workdir with bash; a run folder the command names
+    (`outputs/train/<timestamp>` or `<run>`) is the newest one made there."""
+    import re
+
+    for step in block.steps:
+        command = step.command
+        if (run := newest_run(workdir)) is not None:
+            command = re.sub(r"outputs/train/(?:\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:-\d+)?|<run>)", run, command)
+        proc = subprocess.run(["bash", "-c", command], cwd=workdir, env=shell_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=STEP_TIMEOUT_S[block.kind])
+        assert matches(step.shown, proc.stdout), (
+            f"{block.id}: `{step.command}` printed\n{proc.stdout}\nbut the page shows\n" + "\n".join(step.shown))
+
+
+@pytest.mark.parametrize("block", QUICK, ids=[b.id for b in QUICK])
+def test_console_example(block, tmp_path):
+    run_block(block, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", SLOW_PAGES)
+def test_slow_console_examples_of_a_page(page, tmp_path):
+    for block in (b for b in BLOCKS if b.page == page and b.kind == "slow"):
+        run_block(block, tmp_path)
+
+
+def test_every_unrun_example_says_why():
+    unrun = [b for b in BLOCKS if b.kind != "quick"]
+    assert all(b.reason.strip() for b in unrun)
+    assert {b.kind for b in unrun} <= {"slow", "not run"}
+
+
+def test_the_comparison_elides_only_what_it_says():
+    shown = ["20 epochs in ... s (... img/s); run folder: outputs/train/2026-11-30_23-31-37", "...", "done"]
+    real = "20 epochs in 15.9 s (403 img/s); run folder: outputs/train/2026-12-06_10-00-00-2\nx\ny\ndone\n"
+    assert matches(shown, real)
+    assert not matches(shown, real.replace("20 epochs", "21 epochs"))
+    assert not matches(shown, real + "more\n")
+    assert not matches(["a", "b"], "a\n")
