@@ -1,3 +1,3 @@
-from cnnexp.cli import main
+from cnnexp.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -5,6 +5,7 @@ Every command module (see cnnexp/commands/__init__.py) has `main(argv)`: most ar
 their first arguments themselves before they launch Hydra apps.
 """
 
+import gc
 import importlib
 import sys
 
@@ -51,3 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         message, code = describe(exc)
         sys.stderr.write(message + "\n")
         return code
+
+
+def entry() -> None:
+    """The `cnnexp` program (and `python -m cnnexp`): `main`, then exit. Before the interpreter shuts down,
+    every object is moved out of the garbage collector's reach (`gc.freeze`): its final collections walk
+    the millions of objects torch and its imports made, which cost each command 0.6-0.8 s of CPU (and of
+    wall time) after its work was done; the process's memory goes back to the system whole anyway."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)

@@ -101,8 +101,14 @@ def format_version(content) -> int | None:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename: a crash, a kill or a full
-    disk never leaves half a file under `path`, only the previous complete one."""
+    """Write to a temporary file beside `path`, then rename: a crash, a kill or a full disk never leaves
+    half a file under `path`, only the previous complete one (a killed process's written pages are the
+    kernel's, and reach the disk all the same; a full disk fails the write, before the rename).
+
+    No fsync: waiting for the disk took 45-55 ms a save (a 35 MB last.pt every epoch, best.pt at each
+    new best: 6 % of the 20-epoch Olivetti run's wall time, issue 28) and guards only against a power cut
+    in the seconds after a save; timm's and Lightning's checkpoint savers do not wait either (and ext4
+    and btrfs write out a file that replaces another by a rename before the rename itself)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -111,8 +117,6 @@ def save_atomic(obj, path: Path) -> None:
                 write_slowly(obj, handle, float(os.environ[SLOW_WRITES]))
             else:
                 torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # no space left, quota, read-only: the previous file stays
         reason = write_failure(exc, path.parent)
