@@ -1,10 +1,5 @@
 """cnnexp sweep search=optuna: Hydra's override grammar as a search space, trials as run folders,
-pruning, a continued study, and two workers sharing one SQLite study."""
-
-import os
-import subprocess
-import sys
-from pathlib import Path
+pruning, a continued study (many workers on one study: test_study_storage.py)."""
 
 import pytest
 from conftest import read_json
@@ -50,6 +45,9 @@ def test_plain_lists_stay_a_grid_sweep_and_intervals_need_optuna(cnnexp):
     (("search=optuna", "optimizer.lr=interval(0.1,0.01)"), "needs start < end"),
     (("search=optuna", "seeds=3", "optimizer.lr=interval(0.01,0.1)"), "one seed per trial"),
     (("search=bayes",), "search=bayes is not one of: grid, optuna"),
+    (("search=optuna", "heartbeat=0", "optimizer.lr=interval(0.01,0.1)"), "heartbeat=0 must be an integer >= 1"),
+    (("search=optuna", "storage=redis://localhost", "optimizer.lr=interval(0.01,0.1)"),
+     "storage=redis://localhost is not a database URL cnnexp shares studies in"),
 ])
 def test_bad_search_input_is_one_line_exit_2(cnnexp, workdir, args, message):
     result = cnnexp("sweep", *args)
@@ -67,7 +65,7 @@ def test_hopeless_trial_is_pruned_not_failed_and_a_rerun_continues_the_study(cnn
             "trainer.epochs=3", *QUICK, f"sweep.dir={sweep_dir}")
     result = cnnexp(*args, "trials=2")
     assert result.code == 0, result.err
-    assert "0 trials finished so far; running 2 more" in result.out
+    assert "0 of 2 trials done or running" in result.out
     states = [t.state.name for t in optuna.load_study(study_name="cnnexp", storage=f"sqlite:///{sweep_dir / 'optuna.db'}").trials]
     assert states == ["COMPLETE", "PRUNED"]
     pruned = read_json(sweep_dir / "trial-0001" / "metrics.json")
@@ -80,31 +78,11 @@ def test_hopeless_trial_is_pruned_not_failed_and_a_rerun_continues_the_study(cnn
     for name in ("optuna_history.png", "summary.png"):
         assert (sweep_dir / name).read_bytes()[:8] == PNG_SIGNATURE
 
-    again = cnnexp(*args, "trials=1")  # the same command again: one more trial of the same study
+    same = cnnexp(*args, "trials=2")  # the same command again: the study already has its 2 trials
+    assert same.code == 0, same.err
+    assert "2 of 2 trials done or running" in same.out and "ran 0 trials" in same.out
+    again = cnnexp(*args, "trials=3")  # trials counts the study's trials: one more
     assert again.code == 0, again.err
-    assert "2 trials finished so far; running 1 more" in again.out
+    assert "2 of 3 trials done or running" in again.out and "ran 1 trial " in again.out
     assert (sweep_dir / "trial-0002" / "metrics.json").exists()
     assert len(read_json(sweep_dir / "summary.json")["points"]) == 3
-
-
-def test_two_workers_share_one_sqlite_study(workdir):
-    """Two `cnnexp sweep` processes started together on one sweep folder: both run their trials into
-    the one study, and the summary counts all of them."""
-    env = {**{k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"},
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    args = [sys.executable, "-m", "cnnexp", "sweep", "search=optuna", "trials=2", "sampler=random", "pruner=none",
-            "optimizer.lr=tag(log,interval(1e-3,0.2))", "trainer.epochs=1", *QUICK, "sweep.dir=shared"]
-    workers = [subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]
-    outputs = [w.communicate(timeout=300) for w in workers]
-    for worker, (out, err) in zip(workers, outputs):
-        assert worker.returncode == 0, err[-2000:]
-        assert "running 2 more" in out
-    study = optuna.load_study(study_name="cnnexp", storage=f"sqlite:///{workdir / 'shared' / 'optuna.db'}")
-    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4
-    assert sorted(p.name for p in (workdir / "shared").glob("trial-*")) == [f"trial-000{i}" for i in range(4)]
-    summary = subprocess.run([sys.executable, "-m", "cnnexp", "sweep", "summarize", "dir=shared"], cwd=workdir,
-                             env=env, capture_output=True, text=True, timeout=120)
-    assert summary.returncode == 0, summary.stderr
-    points = read_json(workdir / "shared" / "summary.json")["points"]
-    assert sum(p["runs_total"] for p in points) == sum(p["runs_ok"] for p in points) == 4

@@ -15,7 +15,7 @@ from cnnexp.config.app import app_main
 from cnnexp.schemas import typed, upgrade
 from cnnexp.schemas.run import TrainSchema
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import current_run_dir, refuse_used_run_dir, save_config
+from cnnexp.utils.runs import current_run_dir, finished_metrics, refuse_used_run_dir, save_config, set_aside
 
 if TYPE_CHECKING:
     from cnnexp.engine.assemble import TrainingParts
@@ -24,6 +24,7 @@ CONFIG_NAME = "train"
 HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
 main = app_main("train", __name__)  # cnnexp train ... -> this module's Hydra app
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
+AUTO = "auto"  # trainer.resume=auto: continue this run folder's own last.pt when there is one
 DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
 
@@ -37,15 +38,18 @@ def run(cfg, on_evaluation=None) -> dict:
     from cnnexp.utils.checkpoint import Checkpoint
 
     run_dir = current_run_dir()
-    refuse_used_run_dir(run_dir)
+    main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
+    if cfg.trainer.resume == AUTO and (done := finished_metrics(run_dir)) is not None:
+        print(f"{run_dir} holds a finished run (metrics.json); nothing to continue")
+        return done
+    source = resume_source(cfg.trainer.resume, run_dir, main_process)
     checkpoint = None
-    if cfg.trainer.resume:
-        checkpoint = Checkpoint.read(cfg.trainer.resume, "last")
+    if source is not None:
+        checkpoint = Checkpoint.read(source, "last")
         cfg = resumed_config(checkpoint.config, cfg, task_overrides())
         check_schedule(checkpoint.config, cfg, task_overrides())
         typed(cfg)
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.limit)
-    main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
     if main_process:
         save_config(cfg, run_dir)
     reporter = ConsoleReporter() if main_process else ConsoleReporter(Console(quiet=True))
@@ -53,12 +57,28 @@ def run(cfg, on_evaluation=None) -> dict:
     trainer = Trainer(parts, run_dir, reporter)
     if checkpoint is not None:
         trainer.load(checkpoint)
-        if main_process:
-            carry_best(cfg.trainer.resume, checkpoint, run_dir)
+        if main_process and Path(source).resolve() != run_dir.resolve():
+            carry_best(source, checkpoint, run_dir)
     if on_evaluation is not None:
         trainer.evaluation_hooks.append(on_evaluation)
     reporter.start(run_summary(parts, run_dir))
     return trainer.fit()
+
+
+def resume_source(resume, run_dir: Path, main_process: bool) -> str | None:
+    """The run folder or checkpoint to continue from, or None for a new run. `trainer.resume=auto`: this
+    run folder itself when it holds a last.pt (a restarted torchrun worker, a requeued SLURM job, a
+    retried search trial), else a new run in it (what a run killed before its first last.pt left is
+    set aside). A run folder is otherwise never written into twice."""
+    if resume != AUTO:
+        refuse_used_run_dir(run_dir)
+        return resume
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        print(f"trainer.resume=auto: continuing {run_dir} from its last.pt")
+        return str(run_dir)
+    if main_process:
+        set_aside(run_dir)
+    return None
 
 
 def task_overrides() -> list[str]:

@@ -128,4 +128,6 @@ class SweepSchema(TrainSchema):
     startup_trials: int = MISSING
     storage: Optional[str] = MISSING
     study: str = MISSING
+    heartbeat: int = MISSING
+    trial_retries: int = MISSING
     sweep: SweepSettings = field(default_factory=SweepSettings)

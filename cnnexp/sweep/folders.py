@@ -103,22 +103,3 @@ def merge_order(new: list, old: list) -> list:
     if set(new) <= set(old):
         return list(old)
     return list(new) + [v for v in old if v not in new]
-
-
-LEFTOVERS = ("checkpoints", "history.csv", "config.yaml", "metrics.json")  # metrics.json: of an interrupted run
-
-
-def set_aside(folder: Path) -> None:
-    """Move what an interrupted run left (checkpoints, history, events) into `interrupted[-N]/`, so
-    the run can start again in its own folder and nothing already written is lost."""
-    leftovers = [p for p in folder.iterdir() if p.name in LEFTOVERS or p.name.startswith("events.out.tfevents")]
-    if not any(p.name in ("checkpoints", "history.csv") for p in leftovers):
-        return
-    target, n = folder / "interrupted", 1
-    while target.exists():
-        n += 1
-        target = folder / f"interrupted-{n}"
-    target.mkdir()
-    for path in leftovers:
-        path.rename(target / path.name)
-    print(f"restarting the interrupted run; what it had written is kept in {target}")

@@ -1,8 +1,8 @@
 """The job Hydra runs for each point of a sweep."""
 
-from cnnexp.sweep.folders import read_json, set_aside
+from cnnexp.sweep.folders import read_json
 from cnnexp.utils.files import exclusive_lock
-from cnnexp.utils.runs import current_run_dir
+from cnnexp.utils.runs import current_run_dir, set_aside
 
 
 def run_point(cfg, train_run):

@@ -29,7 +29,8 @@ from cnnexp.utils.runs import claim_run_dir
 
 
 CONFIG_NAME = "sweep"
-SETTINGS = ("sweep", "seeds", "search", "trials", "sampler", "pruner", "startup_trials", "storage", "study")
+SETTINGS = ("sweep", "seeds", "search", "trials", "sampler", "pruner", "startup_trials", "storage", "study",
+            "heartbeat", "trial_retries")
 # ^ keys of conf/sweep.yaml; every other argument is a train override
 METRICS = ("test_error", "best_val_error", "best_epoch", "epochs_run", "train_seconds", "images_per_second")
 HYDRA_ONLY = ("--help", "-h", "--cfg", "-c", "--info", "--resolve", "-p", "--package")
@@ -106,8 +107,8 @@ def optuna_search(settings, train_args: list[str], hydra_args: list[str], metric
     fixed, space = prepare(settings, train_args)
     sweep_dir = sweep_folder(settings.sweep.dir)
     started = time.perf_counter()
-    run_search(settings, fixed, space, hydra_args, sweep_dir, train_run)
-    print(f"ran {settings.trials} trial{'s' * (settings.trials != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
+    ran = run_search(settings, fixed, space, hydra_args, sweep_dir, train_run)
+    print(f"ran {ran} trial{'s' * (ran != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
     summarize(sweep_dir, metric)
     return 0
 

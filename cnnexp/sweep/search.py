@@ -6,9 +6,10 @@ override grammar (as Hydra's Optuna sweeper reads it):
     model.nkerns='choice([20,50],[10,30])'         one of the values (as is `a,b,c`)
 
 Each trial is an ordinary train run folder `trial-NNNN` in the sweep folder, made by the same Hydra
-job as a grid run, so the summary table, files and plots are the grid's; the study (SQLite in the
-sweep folder, or any database `storage=` names) is what workers on other machines join, and a
-re-run of the command continues it. Each evaluation reports the validation error to the pruner,
+job as a grid run, so the summary table, files and plots are the grid's; the study (a journal file in
+the sweep folder, or the database `storage=` names: see sweep/study.py) is what workers on other
+machines join, and a re-run of the command continues it. `trials=N` is the study's size: every worker
+runs trials until the study has N finished ones. Each evaluation reports the validation error to the pruner,
 which stops hopeless trials (marked pruned in metrics.json and the summary, not failed). Optuna is
 used directly (the Hydra Optuna sweeper plugin pins Optuna < 3) and imported only here.
 """
@@ -19,10 +20,12 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+from omegaconf import open_dict
+
 from cnnexp.sweep.folders import read_json
 from cnnexp.sweep.plan import parse_overrides
 from cnnexp.utils.errors import Pruned, UserError
-from cnnexp.utils.files import exclusive_lock, write_json_atomic
+from cnnexp.utils.files import write_json_atomic
 
 OBJECTIVE = "best_val_error"  # what the study minimises: the test split stays out of the choice
 SAMPLERS = ("tpe", "random")
@@ -75,26 +78,15 @@ def override_text(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def make_study(settings, sweep_dir: Path):
+def sampler_and_pruner(settings):
     import optuna
 
-    url = str(settings.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}")
     startup = int(settings.startup_trials)
     sampler = optuna.samplers.TPESampler(n_startup_trials=startup) if settings.sampler == "tpe" \
         else optuna.samplers.RandomSampler()
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup) if settings.pruner == "median" \
         else optuna.pruners.NopPruner()
-    try:
-        # workers started together would each create the new database's tables: one at a time
-        with exclusive_lock(sweep_dir, ".optuna.lock", wait=True):
-            storage = url
-            if url.startswith("sqlite"):  # several workers on one file: wait for its lock, do not fail
-                storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-            return optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
-                                       study_name=str(settings.study), direction="minimize", load_if_exists=True)
-    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
-        raise UserError(f"cannot open the Optuna study '{settings.study}' in {url}: "
-                        f"{str(exc).splitlines()[0]}; check storage=<database URL>") from exc
+    return sampler, pruner
 
 
 def check_settings(settings) -> None:
@@ -102,10 +94,10 @@ def check_settings(settings) -> None:
         raise UserError(f"sampler={settings.sampler} is not one of: {', '.join(SAMPLERS)}")
     if settings.pruner not in PRUNERS:
         raise UserError(f"pruner={settings.pruner} is not one of: {', '.join(PRUNERS)}")
-    for key in ("trials", "startup_trials"):
+    for key, least in (("trials", 1), ("startup_trials", 0), ("heartbeat", 1), ("trial_retries", 0)):
         value = settings[key]
-        if not isinstance(value, int) or value < (1 if key == "trials" else 0):
-            raise UserError(f"{key}={value!r} must be an integer >= {1 if key == 'trials' else 0}")
+        if not isinstance(value, int) or value < least:
+            raise UserError(f"{key}={value!r} must be an integer >= {least}")
     if settings.seeds != 1:
         raise UserError("search=optuna trains one seed per trial; leave out seeds= (or give seed=N)")
 
@@ -117,9 +109,15 @@ def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
 
     check_settings(settings)
     try:  # an optional dependency: say how to get it before anything is written
-        importlib.import_module("optuna")
+        optuna = importlib.import_module("optuna")
     except ImportError as exc:
         raise UserError("search=optuna needs Optuna: pip install 'cnnexp[search]' (or pip install optuna)") from exc
+    if not hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        raise UserError(f"search=optuna needs Optuna 4.9 or newer (this is {optuna.__version__}): "
+                        f"pip install -U 'cnnexp[search]'")
+    from cnnexp.sweep.study import check_storage
+
+    check_storage(settings.storage)
     fixed, space = split_space(train_args)
     first = {key: sample_values(dist)[0] for key, dist in space.items()}
     variants = [first] + [{**first, key: v} for key, dist in space.items() for v in sample_values(dist)[1:]]
@@ -134,54 +132,88 @@ def sample_values(dist) -> list:
     return list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
 
 
-def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path, train_run) -> None:
-    """Run `trials` trials of the study in sweep_dir (joined or continued), then its plots."""
-    study = make_study(settings, sweep_dir)
-    before = sum(t.state.is_finished() for t in study.trials)
+def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path, train_run) -> int:
+    """Run trials of the study (joined or continued) until it has `trials` finished ones, then its plots;
+    returns how many this worker ran."""
+    from cnnexp.sweep.study import Heartbeat, counted, next_trial, open_study, storage_url
+
+    study, lock, storage = open_study(settings, sweep_dir, *sampler_and_pruner(settings))
+    target = int(settings.trials)
     write_json_atomic({"grid": {key: [] for key in space}, "seeds": [], "overrides": fixed, "metric": settings.sweep.metric,
                        "search": {"kind": "optuna", "study": str(settings.study), "objective": OBJECTIVE,
-                                  "sampler": settings.sampler, "pruner": settings.pruner}},
+                                  "sampler": settings.sampler, "pruner": settings.pruner, "trials": target}},
                       sweep_dir / "sweep.json")
     print(f"search: Optuna study '{settings.study}' ({settings.sampler} sampler, {settings.pruner} pruner) over "
-          f"{', '.join(space)}; {before} trial{'s' * (before != 1)} finished so far; running {settings.trials} more in {sweep_dir}")
-    objective = Objective(fixed, space, sweep_dir, hydra_args, train_run)
-    study.optimize(objective, n_trials=int(settings.trials), catch=(TrialFailed,))
+          f"{', '.join(space)} in {storage_url(settings, sweep_dir)}; {counted(study)} of {target} trials done or "
+          f"running; this worker runs trials until the study has {target}, in {sweep_dir}", flush=True)
+    objective, ran = Objective(fixed, space, sweep_dir, hydra_args, train_run), 0
+    while (trial := next_trial(study, lock, target, poll=float(settings.heartbeat))) is not None:
+        with Heartbeat(storage, trial._trial_id):
+            outcome = run_guarded(objective, study, trial, storage)
+        finish(study, trial, *outcome)
+        ran += 1
     save_plots(study, sweep_dir)
     report(study)
+    return ran
 
 
-class TrialFailed(Exception):
-    """A trial's run failed or diverged (its folder says why): the study marks it failed and goes on."""
+def run_guarded(objective, study, trial, storage) -> tuple:
+    """The objective's (state, value or reason); a trial this process could not finish (Ctrl-C, a crash
+    outside the run) is marked failed without holding its place, so another trial takes it."""
+    from optuna.trial import TrialState
+
+    try:
+        return objective(trial, storage.get_trial(trial._trial_id).system_attrs)
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+
+
+def finish(study, trial, state, result) -> None:
+    """Tell the study how the trial ended (a failed run keeps its place: it is an answer, not a loss)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from cnnexp.sweep.study import RUN_FAILED
+
+    try:
+        if state == TrialState.FAIL:
+            trial.set_user_attr(RUN_FAILED, str(result))
+            print(f"trial {trial.number} failed: {result}")
+        study.tell(trial, result if state == TrialState.COMPLETE else None, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        print(f"trial {trial.number} had been taken for dead by another worker (its heartbeat stopped); "
+              f"its retry counts instead")
 
 
 class Objective:
     """One trial: its parameters from the study, a train run in `trial-NNNN` reporting each validation
-    error to the pruner, and the run's best validation error as the value."""
+    error to the pruner; (COMPLETE, the run's best validation error), (PRUNED, None) or (FAIL, why).
+    A retry of a trial whose worker died runs in that trial's folder and continues from its last.pt."""
 
     def __init__(self, fixed, space, sweep_dir: Path, hydra_args, train_run):
         self.fixed, self.space, self.sweep_dir, self.hydra_args = fixed, space, sweep_dir, hydra_args
         self.train_run = train_run  # the train command's run(cfg, on_evaluation)
 
-    def __call__(self, trial) -> float:
-        import optuna
+    def __call__(self, trial, system_attrs: dict) -> tuple:
+        from optuna.trial import TrialState
 
         from cnnexp.config.app import launch
 
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
-        folder = self.sweep_dir / f"trial-{trial.number:04d}"
+        folder = self.sweep_dir / f"trial-{system_attrs.get('failed_trial', trial.number):04d}"
         overrides = [*self.fixed, *(f"{key}={override_text(v)}" for key, v in params.items())]
         if not any(o.split("=", 1)[0] == "seed" for o in overrides):
             overrides.append("seed=0")
         job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run))
         launch("sweep", job, ["--multirun", *overrides, f"hydra.sweep.dir='{self.sweep_dir}'",
-                                       f"hydra.sweep.subdir={folder.name}", *self.hydra_args])
+                              f"hydra.sweep.subdir={folder.name}", *self.hydra_args])
         metrics, failed = read_json(folder / "metrics.json"), read_json(folder / "failed.json")
         if isinstance(metrics, dict) and metrics.get("pruned"):
-            raise optuna.TrialPruned(f"pruned at step {metrics.get('steps')}")
+            return TrialState.PRUNED, None
         if failed is not None or not isinstance(metrics, dict) or metrics.get(OBJECTIVE) is None:
-            reason = failed.get("error") if isinstance(failed, dict) else "no result"
-            raise TrialFailed(f"{folder.name}: {reason}")
-        return float(metrics[OBJECTIVE])
+            return TrialState.FAIL, f"{folder.name}: {failed.get('error') if isinstance(failed, dict) else 'no result'}"
+        return TrialState.COMPLETE, float(metrics[OBJECTIVE])
 
 
 def suggest(trial, key: str, dist):
@@ -195,7 +227,11 @@ def suggest(trial, key: str, dist):
 
 
 def run_trial(cfg, trial, train_run):
-    """The train job of a trial; a pruned run ends normally (its metrics.json says pruned)."""
+    """The train job of a trial (continuing its folder's last.pt when there is one: a retried trial);
+    a pruned run ends normally (its metrics.json says pruned)."""
+    with open_dict(cfg):
+        cfg.trainer.resume = "auto"
+
     def report(row: dict) -> None:
         trial.report(row["val_error"], row["step"])
         if trial.should_prune():

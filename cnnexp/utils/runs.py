@@ -1,6 +1,7 @@
 """Run folders: `outputs/<command>/<timestamp>[-N]`, never two runs in one folder; finding a run's
 config and checkpoints (no torch import, so commands can check a `run=` before anything heavy)."""
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -50,6 +51,35 @@ def refuse_used_run_dir(run_dir: Path) -> None:
     for name in ("metrics.json", "checkpoints", "history.csv"):
         if (run_dir / name).exists():
             raise UserError(f"{run_dir} already holds a run ({name} exists); choose a new hydra.run.dir")
+
+
+def finished_metrics(run_dir: Path) -> dict | None:
+    """metrics.json of a run that ended (done, diverged, pruned, stopped early); None when there is none or
+    the run was interrupted (SIGINT/SIGTERM: it is to be continued)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and not metrics.get("interrupted") else None
+
+
+LEFTOVERS = ("checkpoints", "history.csv", "config.yaml", "metrics.json")  # metrics.json: of an interrupted run
+
+
+def set_aside(folder: Path) -> None:
+    """Move what an interrupted run left (checkpoints, history, events) into `interrupted[-N]/`, so
+    the run can start again in its own folder and nothing already written is lost."""
+    leftovers = [p for p in folder.iterdir() if p.name in LEFTOVERS or p.name.startswith("events.out.tfevents")]
+    if not any(p.name in ("checkpoints", "history.csv") for p in leftovers):
+        return
+    target, n = folder / "interrupted", 1
+    while target.exists():
+        n += 1
+        target = folder / f"interrupted-{n}"
+    target.mkdir()
+    for path in leftovers:
+        path.rename(target / path.name)
+    print(f"restarting the interrupted run; what it had written is kept in {target}")
 
 
 def save_config(cfg, run_dir: Path) -> None:
