@@ -81,3 +81,5 @@ def test_the_comparison_elides_only_what_it_says():
     assert not matches(shown, real.replace("20 epochs", "21 epochs"))
     assert not matches(shown, real + "more\n")
     assert not matches(["a", "b"], "a\n")
+    assert matches(["   1    0.05       ...  *"], "   1    0.05      1017  *\n")  # a wider number, same column
+    assert not matches(["   1    0.05       ...  *"], "   1    0.06       101  *\n")
