@@ -5,7 +5,8 @@ A console example is a code block (indented, or fenced) with at least one line s
 line is a command, the lines after it (up to the next `$ `) are what it prints, stdout and stderr
 together. How the shown lines are compared with the real ones:
 
-- `...` inside a line stands for any text (a time, a speed, an absolute path);
+- `...` inside a line stands for any text (a time, a speed, an absolute path), the spaces beside it
+  included (so a column of numbers can stay aligned);
 - a line that is only `...` (perhaps followed by a comment in parentheses) stands for any number of
   lines, none included;
 - a run folder's timestamp (`2026-11-30_23-31-37`, `-2` for a second run in the same second) stands
@@ -127,13 +128,18 @@ def line_pattern(shown: str) -> str:
     """The regular expression one shown line stands for."""
     if ELIDED_LINE.match(shown.strip()):
         return r"(?:[^\n]*\n)*?"
+    pieces = re.split(rf"(\.\.\.|{TIMESTAMP})", shown.rstrip())
     pattern = ""
-    for piece in re.split(rf"(\.\.\.|{TIMESTAMP})", shown.rstrip()):
+    for i, piece in enumerate(pieces):
         if piece == "...":
             pattern += r"[^\n]*?"
         elif re.fullmatch(TIMESTAMP, piece):
             pattern += TIMESTAMP
-        else:
+        else:  # the spaces beside an elision belong to it: a column of numbers stays aligned either way
+            if i + 1 < len(pieces) and pieces[i + 1] == "...":
+                piece = piece.rstrip(" ")
+            if i > 0 and pieces[i - 1] == "...":
+                piece = piece.lstrip(" ")
             pattern += re.escape(piece)
     return pattern + r"[ \t]*\n"
 

@@ -2,13 +2,15 @@
 (tests/console_blocks.py says how blocks are found, marked and compared)."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from console_blocks import ROOT, Block, console_blocks, matches
+from console_blocks import Block, console_blocks, matches
 
 BLOCKS = console_blocks()
 QUICK = [b for b in BLOCKS if b.kind == "quick"]
@@ -18,10 +20,10 @@ STEP_TIMEOUT_S = {"quick": 60, "slow": 900}
 
 def shell_env() -> dict:
     """The user's shell as the examples assume it: this environment's `cnnexp` and `python` first on
-    PATH, no debug tracebacks, the 80 columns rich assumes without a terminal."""
+    PATH, no debug tracebacks, a 100-column terminal (the pages show tables of up to 81)."""
     env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["COLUMNS"] = "80"
+    env["COLUMNS"] = "100"
     return env
 
 
@@ -45,16 +47,25 @@ def run_block(block: Block, workdir: Path) -> None:
             f"{block.id}: `{step.command}` printed\n{proc.stdout}\nbut the page shows\n" + "\n".join(step.shown))
 
 
+@pytest.fixture
+def workdir():
+    """A fresh folder with a short path, as a user's would be: the run summary's table is as wide as
+    its widest line, so a long temporary path in it would wrap the lines the page shows."""
+    folder = Path(tempfile.mkdtemp(prefix="cnx", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("block", QUICK, ids=[b.id for b in QUICK])
-def test_console_example(block, tmp_path):
-    run_block(block, tmp_path)
+def test_console_example(block, workdir):
+    run_block(block, workdir)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", SLOW_PAGES)
-def test_slow_console_examples_of_a_page(page, tmp_path):
+def test_slow_console_examples_of_a_page(page, workdir):
     for block in (b for b in BLOCKS if b.page == page and b.kind == "slow"):
-        run_block(block, tmp_path)
+        run_block(block, workdir)
 
 
 def test_every_unrun_example_says_why():
@@ -70,3 +81,5 @@ def test_the_comparison_elides_only_what_it_says():
     assert not matches(shown, real.replace("20 epochs", "21 epochs"))
     assert not matches(shown, real + "more\n")
     assert not matches(["a", "b"], "a\n")
+    assert matches(["   1    0.05       ...  *"], "   1    0.05      1017  *\n")  # a wider number, same column
+    assert not matches(["   1    0.05       ...  *"], "   1    0.06       101  *\n")

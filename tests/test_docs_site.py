@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = {"home": "", "tutorial": "tutorials/olivetti/"}
 WIDTH, HEIGHT = 1280, 900
+SEARCH_WAIT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,19 @@ def layout(browser) -> dict:
     })()""")
 
 
+def search_answers(browser, query: str) -> bool:
+    """Type the query until the search worker (which builds its index in the background, slowly on a
+    busy machine) shows results, for at most SEARCH_WAIT_S."""
+    deadline = time.monotonic() + SEARCH_WAIT_S
+    while time.monotonic() < deadline:
+        browser.evaluate(f"""(() => {{ const input = document.querySelector('.md-search__input');
+            input.value = '{query}'; input.dispatchEvent(new Event('input', {{bubbles: true}})); }})()""")
+        time.sleep(1)
+        if browser.evaluate("document.querySelectorAll('.md-search-result__item').length") > 0:
+            return True
+    return False
+
+
 def non_blank_fraction(png: Path) -> float:
     from PIL import Image
 
@@ -89,9 +104,7 @@ def test_the_site_is_laid_out_and_searchable_in_chromium(site, tmp_path):
             assert set(parts["hosts"]) <= {site.split("/")[2]}, parts["hosts"]  # nothing from a CDN
             shots[name] = browser.screenshot(tmp_path / f"site-{name}.png")
         browser.evaluate("document.querySelector('label[for=__search]').click()")
-        browser.evaluate("""(() => { const input = document.querySelector('.md-search__input');
-            input.value = 'tencrop'; input.dispatchEvent(new Event('input', {bubbles: true})); })()""")
-        browser.wait_for("document.querySelectorAll('.md-search-result__item').length > 0")
+        assert search_answers(browser, "tencrop"), "the search box found nothing for 'tencrop'"
     for name, png in shots.items():
         assert non_blank_fraction(png) > 0.05, name
     if folder := os.environ.get("CNNEXP_SITE_SCREENSHOTS"):

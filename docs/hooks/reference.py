@@ -254,10 +254,22 @@ def command_page(spelled: str, config_name: str, overrides: list[str]) -> str:
     return "\n".join(lines)
 
 
-def group_choice_keys(group: str, choice: str) -> list[Key]:
-    """The keys one choice of a group sets, with the train config's types."""
+def group_choice_keys(group: str, choice: str, default_comments: dict[str, str]) -> list[Key]:
+    """The keys one choice of a group sets, with the train config's types; a key the choice's file
+    leaves uncommented has the meaning (and comment) it has in the group's default choice."""
     keys, _, _ = command_keys("train", [f"{group}={choice}"])
-    return [k for k in keys if k.path.startswith(group + ".")]
+    keys = [k for k in keys if k.path.startswith(group + ".")]
+    for key in keys:
+        key.comment = key.comment or default_comments.get(key.path, "")
+    target = next((k.default for k in keys if k.path == f"{group}._target_"), None)
+    for key in (k for k in keys if not k.comment):
+        if key.path == f"{group}.name":
+            key.comment = f"which {group} this is (the {group}=<name> choice)"
+        elif key.path == f"{group}._target_":
+            key.comment = "the class built with these keys as its arguments (hydra.utils.instantiate)"
+        elif target not in (None, "null"):
+            key.comment = f"an argument of {target} (PyTorch's documentation)"
+    return keys
 
 
 def model_docs() -> dict[str, str]:
@@ -291,14 +303,15 @@ def model_section() -> list[str]:
 
 
 def groups_page() -> str:
-    _, groups, _ = command_keys("train", [])
+    default_keys, groups, _ = command_keys("train", [])
+    default_comments = {k.path: k.comment for k in default_keys}
     lines = ["# Config groups", "", "Each group is a folder of `conf/` with one YAML per choice (`group=choice` on "
              "the command line); every key of a choice can be overridden (`group.key=value`).", ""]
     for group in GROUP_KEYS_SHOWN:
         lines += [f"## {group}", ""]
         for choice in groups[group][1]:
             header, _ = yaml_comments(CONF / group / f"{choice}.yaml")
-            lines += [f"### {group}={choice}", "", header, "", *keys_table(group_choice_keys(group, choice)), ""]
+            lines += [f"### {group}={choice}", "", header, "", *keys_table(group_choice_keys(group, choice, default_comments)), ""]
     lines += model_section() + [""]
     for group in ("experiment", "sweep"):
         lines += [f"## {group}", "", "| choice | what |", "|---|---|"]
