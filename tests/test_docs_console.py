@@ -18,10 +18,10 @@ STEP_TIMEOUT_S = {"quick": 60, "slow": 900}
 
 def shell_env() -> dict:
     """The user's shell as the examples assume it: this environment's `cnnexp` and `python` first on
-    PATH, no debug tracebacks, a terminal wide enough for the tables."""
+    PATH, no debug tracebacks, the 80 columns rich assumes without a terminal."""
     env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["COLUMNS"] = "100"
+    env["COLUMNS"] = "80"
     return env
 
 
