@@ -103,6 +103,7 @@ def test_four_workers_on_the_journal_end_with_exactly_n_trials_and_a_killed_ones
     assert summary_runs(sweep_dir) == {f"trial-{n:04d}": "done" for n in counted}
 
 
+@pytest.mark.slow  # the re-run rule is also in test_search.py; this adds SQLite with two workers
 def test_a_study_of_n_trials_is_not_grown_by_a_rerun_and_sqlite_serves_one_machine(tmp_path):
     """storage=sqlite:///...: two workers together make the study's 3 trials (not 3 each); the same
     command again runs none, and trials=4 runs one more."""

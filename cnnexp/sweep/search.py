@@ -147,7 +147,7 @@ def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], s
           f"{', '.join(space)} in {storage_url(settings, sweep_dir)}; {counted(study)} of {target} trials done or "
           f"running; this worker runs trials until the study has {target}, in {sweep_dir}", flush=True)
     objective, ran = Objective(fixed, space, sweep_dir, hydra_args, train_run), 0
-    while (trial := next_trial(study, lock, target, poll=float(settings.heartbeat))) is not None:
+    while (trial := next_trial(study, lock, target, poll=min(float(settings.heartbeat), 5.0))) is not None:
         with Heartbeat(storage, trial._trial_id):
             outcome = run_guarded(objective, study, trial, storage)
         finish(study, trial, *outcome)
