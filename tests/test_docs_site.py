@@ -67,11 +67,13 @@ def layout(browser) -> dict:
 
 def search_answers(browser, query: str) -> bool:
     """Type the query until the search worker (which builds its index in the background, slowly on a
-    busy machine) shows results, for at most SEARCH_WAIT_S."""
+    busy machine) shows results, for at most SEARCH_WAIT_S. The box is cleared before each try: the
+    theme ignores a query equal to the last one, which may have come before the index was ready."""
     deadline = time.monotonic() + SEARCH_WAIT_S
     while time.monotonic() < deadline:
         browser.evaluate(f"""(() => {{ const input = document.querySelector('.md-search__input');
-            input.value = '{query}'; input.dispatchEvent(new Event('input', {{bubbles: true}})); }})()""")
+            for (const text of ['', '{query}']) {{
+                input.value = text; input.dispatchEvent(new Event('input', {{bubbles: true}})); }} }})()""")
         time.sleep(1)
         if browser.evaluate("document.querySelectorAll('.md-search-result__item').length") > 0:
             return True
