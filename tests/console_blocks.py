@@ -18,6 +18,9 @@ An HTML comment on the line right above a block says how it is run:
 - none: run by the default tests (it must take a few seconds at most);
 - `<!-- console: slow (reason) -->`: run by the slow tests (`pytest -m slow`), the page's slow blocks
   in order in one working folder, so a later block can use the run an earlier one made;
+- `<!-- console: setup (name) -->`: run by the default tests in a folder that the setup `name`
+  (tests/test_docs_console.py, SETUPS) first fills with the files the example reads (a photo folder
+  with a damaged file, broken HDF5 files);
 - `<!-- console: not run (reason) -->`: shown, never run, for a reason a test machine cannot meet (a
   GPU, a cluster, a server left running, hours of training, files that are not shipped).
 
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"<!-- console: (slow|not run) \((?P<reason>.+)\) -->")
+MARKER = re.compile(r"<!-- console: (slow|not run|setup) \((?P<reason>.+)\) -->")
 TIMESTAMP = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:-\d+)?"
 ELIDED_LINE = re.compile(r"^\.\.\.(\s+\(.*\))?$")
 RECORD_PAGES = "docs/results/"
@@ -49,6 +52,7 @@ class Block:
     kind: str  # quick | slow | not run
     reason: str
     steps: list[Step]
+    setup: str = ""  # the named setup (tests/test_docs_console.py SETUPS) that makes the files it reads
 
     @property
     def id(self) -> str:
@@ -116,6 +120,9 @@ def console_blocks() -> list[Block]:
             marker = MARKER.search(above)
             if page.startswith(RECORD_PAGES):
                 kind, reason = "not run", "a measurement recorded on a results page"
+            elif marker and marker[1] == "setup":
+                blocks.append(Block(page, start + 1, "quick", "", steps, setup=marker["reason"]))
+                continue
             elif marker:
                 kind, reason = marker[1], marker["reason"]
             else:

@@ -56,8 +56,40 @@ def workdir():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def damaged_photos(folder: Path) -> None:
+    """photos/{cats,dogs}: 11 + 10 small JPEGs, a truncated one and a text file named as a photo."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, count in (("cats", 11), ("dogs", 10)):
+        (folder / "photos" / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / "photos" / name / f"{name}.{i}.jpg", quality=90)
+    whole = (folder / "photos" / "cats" / "cats.0.jpg").read_bytes()
+    (folder / "photos" / "cats" / "broken.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "photos" / "dogs" / "notes.jpg").write_text("not a photo\n")
+
+
+def broken_hdf5_files(folder: Path) -> None:
+    """cut.h5, an HDF5 file cut in half (a copy that stopped early), and other.h5, one cnnexp did not build."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(folder / "other.h5", "w") as f:
+        f.create_dataset("images", data=np.zeros((64, 32, 32, 3), np.uint8))
+    whole = (folder / "other.h5").read_bytes()
+    (folder / "cut.h5").write_bytes(whole[: len(whole) // 2])
+
+
+SETUPS = {"a photo folder with a damaged file": damaged_photos, "a truncated and a foreign HDF5 file": broken_hdf5_files}
+
+
 @pytest.mark.parametrize("block", QUICK, ids=[b.id for b in QUICK])
 def test_console_example(block, workdir):
+    if block.setup:
+        SETUPS[block.setup](workdir)
     run_block(block, workdir)
 
 
