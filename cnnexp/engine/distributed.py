@@ -35,7 +35,26 @@ def start(timeout_s: float) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "cpu:gloo,cuda:nccl"
-    dist.init_process_group(backend, timeout=timedelta(seconds=float(timeout_s)))
+    timeout = timedelta(seconds=float(timeout_s))
+    store = attempt_store(timeout)
+    if store is None:
+        dist.init_process_group(backend, timeout=timeout)
+    else:
+        dist.init_process_group(backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
+
+
+def attempt_store(timeout: timedelta):
+    """The store of torchrun's agent, with keys of this restart attempt only (None when torchrun does not
+    share its store). torchrun keeps one store across restarts (TORCHELASTIC_USE_AGENT_STORE): after
+    `--max-restarts` started the workers again, the process group's keys still held the previous
+    attempt's addresses, and a worker could read a dead peer's port and fail to connect (pytorch#135712).
+    The agent restarts all its workers together, so its restart count names the attempt for all of them."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent_store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                int(os.environ["WORLD_SIZE"]), is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"cnnexp/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", agent_store)
 
 
 def stop() -> None:
