@@ -40,7 +40,8 @@ def run(cfg, on_evaluation=None) -> dict:
     run_dir = current_run_dir()
     main_process = Group().is_main  # under torchrun, rank 0 alone writes and prints
     if cfg.trainer.resume == AUTO and (done := finished_metrics(run_dir)) is not None:
-        print(f"{run_dir} holds a finished run (metrics.json); nothing to continue")
+        if main_process:
+            print(f"{run_dir} holds a finished run (metrics.json); nothing to continue")
         return done
     source = resume_source(cfg.trainer.resume, run_dir, main_process)
     checkpoint = None
@@ -74,7 +75,8 @@ def resume_source(resume, run_dir: Path, main_process: bool) -> str | None:
         refuse_used_run_dir(run_dir)
         return resume
     if (run_dir / "checkpoints" / "last.pt").is_file():
-        print(f"trainer.resume=auto: continuing {run_dir} from its last.pt")
+        if main_process:
+            print(f"trainer.resume=auto: continuing {run_dir} from its last.pt")
         return str(run_dir)
     if main_process:
         set_aside(run_dir)
