@@ -59,7 +59,7 @@ def prune_empty(path: Path, levels: int) -> None:
 
 
 def register() -> None:
-    """Called once when the cnnexp package is imported (see cnnexp/__init__.py)."""
+    """Called once when cnnexp.config is imported (see cnnexp/config/__init__.py)."""
     for name, fn in (("cnnexp_eval_dir", eval_dir), ("cnnexp_scratch_dir", scratch_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)
