@@ -276,6 +276,25 @@ def test_resume_refuses_a_changed_step_schedule(cnnexp, workdir):
 
 # ---- damaged checkpoints ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_best_pt_written_with_last_pt_keeps_its_content_when_last_pt_is_replaced(tmp_path, monkeypatch, hard_links):
+    """best.pt saved with an epoch's last.pt is a hard link to it (a copy where the filesystem refuses
+    links); the next last.pt replaces the name, never the file best.pt shares."""
+    from cnnexp.utils.checkpoint import save_atomic
+
+    if not hard_links:
+        def no_links(*args, **kwargs):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_links)
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_atomic({"step": 8}, last, also=(best,))
+    assert os.path.samefile(last, best) == hard_links
+    save_atomic({"step": 16}, last)
+    assert torch.load(best, weights_only=True) == {"step": 8}
+    assert torch.load(last, weights_only=True) == {"step": 16}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]  # no temporary left
+
+
 def truncation_offsets(size: int) -> list[int]:
     """The first bytes, every 1/20 of the file, and the last bytes."""
     edges = [0, 1, 2, 3, 8, 64, 512, size - 512, size - 64, size - 8, size - 3, size - 2, size - 1]

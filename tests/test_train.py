@@ -53,6 +53,22 @@ def test_olivetti_run_folder(cnnexp, workdir):
     assert str(run.name) in result.out
 
 
+@pytest.mark.parametrize("when", ["epoch", "every 2 steps"])
+def test_best_pt_keeps_the_best_evaluation_when_later_ones_do_not_improve(cnnexp, workdir, when):
+    """With lr=0 the weights never move, so the first evaluation stays the best: best.pt must still be that
+    evaluation's checkpoint after every later last.pt (at an epoch's end best.pt is written as a link to
+    the epoch's last.pt, which later saves replace by a rename, never in place)."""
+    every = ["trainer.eval_every=2"] if when != "epoch" else []
+    result = cnnexp("train", *QUICK, "optimizer.lr=0", "trainer.epochs=3", *every, "hydra.run.dir=run")
+    assert result.code == 0, result.err
+    checkpoints = workdir / "run" / "checkpoints"
+    best = torch.load(checkpoints / "best.pt", weights_only=True)
+    last = torch.load(checkpoints / "last.pt", weights_only=True)
+    metrics = read_json(workdir / "run" / "metrics.json")
+    assert metrics["best_step"] == (2 if every else 4) == best["step"] == best["train_state"]["best_step"]
+    assert last["step"] == 12 and best["epoch"] == (0 if every else 1)
+
+
 def test_hparams_written(cnnexp, workdir):
     assert cnnexp("train", "trainer.epochs=1", *QUICK).code == 0
     run = only_run(workdir / "outputs" / "train")
