@@ -11,8 +11,9 @@ this Python and its packages, its own cnnexp source first on PYTHONPATH.
 
 Every job runs --repeats times a side, in pairs that alternate their order (base then head, head then
 base, ...) so that a machine getting busier or quieter slows both alike. For each job the suite prints
-the median wall and CPU seconds (user + system, the job's child processes included) of each side and
-the ratio head / base of each pair: min, median and max. Below 1.00: HEAD is faster. The serve job
+the median wall and CPU seconds (user + system, the job's child processes included) of each side, the
+command's peak memory (MB resident, its own process) for train and features, and the ratio head / base of
+each pair: min, median and max. Below 1.00: HEAD is faster (or smaller). The serve job
 gives milliseconds per request (the inverse of requests/s, and the server's CPU per request); the
 plain job gives each side's images/s against a plain PyTorch loop (benchmarks/train_speed.py --parts
 mnist of that side), where a ratio above 1.00 is HEAD ahead.
@@ -88,14 +89,20 @@ def children_cpu() -> float:
 
 def timed(side: Side, argv: list[str], cwd: Path) -> dict:
     """Wall and CPU seconds of one `python <argv>` with the side's cnnexp (its children's CPU included:
-    they are waited for, as the curves process and DataLoader workers are)."""
+    they are waited for, as the curves process and DataLoader workers are) and the process's own peak
+    resident memory (its children's not included)."""
     cpu, start = children_cpu(), time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], cwd=cwd, env=side.env(), capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=side.env(), stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+        last = (stderr.strip() or stdout.strip() or "no output").splitlines()[-1]
         raise JobFailed(f"{' '.join(argv[:4])} ... exited with {proc.returncode} on {side.name} {side.commit}: {last}")
-    return {"wall s": wall, "CPU s": cpu, "output": proc.stdout}
+    return {"wall s": wall, "CPU s": cpu, "peak MB": usage.ru_maxrss / 1024, "output": stdout}
 
 
 class JobFailed(Exception):
@@ -108,7 +115,7 @@ def train_job(*overrides: str):
         folder = tempfile.mkdtemp(dir=scratch)
         result = timed(side, ["-m", "cnnexp", "train", *[o.format(args=args) for o in overrides], "device=cpu",
                               f"hydra.run.dir={folder}/run"], scratch)
-        return {k: result[k] for k in ("wall s", "CPU s")}
+        return {k: result[k] for k in ("wall s", "CPU s", "peak MB")}
     return run
 
 
@@ -122,7 +129,7 @@ def features_job(side: Side, scratch: Path, args) -> dict:
     result = timed(side, ["-m", "cnnexp", "features", "model=alexnet_bn", "dataset=folder",
                           f"dataset.root={args.photos}", "dataset.size=227", "dataset.limit=1000", "splits=[train]",
                           f"out={out}", "device=cpu"], scratch)
-    return {k: result[k] for k in ("wall s", "CPU s")}
+    return {k: result[k] for k in ("wall s", "CPU s", "peak MB")}
 
 
 def serve_job(side: Side, scratch: Path, args) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
 from cnnexp.schemas import typed
+from cnnexp.utils.allocator import keep_freed_memory
 from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
@@ -44,6 +45,7 @@ def guarded(run, cfg):
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     out = Path(HydraConfig.get().runtime.output_dir)
+    keep_freed_memory()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
     try:
         typed(cfg)  # a job of a multirun (not composed up front) meets the range checks here
         return run(cfg)

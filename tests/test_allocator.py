@@ -1,0 +1,51 @@
+"""glibc's malloc keeps freed tensor memory for the next step (cnnexp/utils/allocator.py), unless the user
+chose their own malloc settings or switched it off."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+# allocate, touch and free a 64 MB tensor a few times (the heap settles), then count the page faults
+# of doing it three times more
+FAULTS_OF_LATER_STEPS = """
+import resource, sys, torch
+from cnnexp.utils.allocator import keep_freed_memory
+tuned = keep_freed_memory()
+def step():
+    torch.ones(16 << 20).sum()
+for _ in range(5):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+PAGES = 3 * (64 << 20) // 4096
+
+
+def later_steps(**env) -> tuple[bool, int]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "CNNEXP_MALLOC"))}
+    out = subprocess.run([sys.executable, "-c", FAULTS_OF_LATER_STEPS], env={**environment, **env},
+                         capture_output=True, text=True, check=True).stdout.split()
+    return out[0] == "True", int(out[1])
+
+
+glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
+                                reason="mallopt is glibc's")
+
+
+@glibc_only
+def test_freed_tensor_memory_is_reused_without_faulting_its_pages_in_again():
+    tuned, faults = later_steps()
+    assert tuned and faults < PAGES // 10, faults
+    untuned, faults = later_steps(CNNEXP_MALLOC_DEFAULTS="1")  # glibc's own way: the pages come back each time
+    assert not untuned and faults > PAGES // 2, faults
+
+
+@glibc_only
+@pytest.mark.parametrize("users_own", ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES"])
+def test_the_users_own_malloc_settings_are_left_alone(users_own):
+    value = "glibc.malloc.trim_threshold=131072" if users_own == "GLIBC_TUNABLES" else "131072"
+    assert later_steps(**{users_own: value})[0] is False
