@@ -15,7 +15,7 @@ import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 MMAP_THRESHOLD = 1 << 30  # allocations below 1 GB come from the heap, reused once freed
-TRIM_THRESHOLD = 256 << 20  # free memory kept at the heap's top before any is given back
+TRIM_THRESHOLD = 64 << 20  # free memory kept at the heap's top before any is given back
 OFF = "CNNEXP_MALLOC_DEFAULTS"  # set to 1 to keep glibc's own behaviour (less memory held, slower)
 USERS_OWN = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES", "LD_PRELOAD")
 
