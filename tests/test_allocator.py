@@ -7,22 +7,22 @@ import sys
 
 import pytest
 
-# allocate, touch and free a 64 MB tensor a few times (the heap settles), then count the page faults
-# of doing it three times more
+# allocate, touch and free a 40 MB tensor (above the 32 MB glibc always maps on its own, below the 64 MB
+# kept) a few times (the heap settles), then count the page faults of doing it 20 times more
 FAULTS_OF_LATER_STEPS = """
 import resource, sys, torch
 from cnnexp.utils.allocator import keep_freed_memory
 tuned = keep_freed_memory()
 def step():
-    torch.ones(16 << 20).sum()
+    torch.ones(10 << 20).sum()
 for _ in range(5):
     step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+for _ in range(20):
     step()
 print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-PAGES = 3 * (64 << 20) // 4096
+PAGES = 20 * (40 << 20) // 4096
 
 
 def later_steps(**env) -> tuple[bool, int]:
@@ -39,7 +39,7 @@ glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confs
 @glibc_only
 def test_freed_tensor_memory_is_reused_without_faulting_its_pages_in_again():
     tuned, faults = later_steps()
-    assert tuned and faults < PAGES // 10, faults
+    assert tuned and faults < PAGES // 4, faults  # a step now and then may still map anew
     untuned, faults = later_steps(CNNEXP_MALLOC_DEFAULTS="1")  # glibc's own way: the pages come back each time
     assert not untuned and faults > PAGES // 2, faults
 

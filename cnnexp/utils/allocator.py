@@ -4,11 +4,12 @@ step and faulting it in again, page by page, for the next one.
 By default glibc serves a large allocation (a batch's activations, a gradient) with its own `mmap` and
 unmaps it when freed, and trims freed memory off the top of its heap once more than 128 KB lie there:
 the 20-epoch Olivetti tutorial run took 1.65 million page faults and 5.4 s of system CPU (of 31 s) for it.
-With allocations below 1 GB served from the heap and up to TRIM_THRESHOLD of free memory kept at its top,
-it takes 0.17 million and about 0.85x the wall and CPU time (MNIST LeNet 0.9x, AlexNet-BN at 227 px 0.97x);
-the process holds more memory between steps (peak resident memory: Olivetti 0.87 -> 0.92-0.96 GB, MNIST
-1.04 -> 1.21 GB, AlexNet-BN 1.94 -> 2.19 GB). PyTorch's performance guide gets the same from jemalloc or
-tcmalloc; this needs no other library. Measured with `benchmarks/compare.py` (docs/results/speed.md).
+With allocations below 1 GB served from the heap and up to TRIM_THRESHOLD (64 MB, the most glibc's own
+dynamic threshold reaches) kept free at its top, it takes 0.2 million. Measured with `benchmarks/compare.py`
+against the commit before (docs/results/speed.md): MNIST LeNet 0.96x the wall and CPU time, AlexNet-BN
+at 227 px 0.96x / 0.97x, the served model 0.98x a request; the process holds more memory between steps
+(peak resident memory +8 to +16 %: MNIST 1.01 -> 1.18 GB, AlexNet-BN 1.91 -> 2.09 GB). PyTorch's
+performance guide gets the same from jemalloc or tcmalloc; this needs no other library.
 """
 
 import ctypes
