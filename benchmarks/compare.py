@@ -94,14 +94,14 @@ def timed(side: Side, argv: list[str], cwd: Path) -> dict:
     cpu, start = children_cpu(), time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=side.env(), stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        _, status, usage = os.wait4(proc.pid, 0)  # Popen's own wait would not give the peak memory
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
         wall, cpu = time.perf_counter() - start, children_cpu() - cpu
         out.seek(0), err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
+    if code != 0:
         last = (stderr.strip() or stdout.strip() or "no output").splitlines()[-1]
-        raise JobFailed(f"{' '.join(argv[:4])} ... exited with {proc.returncode} on {side.name} {side.commit}: {last}")
+        raise JobFailed(f"{' '.join(argv[:4])} ... exited with {code} on {side.name} {side.commit}: {last}")
     return {"wall s": wall, "CPU s": cpu, "peak MB": usage.ru_maxrss / 1024, "output": stdout}
 
 

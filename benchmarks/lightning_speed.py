@@ -69,8 +69,10 @@ def lightning_run(args) -> None:
         mnist = MNIST(str(args.mnist), train=train, download=False)
         return TensorDataset(mnist.data[part].unsqueeze(1).float() / 255.0, mnist.targets[part])
 
+    def loader(dataset: TensorDataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=500, shuffle=False)
+
     L.seed_everything(1)
-    loader = lambda dataset: DataLoader(dataset, batch_size=500, shuffle=False)  # noqa: E731
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, default_root_dir=args.out)
     module = LitLeNet()
     trainer.fit(module, loader(tensors(True, slice(0, 50000))), loader(tensors(True, slice(50000, 60000))))

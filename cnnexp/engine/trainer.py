@@ -75,7 +75,8 @@ class Trainer:
         last.pt that follows it, as the same file (`best_due`): one write, not two (a 35 MB Olivetti LeNet
         checkpoint takes ~50 ms of CPU to write, 7 new bests in the 20-epoch tutorial run)."""
         self._flush_losses()
-        link_best, self.best_due = which == "last" and self.best_due, False
+        link_best = which == "last" and self.best_due
+        self.best_due = False  # written now: as best.pt itself, or as last.pt with best.pt linked to it
         if not self.group.is_main:
             return
         folder = self.run_dir / "checkpoints"
@@ -284,7 +285,8 @@ class Trainer:
         self.state.history.append(row)
         self.loggers.evaluation(row, self.state.history)
         self.reporter.eval_row(row, improved)
-        self.best_due = self.best_due or improved
+        if improved:
+            self.best_due = True
         for hook in self.evaluation_hooks:
             hook(row)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.files import temporary_name
 from cnnexp.utils.runs import find_checkpoint
 from cnnexp.utils.safe_load import safe_torch_load
 
@@ -116,7 +117,7 @@ def save_atomic(obj, path: Path, also: tuple[Path, ...] = ()) -> None:
     in the seconds after a save; timm's and Lightning's checkpoint savers do not wait either (and ext4
     and btrfs write out a file that replaces another by a rename before the rename itself)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary(path)
+    tmp = temporary_name(path)
     try:
         with open(tmp, "wb") as handle:
             if os.environ.get(SLOW_WRITES):
@@ -124,20 +125,16 @@ def save_atomic(obj, path: Path, also: tuple[Path, ...] = ()) -> None:
             else:
                 torch.save(obj, handle)
         for other in also:
-            link_or_copy(tmp, temporary(other))
-            os.replace(temporary(other), other)
+            link_or_copy(tmp, temporary_name(other))
+            os.replace(temporary_name(other), other)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # no space left, quota, read-only: the previous file stays
         reason = write_failure(exc, path.parent)
         names = " and ".join(name.name for name in (path, *also))
         for name in (path, *also):
-            temporary(name).unlink(missing_ok=True)
+            temporary_name(name).unlink(missing_ok=True)
         raise UserError(f"cannot write {names} in {path.parent} ({reason}); free space there "
                         f"or choose another folder (the previous {names} {'are' if also else 'is'} intact)") from exc
-
-
-def temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
 
 
 def link_or_copy(source: Path, target: Path) -> None:

@@ -7,9 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def temporary_name(path: Path) -> Path:
+    """Where a file is written before it is renamed to `path`: beside it (the same filesystem), hidden."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_json_atomic(obj, path: Path) -> None:
     """Write JSON under a temporary name, then rename: a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_name(path)
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
@@ -19,7 +24,7 @@ def atomic_path(path: Path):
     """A temporary name beside `path` to write to; renamed to `path` when the block ends without error,
     so a reader (a user opening a PNG while a run is going) never sees a half-written file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)

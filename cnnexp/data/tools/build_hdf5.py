@@ -18,6 +18,7 @@ from cnnexp.data.images import assign_splits, check_options, image_size, scan_fo
 from cnnexp.data.sources.folder import FileImages, decode_all, report_unreadable, user_path
 from cnnexp.data.sources.hdf5 import FORMAT, channel_names
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.files import temporary_name
 
 COMPRESSIONS = (None, "gzip", "lzf")
 
@@ -93,7 +94,7 @@ def build_hdf5(opts, progress) -> BuildReport:
     samples = assign_splits(found, opts.split, int(opts.seed))
     rng = np.random.default_rng(int(opts.seed))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = temporary_name(out)
     report = BuildReport(out, names, (*size, channels))
     stats, bad, started = ChannelStats(channels), [], time.perf_counter()
     options = {"compression": opts.compression, "buffer": int(opts.buffer)}
