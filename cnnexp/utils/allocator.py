@@ -6,10 +6,11 @@ unmaps it when freed, and trims freed memory off the top of its heap once more t
 the 20-epoch Olivetti tutorial run took 1.65 million page faults and 5.4 s of system CPU (of 31 s) for it.
 With allocations below 1 GB served from the heap and up to TRIM_THRESHOLD (64 MB, the most glibc's own
 dynamic threshold reaches) kept free at its top, it takes 0.2 million. Measured with `benchmarks/compare.py`
-against the commit before (docs/results/speed.md): MNIST LeNet 0.96x the wall and CPU time, AlexNet-BN
-at 227 px 0.96x / 0.97x, the served model 0.98x a request; the process holds more memory between steps
-(peak resident memory +8 to +16 %: MNIST 1.01 -> 1.18 GB, AlexNet-BN 1.91 -> 2.09 GB). PyTorch's
-performance guide gets the same from jemalloc or tcmalloc; this needs no other library.
+against the commit before (docs/results/speed.md): MNIST LeNet 0.96x the wall and CPU time (1.03x in a
+noisier call: within noise), AlexNet-BN at 227 px 0.96x / 0.97x, the served model 0.98x a request; the
+process holds more memory between steps (peak resident memory +8 to +16 %: MNIST 1.01 -> 1.18 GB,
+AlexNet-BN 1.91 -> 2.09 GB). PyTorch's performance guide gets the same from jemalloc or tcmalloc; this
+needs no other library.
 """
 
 import ctypes
