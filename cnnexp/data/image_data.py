@@ -13,15 +13,20 @@ SPLITS = ("train", "val", "test")
 class Split:
     images: torch.Tensor  # uint8, N x C x H x W
     labels: torch.Tensor  # int64, N
+    # Other labels of the same images, by field name (UTKFace: age group, gender, race), one string per
+    # image in the images' order: what `eval by=<field>` breaks the metrics down by. Empty for most sources.
+    fields: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.labels.numel()
 
     def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device), self.fields)
 
     def limit(self, n: int | None) -> "Split":
-        return self if n is None else Split(self.images[:n], self.labels[:n])
+        if n is None:
+            return self
+        return Split(self.images[:n], self.labels[:n], {k: v[:n] for k, v in self.fields.items()})
 
 
 @dataclass
