@@ -136,6 +136,9 @@ def test_plain_eval_of_other_split_and_checkpoint(cnnexp, crop_run):
         logits = direct_model(crop_run, "last")(faces[..., 2:54, 2:44])
     assert report["error"] == pytest.approx(rate(logits.argmax(1) != torch.arange(40)), abs=1e-9)
     assert "ten-crop" not in result.out
+    # unordered classes (people): no one-off accuracy, no subgroups
+    assert "one_off" not in report and "ordered" not in report and "by" not in report
+    assert "one-off" not in result.out and "accuracy (exact)" not in result.out
 
 
 def test_dataset_overrides(cnnexp, crop_run, workdir):

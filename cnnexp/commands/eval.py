@@ -1,5 +1,7 @@
 """`cnnexp eval`: score a trained run on a split, plain and (--tencrop) ten-crop, and write the
-report: eval.json, per-class precision/recall/F1, a confusion matrix and the misclassified images."""
+report: eval.json, per-class precision/recall/F1, a confusion matrix and the misclassified images; for
+ordered classes (age groups) one-off accuracy too; with by=<field> every number per subgroup of the
+images (by_<field>.csv)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--h
     from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "eval"
-HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop"
+HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop, by=<field>"
 FLAGS = {"--tencrop": "eval.tencrop=true"}
 main = app_main("eval", __name__)  # cnnexp eval ... -> this module's Hydra app
 LISTED = 10  # misclassified images named on the console
@@ -31,41 +33,49 @@ def run(cfg) -> dict:
 
 def evaluate_run(cfg, out: Path) -> dict:
     from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
-    from cnnexp.inference.scoring import plain_scores, require_crops, tencrop_scores
+    from cnnexp.inference.scoring import plain_scores, require_crops, require_field, tencrop_scores
 
     restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
     if cfg.eval.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
-    split = restored.load_data().split(cfg.split).to(restored.device)
+    data = restored.load_data()
+    split = data.split(cfg.split).to(restored.device)
+    if cfg.by is not None:
+        require_field(split.fields, cfg.by)
+    ordered = bool(data.meta.get("ordered"))
     batch_size = int(cfg.trainer.batch_size or restored.config.trainer.eval_batch_size)
     plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)
     tencrop = None
     if cfg.eval.tencrop:
         tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
                                  cfg.eval.tencrop_reduce, cfg.eval.tencrop_mirror)
-    return report(cfg, restored, split, plain, tencrop, out)
+    return report(cfg, restored, split, plain, tencrop, out, ordered)
 
 
-def report(cfg, restored: Restored, split, plain, tencrop, out: Path) -> dict:
-    """Print and write everything; the per-class report and pictures use the ten-crop predictions
-    when there are any (the better-informed answer), else the centre view's."""
-    from cnnexp.inference.scoring import confusion_matrix, per_class
+def report(cfg, restored: Restored, split, plain, tencrop, out: Path, ordered: bool = False) -> dict:
+    """Print and write everything; the per-class report, the subgroups and pictures use the ten-crop
+    predictions when there are any (the better-informed answer), else the centre view's."""
+    from cnnexp.inference.scoring import confusion_matrix, gap, per_class, subgroups
 
     names, labels = restored.class_names, split.labels.cpu()
     top_p, predicted = (tencrop or plain).probs.cpu().max(1)
     matrix = confusion_matrix(labels, predicted, len(names))
     wrong = (predicted != labels).nonzero().flatten().tolist()
-    result = eval_record(cfg, restored, plain, tencrop, labels)
+    result = eval_record(cfg, restored, plain, tencrop, labels, ordered)
     result.update(predictions="tencrop" if tencrop is not None else "centre", per_class=per_class(matrix, names),
                   misclassified=[{"index": i, "true": names[labels[i]], "predicted": names[predicted[i]],
                                   "prob": round(top_p[i].item(), 4)} for i in wrong])
+    if cfg.by is not None:
+        rows = subgroups(labels, predicted, top_p, split.fields[cfg.by], ordered, names)
+        result["by"] = {cfg.by: {"groups": rows, "gap": gap(rows)}}
     write_files(cfg, restored, result, matrix, split.images, out)
     print_report(cfg, restored, result, out)
     return result
 
 
 def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path) -> None:
-    from cnnexp.inference.reports import plot_confusion, plot_image_grid, write_confusion_csv, write_per_class_csv
+    from cnnexp.inference.reports import (percent, plot_confusion, plot_image_grid, write_confusion_csv,
+                                          write_per_class_csv, write_subgroup_csv)
 
     names = restored.class_names
     title = f"{restored.config.model.name} on {restored.config.dataset.name} {cfg.split}" + (
@@ -73,7 +83,15 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
     write_json_atomic(result, out / "eval.json")
     write_per_class_csv(result["per_class"], out / "per_class.csv")
     write_confusion_csv(matrix, names, out / "confusion_matrix.csv")
-    plot_confusion(matrix, names, out / "confusion_matrix.png", title)
+    for field, breakdown in result.get("by", {}).items():
+        write_subgroup_csv(breakdown["groups"], field, out / f"by_{field}.csv")
+    ordered = "one_off" in result
+    matrix_title = title
+    if ordered:  # the numbers of the predictions the matrix counts
+        prefix = "tencrop_" if result["tencrop"] else ""
+        matrix_title += (f"\nexact {percent(result[prefix + 'accuracy'])}, "
+                         f"one-off {percent(result[prefix + 'one_off'])} (outlined)")
+    plot_confusion(matrix, names, out / "confusion_matrix.png", matrix_title, one_off_band=ordered)
     wrong = result["misclassified"]
     shown = wrong[: int(cfg.eval.max_images)]
     grid_title = f"{title}: {len(wrong)} of {result['n']} misclassified" + (
@@ -83,36 +101,43 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
     plot_image_grid(pictures, captions, out / "misclassified.png", grid_title)
 
 
-def eval_record(cfg, restored: Restored, plain, tencrop, labels) -> dict:
+def eval_record(cfg, restored: Restored, plain, tencrop, labels, ordered: bool = False) -> dict:
     from cnnexp.inference.scoring import summary
 
-    record = {"split": cfg.split, "n": len(labels), **summary(plain, labels),
+    record = {"split": cfg.split, "n": len(labels), **({"ordered": True} if ordered else {}),
+              **summary(plain, labels, ordered),
               "run": str(cfg.run) if cfg.run is not None else None, "checkpoint": str(restored.checkpoint_path),
               "epoch": restored.epoch, "step": restored.step, "tencrop": tencrop is not None,
               "precision": restored.precision.name}
     if tencrop is not None:
         record.update(tencrop_reduce=cfg.eval.tencrop_reduce, tencrop_views=10 if cfg.eval.tencrop_mirror else 5)
-        record.update({f"tencrop_{k}": v for k, v in summary(tencrop, labels).items()})
+        record.update({f"tencrop_{k}": v for k, v in summary(tencrop, labels, ordered).items()})
     return record
 
 
 def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
-    from cnnexp.inference.reports import console, per_class_table, results_table
+    from cnnexp.inference.reports import console, gap_line, per_class_table, results_table, subgroup_table
+    from cnnexp.inference.scoring import UNCERTAIN_BELOW
 
     screen = console()
     screen.print(f"[bold]cnnexp eval[/]  {restored.checkpoint_path} (epoch {restored.epoch}, step {restored.step})  "
                   f"{cfg.split} split, {result['n']} images, precision {restored.precision.describe()}")
-    plain_numbers = {k: result[k] for k in ("error", "accuracy", "rank1", "rank5", "loss")}
+    keys = ("error", "accuracy", *(("one_off",) if "one_off" in result else ()), "rank1", "rank5", "loss")
+    plain_numbers = {k: result[k] for k in keys}
     tencrop_numbers = {k: result[f"tencrop_{k}"] for k in plain_numbers} if result["tencrop"] else None
     screen.print(results_table(plain_numbers, tencrop_numbers, views_label(cfg)))
     source = views_label(cfg).split()[0] if result["tencrop"] else "centre view"
     screen.print(per_class_table(result["per_class"], f"per class ({source})"))
+    for field, breakdown in result.get("by", {}).items():
+        screen.print(subgroup_table(breakdown["groups"], field, f"by {field} ({source})", UNCERTAIN_BELOW))
+        screen.print(gap_line(breakdown["gap"], field, UNCERTAIN_BELOW))
     wrong = result["misclassified"]
     listed = ", ".join(f"#{m['index']} {m['true']} -> {m['predicted']} ({m['prob']:.2f})" for m in wrong[:LISTED])
     more = f", ... ({len(wrong) - LISTED} more in eval.json)" if len(wrong) > LISTED else ""
     screen.print(f"misclassified ({source}): {len(wrong)} of {result['n']}" + (f": {listed}{more}" if wrong else ""))
-    screen.print(f"wrote eval.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, misclassified.png "
-                  f"to {display_path(out)}")
+    by_files = "".join(f"by_{field}.csv, " for field in result.get("by", {}))
+    screen.print(f"wrote eval.json, per_class.csv, {by_files}confusion_matrix.csv, confusion_matrix.png, "
+                  f"misclassified.png to {display_path(out)}")
 
 
 def views_label(cfg) -> str:

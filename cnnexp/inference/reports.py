@@ -1,5 +1,6 @@
 """Files and tables an evaluation leaves: confusion matrix (CSV and PNG heat map), per-class CSV,
-a PNG grid of misclassified images, and the rich tables printed to the console.
+per-subgroup CSV (`by=`), a PNG grid of misclassified images, and the rich tables and lines printed to
+the console.
 
 Figures use matplotlib's object API with the Agg canvas, so no GUI backend is touched.
 """
@@ -38,6 +39,17 @@ def write_confusion_csv(matrix: torch.Tensor, names: list[str], path: Path) -> N
             writer.writerow([name, *row])
 
 
+def write_subgroup_csv(rows: list[dict], field: str, path: Path) -> None:
+    """One row per value of the field: its count, accuracy, error, one-off (ordered classes), mean top-1
+    probability and whether it is small enough to be uncertain."""
+    columns = [c for c in ("n", "correct", "accuracy", "error", "one_off", "mean_prob", "uncertain") if c in rows[0]]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([field, *columns])
+        for row in rows:
+            writer.writerow([row["value"], *(row[c] for c in columns)])
+
+
 def write_per_class_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, ["class", "precision", "recall", "f1", "support"])
@@ -45,8 +57,9 @@ def write_per_class_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path, title: str) -> None:
-    """A heat map with class names on both axes, and the counts written in when there is room."""
+def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path, title: str, one_off_band: bool = False) -> None:
+    """A heat map with class names on both axes, and the counts written in when there is room;
+    `one_off_band` outlines the cells one-off accuracy counts (the diagonal and its neighbours)."""
     k = len(names)
     side = min(max(6.0, 0.3 * k + 2), 30.0)
     fig = Figure(figsize=(side, side))
@@ -63,6 +76,13 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path, title: st
             if count:
                 ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
                         color="white" if count > peak / 2 else "black")
+    if one_off_band:
+        limits = ax.get_xlim(), ax.get_ylim()
+        for side in (-1, 1):  # a staircase on each side of the band |predicted - true| <= 1
+            edge = [min(max(i + side, 0), k - 1) + side / 2 for i in range(k)]
+            ax.plot([x for x in edge for _ in (0, 1)], [y for i in range(k) for y in (i - 0.5, i + 0.5)],
+                    color="darkorange", linewidth=1.5)
+        ax.set(xlim=limits[0], ylim=limits[1])
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -103,7 +123,10 @@ def results_table(plain: dict, tencrop: dict | None, tencrop_label: str, plain_l
     if tencrop is not None:
         table.add_column(tencrop_label, justify="right")
         table.add_column("change", justify="right")
-    for key, label in (("error", "error"), ("accuracy", "accuracy"), ("rank1", "rank-1"), ("rank5", "rank-5")):
+    ordered = "one_off" in plain  # age groups: the paper's exact and one-off accuracy
+    rows = (("error", "error"), ("accuracy", "accuracy (exact)" if ordered else "accuracy"),
+            *((("one_off", "one-off"),) if ordered else ()), ("rank1", "rank-1"), ("rank5", "rank-5"))
+    for key, label in rows:
         row = [label, percent(plain[key])]
         if tencrop is not None:
             row += [percent(tencrop[key]), change(plain[key], tencrop[key])]
@@ -123,3 +146,33 @@ def per_class_table(rows: list[dict], title: str) -> Table:
         table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}",
                       str(row["support"]))
     return table
+
+
+def subgroup_table(rows: list[dict], field: str, title: str, uncertain_below: int) -> Table:
+    """One row per value of a field; a `*` beside the count of a group too small to trust."""
+    ordered = "one_off" in rows[0]
+    small = any(row["uncertain"] for row in rows)
+    caption = f"* fewer than {uncertain_below} images: uncertain" if small else None
+    table = Table(title=title, caption=caption, box=None, pad_edge=False, caption_justify="left")
+    for name in (field, "images", "accuracy", "error", *(("one-off",) if ordered else ()), "mean top-1 prob"):
+        table.add_column(name, justify="left" if name == field else "right")
+    for row in rows:
+        table.add_row(row["value"], f"{row['n']:,}" + (" *" if row["uncertain"] else "  " if small else ""),
+                      percent(row["accuracy"]), percent(row["error"]),
+                      *((percent(row["one_off"]),) if ordered else ()), f"{row['mean_prob']:.3f}")
+    return table
+
+
+def gap_line(gap: dict | None, field: str, uncertain_below: int) -> str:
+    """The spread between the best and the worst subgroup, naming both, and what it leaves out."""
+    if gap is None:
+        return f"gap: one {field} in this split, nothing to compare"
+    metric = gap["metric"].replace("_", "-")
+    line = (f"gap: {gap['points']:.2f} points of {metric} between the best {field}, {gap['best']} "
+            f"({percent(gap['best_value'])}, {gap['best_n']:,} images), and the worst, {gap['worst']} "
+            f"({percent(gap['worst_value'])}, {gap['worst_n']:,} images)")
+    if gap["left_out"]:
+        line += f"; leaving out {', '.join(gap['left_out'])} (under {uncertain_below} images)"
+    if gap["uncertain"]:
+        line += f"; uncertain: groups under {uncertain_below} images compared"
+    return line

@@ -1,7 +1,10 @@
 """Class scores for a split, plain (the centre view) or ten-crop, and the numbers a report shows:
-error, rank-1/rank-5 accuracy, loss, a confusion matrix and per-class precision/recall/F1."""
+error, rank-1/rank-5 accuracy, loss, a confusion matrix and per-class precision/recall/F1; for ordered
+classes (age groups) one-off accuracy; and the same numbers per subgroup of a field of the images
+(`eval by=race`), with the gap between the best and the worst subgroup."""
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -62,14 +65,18 @@ def vote_scores(log_p: torch.Tensor, mean_probs: torch.Tensor) -> torch.Tensor:
     return (votes + mean_probs) / (views + 1)
 
 
-def summary(scores: Scores, labels: torch.Tensor) -> dict:
-    """error, accuracy, rank1, rank5 (None with 5 classes or fewer) and loss, as plain floats."""
+def summary(scores: Scores, labels: torch.Tensor, ordered: bool = False) -> dict:
+    """error, accuracy, rank1, rank5 (None with 5 classes or fewer) and loss, as plain floats; with
+    ordered classes (age groups) also one_off, after accuracy (the paper's exact accuracy)."""
     n = len(labels)
-    hits = scores.probs.argsort(1, descending=True) == labels[:, None]
+    ranking = scores.probs.argsort(1, descending=True)
+    hits = ranking == labels[:, None]
     correct = hits[:, 0].sum().item()
     rank5 = hits[:, :5].any(1).sum().item() / n if scores.probs.shape[1] > 5 else None
-    return {"error": (n - correct) / n, "accuracy": correct / n, "rank1": correct / n, "rank5": rank5,
-            "loss": scores.loss}
+    numbers = {"error": (n - correct) / n, "accuracy": correct / n}
+    if ordered:
+        numbers["one_off"] = one_off(ranking[:, 0], labels)
+    return numbers | {"rank1": correct / n, "rank5": rank5, "loss": scores.loss}
 
 
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
@@ -88,3 +95,80 @@ def per_class(matrix: torch.Tensor, names: list[str]) -> list[dict]:
     f1 = torch.where(both > 0, 2 * precision * recall / both.clamp_min(1e-12), 0.0)
     return [{"class": name, "precision": p, "recall": r, "f1": f, "support": int(s)}
             for name, p, r, f, s in zip(names, precision.tolist(), recall.tolist(), f1.tolist(), support.tolist())]
+
+
+# ---------------------------------------------------------------- ordered classes and subgroups
+
+UNCERTAIN_BELOW = 30  # a subgroup with fewer images than this gets an uncertain mark: its accuracy can swing by 10+ points
+
+
+def one_off(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """Levi and Hassner's one-off accuracy for ordered classes (age groups): the share of guesses that are
+    the true class or one of its neighbours in class order, |predicted - true| <= 1."""
+    return ((predicted.cpu() - labels.cpu()).abs() <= 1).double().mean().item()
+
+
+def require_field(fields: dict[str, list[str]], name: str) -> list[str]:
+    """The values of field `name` (by=<name>), or a one-line error listing the fields there are."""
+    if name in fields:
+        return fields[name]
+    if not fields:
+        raise UserError(f"by={name}: this dataset has no fields to break the results down by (only its classes); "
+                        "remove by= (fields come with sources such as dataset=utkface: age, gender, race)")
+    raise UserError(f"by={name}: the dataset has no field '{name}'; use one of: {', '.join(sorted(fields))}")
+
+
+def group_numbers(labels: torch.Tensor, predicted: torch.Tensor, top_p: torch.Tensor, ordered: bool) -> dict:
+    """n, correct, accuracy, error, one_off (ordered classes only) and mean top-1 probability of some images."""
+    n = len(labels)
+    correct = (predicted == labels).sum().item()
+    numbers = {"n": n, "correct": correct, "accuracy": correct / n, "error": (n - correct) / n}
+    if ordered:
+        numbers["one_off"] = one_off(predicted, labels)
+    numbers["mean_prob"] = top_p.double().mean().item()
+    numbers["uncertain"] = n < UNCERTAIN_BELOW
+    return numbers
+
+
+def subgroups(labels: torch.Tensor, predicted: torch.Tensor, top_p: torch.Tensor, values: list[str],
+              ordered: bool = False, class_names: list[str] | None = None) -> list[dict]:
+    """The numbers of group_numbers() for each value of a field (one string per image, in the images'
+    order), one row per value in value_order()."""
+    if len(values) != len(labels):
+        raise ValueError(f"{len(values)} field values for {len(labels)} images")
+    labels, predicted, top_p = labels.cpu(), predicted.cpu(), top_p.cpu()
+    rows = []
+    for value in value_order(values, class_names):
+        mask = torch.tensor([v == value for v in values])
+        rows.append({"value": value, **group_numbers(labels[mask], predicted[mask], top_p[mask], ordered)})
+    return rows
+
+
+def value_order(values: list[str], class_names: list[str] | None = None) -> list[str]:
+    """The distinct values, in class order when they are class names (by=<the target's own field>), else
+    in natural order: numbers inside compare as numbers, so "(4, 6)" comes before "(15, 20)"."""
+    distinct = set(values)
+    if class_names and distinct <= set(class_names):
+        return [c for c in class_names if c in distinct]
+    return sorted(distinct, key=natural_key)
+
+
+def natural_key(text: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", text) if part]
+
+
+def gap(rows: list[dict], metric: str = "accuracy") -> dict | None:
+    """The best and the worst subgroup by `metric` and the difference in points; None with one subgroup.
+    Groups marked uncertain (too small to trust) are left out when two or more others remain, else all
+    count and the gap is marked uncertain. Ties go to the larger group (the steadier number)."""
+    if len(rows) < 2:
+        return None
+    steady = [r for r in rows if not r["uncertain"]]
+    compared = steady if len(steady) >= 2 else rows
+    best = max(compared, key=lambda r: (r[metric], r["n"]))
+    worst = min(compared, key=lambda r: (r[metric], -r["n"]))
+    return {"metric": metric, "best": best["value"], "best_value": best[metric], "best_n": best["n"],
+            "worst": worst["value"], "worst_value": worst[metric], "worst_n": worst["n"],
+            "points": 100 * (best[metric] - worst[metric]),
+            "left_out": [r["value"] for r in rows if r not in compared], "uncertain": compared is rows and
+            len(steady) < len(rows)}

@@ -59,6 +59,7 @@ class EvalBatch(Checked):
 @dataclass
 class EvalSchema(RunChoice, Checked):
     split: str = MISSING
+    by: Optional[str] = MISSING
     eval: EvalSettings = field(default_factory=EvalSettings)
     trainer: EvalBatch = field(default_factory=EvalBatch)
     dataset: Any = MISSING
