@@ -85,7 +85,7 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
     write_confusion_csv(matrix, names, out / "confusion_matrix.csv")
     for field, breakdown in result.get("by", {}).items():
         write_subgroup_csv(breakdown["groups"], field, out / f"by_{field}.csv")
-    ordered = "one_off" in result
+    ordered = result.get("ordered", False)
     matrix_title = title
     if ordered:  # the numbers of the predictions the matrix counts
         prefix = "tencrop_" if result["tencrop"] else ""
