@@ -3,13 +3,15 @@ the images, the gap between the best and the worst): the metric functions on han
 answers, and the command end to end on a test-only dataset source whose images carry fields."""
 
 import csv
+import shutil
 
 import pytest
 import torch
-from conftest import read_json
+from conftest import SHARED, read_json
+from omegaconf import OmegaConf
 
 from cnnexp.cli import main
-from cnnexp.data import DATASETS, register_dataset
+from cnnexp.data import DATASETS, create_dataset, register_dataset
 from cnnexp.data.image_data import ImageData
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces, split_per_person
 from cnnexp.inference.scoring import (Scores, gap, group_numbers, one_off, require_field, subgroups, summary,
@@ -230,3 +232,47 @@ def test_unknown_field_is_one_line_and_writes_nothing(cnnexp, age_run, args, mes
     assert result.code == 2 and result.err.startswith(message), result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not (age_run / "eval" / "test").exists()
+
+
+# ---------------------------------------------------------------- real faces: dataset=utkface
+
+UTKFACE = SHARED / "utkface"
+RACES = ("White", "Black", "Asian", "Indian", "Others")
+
+
+@pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"the UTKFace faces are not at {UTKFACE}")
+def test_utkface_age_run_by_race_and_gender(cnnexp, workdir):
+    """A tiny age-group network on 400 real faces (every 19th file, all ages): exact and one-off accuracy,
+    and the subgroups checked against each face's own race and gender read back from the dataset."""
+    (workdir / "faces").mkdir()
+    for path in sorted(UTKFACE.iterdir())[::19][:400]:
+        shutil.copy(path, workdir / "faces" / path.name)
+    assert cnnexp("train", "dataset=utkface", "dataset.root=faces", "dataset.target=age", "dataset.size=32",
+                  "model.nkerns=[4,8]", "model.hidden=32", "trainer.epochs=2", "trainer.batch_size=20",
+                  "hydra.run.dir=run").code == 0
+    split = create_dataset(OmegaConf.load(workdir / "run" / "config.yaml").dataset, seed=0).split("test")
+
+    for field in ("race", "gender"):
+        result = cnnexp("eval", "run=run", f"by={field}")
+        assert result.code == 0, result.err
+        report = read_json(workdir / "run" / "eval" / "test" / "eval.json")
+        assert report["ordered"] is True and report["n"] == len(split)
+        assert report["accuracy"] <= report["one_off"] <= 1
+        names = [c["class"] for c in report["per_class"]]
+        assert names == ["(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)"]
+        wrong = {m["index"]: (names.index(m["true"]), names.index(m["predicted"])) for m in report["misclassified"]}
+        far = sum(abs(t - p) > 1 for t, p in wrong.values())
+        assert report["one_off"] == pytest.approx(1 - far / len(split))
+
+        groups = report["by"][field]["groups"]
+        values = split.fields[field]
+        assert {g["value"] for g in groups} == set(values) <= (set(RACES) if field == "race" else {"F", "M"})
+        for g in groups:
+            members = [i for i, v in enumerate(values) if v == g["value"]]
+            assert g["n"] == len(members) and g["uncertain"] == (len(members) < 30)
+            assert g["correct"] == sum(i not in wrong for i in members)
+            assert g["one_off"] == pytest.approx(sum(i not in wrong or abs(wrong[i][0] - wrong[i][1]) <= 1
+                                                     for i in members) / len(members))
+        with open(workdir / "run" / "eval" / "test" / f"by_{field}.csv") as f:
+            assert [row[field] for row in csv.DictReader(f)] == [g["value"] for g in groups]
+        assert f"by {field} (centre view)" in result.out and "gap: " in result.out
