@@ -3,17 +3,20 @@ the images, the gap between the best and the worst): the metric functions on han
 answers, and the command end to end on a test-only dataset source whose images carry fields."""
 
 import csv
+import io
 import shutil
 
 import pytest
 import torch
 from conftest import SHARED, read_json
 from omegaconf import OmegaConf
+from rich.console import Console
 
 from cnnexp.cli import main
 from cnnexp.data import DATASETS, create_dataset, register_dataset
 from cnnexp.data.image_data import ImageData
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces, split_per_person
+from cnnexp.inference.reports import gap_line, subgroup_table
 from cnnexp.inference.scoring import (Scores, gap, group_numbers, one_off, require_field, subgroups, summary,
                                       value_order)
 from cnnexp.models import create_model, model_kwargs
@@ -85,6 +88,24 @@ def test_gap_leaves_out_small_groups_when_two_others_remain():
     spread = gap(subgroups(labels, predicted, torch.ones(75), values))
     assert (spread["best"], spread["worst"], spread["left_out"], spread["uncertain"]) == ("a", "b", ["c"], False)
     assert spread["points"] == pytest.approx(20.0)
+
+
+def test_subgroup_table_and_gap_line_as_printed():
+    labels = torch.tensor([0] * 40 + [1] * 5)
+    predicted = torch.tensor([0] * 30 + [2] * 10 + [1] * 4 + [3])  # big: 30 of 40 right; few: 4 of 5
+    rows = subgroups(labels, predicted, torch.full((45,), 0.5), ["big"] * 40 + ["few"] * 5, ordered=True)
+    screen = Console(width=200, record=True, file=io.StringIO())
+    screen.print(subgroup_table(rows, "race", "by race (centre view)", 30))
+    screen.print(gap_line(gap(rows), "race", 30))
+    lines = [line.rstrip() for line in screen.export_text().splitlines()]
+    assert lines[0].strip() == "by race (centre view)"
+    assert lines[1].split() == ["race", "images", "accuracy", "error", "one-off", "mean", "top-1", "prob"]
+    assert lines[2].split() == ["big", "40", "75.00", "%", "25.00", "%", "75.00", "%", "0.500"]
+    assert lines[3].split() == ["few", "5", "*", "80.00", "%", "20.00", "%", "80.00", "%", "0.500"]
+    assert lines[4] == "* fewer than 30 images: uncertain"
+    assert lines[5] == ("gap: 5.00 points of accuracy between the best race, few (80.00 %, 5 images), and the worst, "
+                        "big (75.00 %, 40 images); uncertain: groups under 30 images compared")
+    assert gap_line(None, "race", 30) == "gap: one race in this split, nothing to compare"
 
 
 def test_values_in_class_order_or_natural_order():
