@@ -78,6 +78,8 @@ CASES = [
     (("eval", "run={run}", "checkpoint={truncated}"), "truncated.pt"),
     (("eval", "run={run}", "eval.max_images=many"), "eval.max_images=many"),
     (("eval", "run={run}", "nope=1"), "unknown key 'nope'"),
+    (("eval", "run={run}", "by=race"), "by=race: this dataset has no fields to break the results down by"),
+    (("eval", "run={run}", "by=[race,gender]"), "by=[race,gender]"),
     # predict
     (("predict", "run={run}", "image={damaged}"), "damaged.png"),
     (("predict", "run={run}", "image=/no/such.png"), "/no/such.png"),
