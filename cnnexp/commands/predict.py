@@ -26,7 +26,7 @@ main = app_main("predict", __name__)  # cnnexp predict ... -> this module's Hydr
 def run(cfg) -> None:
     from cnnexp.inference.open_run import open_run
     from cnnexp.inference.scoring import require_crops
-    from cnnexp.inference.several import named_runs
+    from cnnexp.utils.runs import named_runs
 
     runs = named_runs(cfg.run)
     if runs is not None:
@@ -161,7 +161,7 @@ def several_runs(cfg, runs: dict[str, str]) -> tuple:
 def open_runs(cfg, runs: dict[str, str]) -> dict:
     from cnnexp.inference.open_run import open_run
     from cnnexp.inference.scoring import require_crops
-    from cnnexp.inference.several import about_run
+    from cnnexp.utils.runs import about_run
 
     opened = {}
     for name, folder in runs.items():
@@ -202,7 +202,7 @@ def classify_photos(cfg, opened: dict, chunk: list) -> list[dict]:
 def print_runs_table(cfg, rows: list[dict], one_file: bool) -> None:
     """image, face box (with detect_face), then each run's guesses as `label prob` by rank."""
     from cnnexp.inference.reports import console
-    from cnnexp.inference.several import named_runs
+    from cnnexp.utils.runs import named_runs
 
     names = list(named_runs(cfg.run))
     table = Table(box=None, pad_edge=False)

@@ -5,35 +5,13 @@ list under each run's name. `cnnexp predict` and `cnnexp serve` both read photos
 and answer with `photo_answer`; each scores the inputs its own way (in chunks, or through one batcher
 per run)."""
 
-from contextlib import contextmanager
-
 import torch
 from PIL import Image
 
 from cnnexp.engine.assemble import Restored
 from cnnexp.inference.inputs import find_face, fit_face
-from cnnexp.utils.errors import UserError
 
 NO_FACE = "no face found"
-
-
-def named_runs(run) -> dict[str, str] | None:
-    """{name: run folder} for `run={name:<run>,...}` (the schema checked the names), None for one run."""
-    if not hasattr(run, "items"):
-        return None
-    return {str(name): str(folder) for name, folder in run.items()}
-
-
-@contextmanager
-def about_run(name: str):
-    """A one-line error inside the block names the run it is about: `run.age=<folder> is not a folder...`
-    for a message about `run=`, else `run.age: <message>`."""
-    try:
-        yield
-    except UserError as exc:
-        message = str(exc)
-        named = message.replace("run=", f"run.{name}=", 1) if message.startswith("run=") else f"run.{name}: {message}"
-        raise UserError(named) from exc
 
 
 def decode_channels(runs: dict[str, Restored]) -> int:

@@ -2,6 +2,7 @@
 config and checkpoints (no torch import, so commands can check a `run=` before anything heavy)."""
 
 import json
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -140,3 +141,22 @@ def exported_onnx(run, checkpoint, given) -> Path:
         raise UserError(f"backend=onnxruntime needs {path} and its JSON; run `cnnexp export run={run}` first "
                         "(or give onnx=<file>)")
     return path
+
+
+def named_runs(run) -> dict[str, str] | None:
+    """{name: run folder} for `run={name:<run>,...}` (the schema checked the names), None for one run."""
+    if not hasattr(run, "items"):
+        return None
+    return {str(name): str(folder) for name, folder in run.items()}
+
+
+@contextmanager
+def about_run(name: str):
+    """A one-line error inside the block names the run it is about: `run.age=<folder> is not a folder...`
+    for a message about `run=`, else `run.age: <message>`."""
+    try:
+        yield
+    except UserError as exc:
+        message = str(exc)
+        named = message.replace("run=", f"run.{name}=", 1) if message.startswith("run=") else f"run.{name}: {message}"
+        raise UserError(named) from exc
