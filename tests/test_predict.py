@@ -2,6 +2,8 @@
 detection, image=olivetti, and bad images."""
 
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -221,3 +223,12 @@ def test_bad_named_runs_are_one_line_exit_2(cnnexp, run, images, named, image, m
     result = cnnexp("predict", f"run={paths(named)}", f"image={image}")
     assert result.code == 2 and result.out == "" and result.err.count("\n") == 1
     assert result.err.startswith(f"error: {paths(message)}"), result.err
+
+
+def test_named_runs_unquoted_in_a_shell_get_the_quoting_hint(run, workdir):
+    """bash expands run={faces:<run>,gender:<run>} into two arguments; the last wins and is not a folder."""
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m cnnexp predict run={{faces:{run},gender:{run}}} image=x"],
+                          capture_output=True, text=True, timeout=120, cwd=workdir)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: run=gender:{run} is not a folder; quote named runs, 'run={{age:<run>,gender:<run>}}', "
+                           "or the shell expands the braces into two arguments\n")

@@ -2,6 +2,7 @@
 config and checkpoints (no torch import, so commands can check a `run=` before anything heavy)."""
 
 import json
+import re
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 from cnnexp.utils.errors import UserError
 
 _CLAIMED: set[str] = set()
+SPLIT_NAMED_RUN = re.compile(r"[A-Za-z][A-Za-z0-9_]+:")  # run=age:<run>: the shell split run={age:<run>,gender:<run>}
 PROBE_FILE = "probe.h5"  # what makes a folder a probe run (`cnnexp probe`): features' network + a linear probe
 
 
@@ -122,6 +124,9 @@ def checkpoint_path(run, checkpoint, which: str) -> Path:
     if run is not None:
         folder = Path(str(run)).expanduser()
         if not folder.is_dir():
+            if SPLIT_NAMED_RUN.match(str(run)):
+                raise UserError(f"run={run} is not a folder; quote named runs, 'run={{age:<run>,gender:<run>}}', "
+                                "or the shell expands the braces into two arguments")
             raise UserError(f"run={run} is not a folder; give a train run folder such as outputs/train/<run>")
         load_run_config(folder)  # a clear error for a folder that is not a run
     if which not in ("best", "last"):
