@@ -93,7 +93,7 @@ class GuessSchema(RunChoice, Checked):
 
 
 RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # a named run's key in run={...}: a JSON key beside image and face
-RESERVED_NAMES = ("image", "face", "reason")  # the other keys of a photo's answer
+RESERVED_NAMES = ("image", "face", "reason", "top", "model_ms", "batch")  # the keys of an answer of one run or several
 NAMED_RUNS_EXAMPLE = "run={age:outputs/train/<run>,gender:outputs/train/<run>}"
 
 
