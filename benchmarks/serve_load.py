@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py [--run outputs/train/<olivetti lenet run>] [--seconds 12] [--rounds 3]
                                     [--clients 1 8 32] [--threads 1] [--out docs/results/serve_load.md]
+    python benchmarks/serve_load.py --two-runs [--run ...] [--run2 ...] [--whole-image] [...]
 
 Without --run it first trains the Olivetti LeNet (experiment=olivetti_lenet: nkerns [20,50], hidden 2000)
 for 5 epochs (the weights do not change the speed). Servers, on 127.0.0.1:
@@ -19,6 +20,16 @@ measured, with that many clients sending an Olivetti face (multipart, as curl -F
 keep-alive connections. The table gives requests/s, latency percentiles, errors (any non-200 answer,
 timeout or broken connection), the mean batch the answers report, and the server's CPU time per
 request. The clients run in this process, on the same machine as the servers.
+
+--two-runs: one service for two named runs against two one-run services, as the age/gender service
+answers age and gender for a photo. Servers:
+  - two runs, one request   `cnnexp serve run={a:<run>,b:<run2>} detect_face=true`: one request a photo
+  - two one-run requests    `cnnexp serve run=<run> detect_face=true` and the same for <run2>: each
+                            client sends the photo to both at once and counts the pair as one
+The photo is an Olivetti face enlarged on a 640x480 background, so the face detector has work to do
+(--whole-image: the 57x47 face, detect_face=false). --run2 defaults to a second run trained by the
+benchmark on 52x42 crops (augmentation=patch), so the two runs differ in input size. Requests/s of the
+first over pairs/s of the second is printed as the ratio (above 1: the two-run service costs less).
 """
 
 import argparse
@@ -112,23 +123,34 @@ async def one_request(reader, writer, payload: bytes) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def client(port: int, payload: bytes, start: float, stop: float, latencies: list, errors: list,
+async def client(targets: list[tuple[int, bytes]], start: float, stop: float, latencies: list, errors: list,
                  batches: list) -> None:
-    """Requests back to back until `stop`; those begun after `start` are counted."""
-    connection = None
+    """Requests back to back until `stop`, to every (port, request) target at once (two targets: a pair
+    counts as one request); those begun after `start` are counted."""
+    connections = [None] * len(targets)
     while (begun := time.perf_counter()) < stop:
         try:
-            if connection is None:
-                connection = await asyncio.open_connection("127.0.0.1", port)
-            status, body = await asyncio.wait_for(one_request(*connection, payload), REQUEST_TIMEOUT_S)
-            ok = status == 200
+            for i, (port, _) in enumerate(targets):
+                if connections[i] is None:
+                    connections[i] = await asyncio.open_connection("127.0.0.1", port)
+            answers = await asyncio.wait_for(asyncio.gather(*(one_request(*connection, payload) for connection, (_, payload)
+                                                              in zip(connections, targets))), REQUEST_TIMEOUT_S)
+            ok = all(status == 200 for status, _ in answers)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, IndexError):
-            ok, connection = False, None
+            ok, connections = False, [None] * len(targets)
         if begun >= start and ok:
             latencies.append(time.perf_counter() - begun)
-            batches.append(json.loads(body)["images"][0]["batch"])
+            batches.append(statistics.fmean(answer_batch(body) for _, body in answers))
         elif begun >= start:
             errors.append(1)
+
+
+def answer_batch(body: bytes) -> float:
+    """The batch an answer reports (named runs: the mean of their batches)."""
+    answer = json.loads(body)["images"][0]
+    if "batch" in answer:
+        return answer["batch"]
+    return statistics.fmean(value["batch"] for value in answer.values() if isinstance(value, dict) and "batch" in value)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -137,18 +159,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def load(port: int, pid: int, payload: bytes, clients: int, seconds: float) -> dict:
-    """One measurement: latencies of the answered requests, errors, batch sizes, and the server's CPU
+async def load(targets: list[tuple[int, bytes]], pids: list[int], clients: int, seconds: float) -> dict:
+    """One measurement: latencies of the answered requests, errors, batch sizes, and the servers' CPU
     seconds (a measure that other jobs on a shared machine disturb less than requests/s)."""
     latencies, errors, batches = [], [], []
     start = time.perf_counter() + WARMUP_S
-    runs = asyncio.gather(*(client(port, payload, start, start + seconds, latencies, errors, batches)
-                            for _ in range(clients)))
+    runs = asyncio.gather(*(client(targets, start, start + seconds, latencies, errors, batches) for _ in range(clients)))
     await asyncio.sleep(WARMUP_S)
-    cpu_start = cpu_seconds(pid)
+    cpu_start = sum(map(cpu_seconds, pids))
     await runs
-    return {"latencies": latencies, "errors": len(errors), "batches": batches, "cpu": cpu_seconds(pid) - cpu_start,
-            "seconds": seconds}
+    return {"latencies": latencies, "errors": len(errors), "batches": batches,
+            "cpu": sum(map(cpu_seconds, pids)) - cpu_start, "seconds": seconds}
 
 
 def summary(server: str, clients: int, rounds: list[dict]) -> dict:
@@ -179,17 +200,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(name: str, run: str, port: int, threads: int) -> subprocess.Popen:
+def commands(args, run: str, run2: str | None) -> dict[str, list[list[str]]]:
+    """Each server under test: the commands that start it (two for the pair of one-run services)."""
+    if args.two_runs:
+        face = [] if args.whole_image else ["detect_face=true"]
+        return {"two runs, one request": [serve_command(f"run={{a:{run},b:{run2}}}", *face)],
+                "two one-run requests": [serve_command(f"run={run}", *face), serve_command(f"run={run2}", *face)]}
+    plain = {"plain FastAPI": "plain-fastapi", "plain Tornado": "plain-tornado"}
+    return {name: [serve_command(f"run={run}", f"backend={'onnxruntime' if name.endswith('onnxruntime') else 'torch'}")
+                   if name.startswith("cnnexp serve") else [sys.executable, __file__, plain[name], run]]
+            for name in args.servers}
+
+
+def serve_command(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "cnnexp", "serve", "device=cpu", *overrides]
+
+
+def start(command: list[str], threads: int) -> tuple[int, subprocess.Popen]:
+    """(port, process) of a server started on a free port with `threads` torch threads."""
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
-    if name.startswith("cnnexp serve"):
-        backend = "onnxruntime" if name.endswith("onnxruntime") else "torch"
-        command = [sys.executable, "-m", "cnnexp", "serve", f"run={run}", f"port={port}", f"device.threads={threads}",
-                   "device=cpu", f"backend={backend}"]
+    if command[1:3] == ["-m", "cnnexp"]:
+        command = [*command, f"port={port}", f"device.threads={threads}"]
     else:
-        command = [sys.executable, __file__, name.replace(" ", "-").lower(), run, str(port), str(threads)]
+        command = [*command, str(port), str(threads)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_healthy(proc, port)
-    return proc
+    return port, proc
 
 
 def wait_healthy(proc: subprocess.Popen, port: int) -> None:
@@ -213,9 +250,9 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
-def train_run(folder: Path, threads: int) -> str:
+def train_run(folder: Path, threads: int, *overrides: str) -> str:
     subprocess.run([sys.executable, "-m", "cnnexp", "train", "experiment=olivetti_lenet", "trainer.epochs=5",
-                    f"device.threads={threads}", "device=cpu", f"hydra.run.dir={folder}"],
+                    f"device.threads={threads}", "device=cpu", f"hydra.run.dir={folder}", *overrides],
                    check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
     return str(folder)
 
@@ -236,15 +273,48 @@ def face_png() -> bytes:
     return buffer.getvalue()
 
 
-def table(rows: list[dict]) -> str:
+def face_photo() -> bytes:
+    """A 640x480 JPEG with an Olivetti face enlarged to 188x228 on a grey background (the face detector
+    finds it, as in the tests)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    background = Image.new("RGB", (640, 480), (120, 130, 140))
+    background.paste(Image.open(io.BytesIO(face_png())).resize((188, 228), Image.Resampling.BILINEAR), (200, 100))
+    background.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def table(rows: list[dict], baseline: str) -> str:
     lines = ["| server | clients | requests/s | p50 ms | p95 ms | p99 ms | errors | mean batch | server CPU ms/request "
-             "| requests/s vs plain FastAPI |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    plain = {r["clients"]: r["rps"] for r in rows if r["server"] == "plain FastAPI"}
+             f"| requests/s vs {baseline} |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    base = {r["clients"]: r["rps"] for r in rows if r["server"] == baseline}
     for r in rows:
-        ratio = f"{r['rps'] / plain[r['clients']]:.2f}x" if plain.get(r["clients"]) else "-"
+        ratio = f"{r['rps'] / base[r['clients']]:.2f}x" if base.get(r["clients"]) else "-"
         lines.append(f"| {r['server']} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['errors']} | {r['mean_batch']:.1f} | {r['cpu_ms_per_request']:.2f} | {ratio} |")
     return "\n".join(lines)
+
+
+def measure(servers: dict[str, list[tuple[int, subprocess.Popen]]], image: bytes, args) -> list[dict]:
+    """For each number of clients the servers take turns, --rounds times (so a machine that gets busier
+    slows all alike); one summary row per server and client count."""
+    rows = []
+    for clients in args.clients:
+        rounds = {name: [] for name in servers}
+        for _ in range(args.rounds):
+            for name, started in servers.items():
+                targets = [(port, request_bytes(port, image)) for port, _ in started]
+                rounds[name].append(run_loop(load(targets, [proc.pid for _, proc in started], clients,
+                                                  args.seconds / args.rounds)))
+        for name in servers:
+            rows.append(summary(name, clients, rounds[name]))
+            print(json.dumps(rows[-1]), flush=True)
+        if args.two_runs:
+            one, two = rows[-2:]
+            print(f"{clients} clients: two runs in one request {one['rps']:.0f}/s, two one-run requests "
+                  f"{two['rps']:.0f} pairs/s: ratio {one['rps'] / two['rps']:.2f}x", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -256,32 +326,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each server")
     parser.add_argument("--servers", nargs="+", default=["cnnexp serve", "cnnexp serve onnxruntime", "plain FastAPI",
                                                          "plain Tornado"])
+    parser.add_argument("--two-runs", action="store_true",
+                        help="a service for two named runs against two one-run services (see above)")
+    parser.add_argument("--run2", help="with --two-runs: the second run (default: train one on 52x42 crops)")
+    parser.add_argument("--whole-image", action="store_true",
+                        help="with --two-runs: send the 57x47 face without face detection")
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) and the rows (JSON) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_run(Path(scratch) / "run", args.threads)
-        if "cnnexp serve onnxruntime" in args.servers:
+        run2 = (args.run2 or train_run(Path(scratch) / "run2", args.threads, "augmentation=patch")) if args.two_runs else None
+        if not args.two_runs and "cnnexp serve onnxruntime" in args.servers:
             export_onnx(run)
-        image, rows, servers = face_png(), [], {}
+        image = face_png() if not args.two_runs or args.whole_image else face_photo()
+        servers = {}
         try:
-            for name in args.servers:
-                port = free_port()
-                servers[name] = (port, start(name, run, port, args.threads))
-            for clients in args.clients:
-                rounds = {name: [] for name in args.servers}
-                for _ in range(args.rounds):  # taking turns, so a machine that gets busier slows all alike
-                    for name, (port, proc) in servers.items():
-                        rounds[name].append(run_loop(load(port, proc.pid, request_bytes(port, image), clients,
-                                                          args.seconds / args.rounds)))
-                for name in args.servers:
-                    rows.append(summary(name, clients, rounds[name]))
-                    print(json.dumps(rows[-1]), flush=True)
+            for name, started in commands(args, run, run2).items():
+                servers[name] = [start(command, args.threads) for command in started]
+            rows = measure(servers, image, args)
         finally:
-            for _, proc in servers.values():
-                stop(proc)
-    print(table(rows))
+            for started in servers.values():
+                for _, proc in started:
+                    stop(proc)
+    result = table(rows, "two one-run requests" if args.two_runs else "plain FastAPI")
+    print(result)
     if args.out:
-        args.out.write_text(table(rows) + "\n")
+        args.out.write_text(result + "\n")
         args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
 
 

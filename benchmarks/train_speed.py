@@ -118,6 +118,7 @@ TABLE_MODELS = {
     "alexnet_bn": ((3, 227, 227), 8, "photos"),
     "resnet18": ((3, 227, 227), 8, "photos"),
     "vgg16": ((3, 224, 224), 4, "photos"),
+    "levi_hassner": ((3, 227, 227), 50, "photos"),  # the age/gender network at the paper's batch
 }
 SWITCHES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "fp16": ("fp16", False), "compile": ("fp32", True)}
 

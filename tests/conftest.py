@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,32 @@ SHARED = find_shared_datasets()
 MNIST_ROOT = SHARED / "mnist"
 OLIVETTI_GIF = SHARED / "olivetti" / "olivettifaces.gif"
 CATS_DOGS = SHARED / "cats_and_dogs_small"
+UTKFACE = SHARED / "utkface"
+UTKFACE_PHOTO = UTKFACE / "100_1_0_20170110183726390.jpg.chip.jpg"  # a 200x200 face crop Haar finds on a background
+# `cnnexp train` of a colour run at another size than the Olivetti runs: a small CNN telling F from M on
+# 32x32 RGB UTKFace faces (add dataset.root=<utkface_genders(...)> and hydra.run.dir=...)
+GENDER_RUN = ("dataset=folder", "dataset.size=32", "dataset.workers=0", "model=small_cnn", "model.widths=[8,16]",
+              "trainer.epochs=2", "trainer.batch_size=8", "device.threads=1")
+
+
+def utkface_genders(root: Path, per_class: int = 12) -> Path:
+    """root/F and root/M with the first `per_class` UTKFace faces of each gender (0 male, 1 female)."""
+    for label, gender in (("M", "0"), ("F", "1")):
+        (root / label).mkdir(parents=True)
+        for path in [p for p in sorted(UTKFACE.glob("*.jpg")) if p.name.split("_")[1] == gender][:per_class]:
+            shutil.copy(path, root / label / path.name)
+    return root
+
+
+def photo_with_face(path: Path, at: tuple[int, int] = (220, 140)) -> Path:
+    """UTKFACE_PHOTO pasted on a 640x480 grey background at `at` (x, y), saved as a JPEG."""
+    from PIL import Image
+
+    background = Image.new("RGB", (640, 480), (120, 130, 140))
+    with Image.open(UTKFACE_PHOTO) as face:
+        background.paste(face.convert("RGB"), at)
+    background.save(path, quality=95)
+    return path
 
 
 @dataclass

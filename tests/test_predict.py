@@ -2,6 +2,8 @@
 detection, image=olivetti, and bad images."""
 
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 from PIL import Image
 
 from cnnexp.cli import main
+from conftest import GENDER_RUN, photo_with_face, utkface_genders
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.models import create_model, model_kwargs
 
@@ -24,6 +27,15 @@ PASTED_AT = (200, 100, 188, 228)  # x, y, w, h of the face pasted on the backgro
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "faces"
     assert main(["train", *TINY, f"hydra.run.dir={folder}"]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gender_run(tmp_path_factory):
+    """A colour run of another size than `run`: 32x32 RGB UTKFace faces, F or M."""
+    root = utkface_genders(tmp_path_factory.mktemp("utkface") / "genders")
+    folder = tmp_path_factory.mktemp("runs") / "gender"
+    assert main(["train", *GENDER_RUN, f"dataset.root={root}", f"hydra.run.dir={folder}"]) == 0
     return folder
 
 
@@ -153,3 +165,70 @@ def test_tencrop_prediction(cnnexp, run, images):
     top = json.loads(result.out)["top"]
     assert top[0]["label"] == f"person_{mean.argmax().item():02d}"
     assert top[0]["prob"] == pytest.approx(mean.max().item(), abs=1e-4)
+
+
+# ---- named runs: run={faces:<run>,gender:<run>} ----------------------------------------------------
+def json_rows(result) -> dict:
+    assert result.code == 0, result.err
+    return {Path(row["image"]).name: row for row in map(json.loads, result.out.strip().splitlines())}
+
+
+@pytest.mark.parametrize("face", [True, False], ids=["detect_face", "whole image"])
+def test_named_runs_answer_as_each_run_alone(cnnexp, run, gender_run, images, face):
+    """A grey LeNet on 52x42 crops and a colour CNN on 32x32: each name's guesses are those the run
+    gives alone; with detect_face the one face box, and `face: null` + reason without a face."""
+    photo_with_face(images / "utk.jpg")
+    extra = ("detect_face=true",) if face else ()
+    named = json_rows(cnnexp("predict", f"run={{faces:{run},gender:{gender_run}}}", "image=images", "topk=3",
+                             "--json", *extra))
+    alone = {name: json_rows(cnnexp("predict", f"run={folder}", "image=images", "topk=3", "--json", *extra))
+             for name, folder in (("faces", run), ("gender", gender_run))}
+    assert list(named) == ["blank.png", "face.png", "pasted.jpg", "utk.jpg"]
+    found = [name for name in named if not face or alone["faces"][name]["face"] is not None]
+    assert found == (["pasted.jpg", "utk.jpg"] if face else list(named))
+    for image in found:
+        row = named[image]
+        assert list(row) == ["image", *(["face"] if face else []), "faces", "gender"]
+        for name in ("faces", "gender"):
+            assert row[name] == {"top": alone[name][image]["top"]}
+            assert row.get("face") == alone[name][image].get("face")
+    if face:
+        assert named["blank.png"] == {"image": "images/blank.png", "face": None, "reason": "no face found"}
+
+
+def test_named_runs_table(cnnexp, run, gender_run, images):
+    photo_with_face(images / "utk.jpg")
+    result = cnnexp("predict", f"run={{faces:{run},gender:{gender_run}}}", "image=images/*.*", "detect_face=true")
+    assert result.code == 0, result.err
+    header, *lines = result.out.splitlines()
+    assert header.split() == ["image", "face", "(x", "y", "w", "h)", "faces", "gender"]
+    rows = {line.split()[0]: line for line in lines}
+    assert "no face found" in rows["images/blank.png"] and "person_" not in rows["images/blank.png"]
+    assert "person_" in rows["images/utk.jpg"] and (" F 0." in rows["images/utk.jpg"] or " M 0." in rows["images/utk.jpg"])
+
+
+@pytest.mark.parametrize("named, image, message", [
+    ("{faces:RUN,gender:MISSING}", "images", "run.gender=MISSING is not a folder; give a train run folder such as "
+                                             "outputs/train/<run>"),
+    ("{faces:RUN,gender:RUN/checkpoints}", "images", "run.gender: RUN/checkpoints is not a cnnexp run folder "
+                                                     "(no config.yaml); give outputs/train/<run>"),
+    ("{}", "images", "run={} names no runs; give one run folder (run=outputs/train/<run>) or named runs"),
+    ("{a-b:RUN}", "images", "run.a-b: 'a-b' cannot name a run; use letters, digits and _ starting with a letter"),
+    ("{faces:RUN}", "olivetti", "image=olivetti checks one run; give run=<run folder>, or image files for named runs"),
+], ids=["missing", "not a run", "empty", "bad name", "olivetti"])
+def test_bad_named_runs_are_one_line_exit_2(cnnexp, run, images, named, image, message):
+    def paths(text: str) -> str:
+        return text.replace("RUN", str(run)).replace("MISSING", str(images.parent / "missing"))
+
+    result = cnnexp("predict", f"run={paths(named)}", f"image={image}")
+    assert result.code == 2 and result.out == "" and result.err.count("\n") == 1
+    assert result.err.startswith(f"error: {paths(message)}"), result.err
+
+
+def test_named_runs_unquoted_in_a_shell_get_the_quoting_hint(run, workdir):
+    """bash expands run={faces:<run>,gender:<run>} into two arguments; the last wins and is not a folder."""
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m cnnexp predict run={{faces:{run},gender:{run}}} image=x"],
+                          capture_output=True, text=True, timeout=120, cwd=workdir)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: run=gender:{run} is not a folder; quote named runs, 'run={{age:<run>,gender:<run>}}', "
+                           "or the shell expands the braces into two arguments\n")

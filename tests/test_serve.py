@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from cnnexp.cli import main
+from conftest import GENDER_RUN, photo_with_face, utkface_genders
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.serve.batcher import MicroBatcher
 
@@ -38,7 +39,7 @@ def free_port() -> int:
 class Server:
     """`cnnexp serve` in a subprocess; `statuses` are the /health answers seen while it started."""
 
-    def __init__(self, run: Path, log: Path, *overrides: str):
+    def __init__(self, run: Path | str, log: Path, *overrides: str):
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
         self.log_path = log
@@ -116,6 +117,15 @@ def images(tmp_path_factory):
     background.paste(Image.fromarray(FACES[123]).resize((w, h), Image.Resampling.BILINEAR), (x, y))
     background.save(folder / "pasted.jpg", quality=95)
     Image.new("RGB", (300, 200), (200, 200, 200)).save(folder / "blank.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gender_run(tmp_path_factory):
+    """A colour run of another input size and normalisation than `run`: 32x32 RGB UTKFace faces, F or M."""
+    root = utkface_genders(tmp_path_factory.mktemp("utkface") / "genders")
+    folder = tmp_path_factory.mktemp("runs") / "gender"
+    assert main(["train", *GENDER_RUN, f"dataset.root={root}", f"hydra.run.dir={folder}"]) == 0
     return folder
 
 
@@ -326,6 +336,87 @@ def test_bad_option_is_refused_before_listening(cnnexp, run, override, message):
     assert result.code == 2 and message in result.err
 
 
+# ---- named runs: run={faces:<run>,gender:<run>} ----------------------------------------------------
+UTK_AT = (220, 140)  # where photo_with_face pastes the 200x200 UTKFace face
+
+
+@pytest.fixture(scope="module")
+def photos(images):
+    """images/ plus utk.jpg, a real UTKFace face on a 640x480 background."""
+    photo_with_face(images / "utk.jpg", UTK_AT)
+    return images
+
+
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def runs_server(request, run, gender_run, tmp_path_factory):
+    """Two named runs (1x57x47 grey LeNet, 3x32x32 colour small CNN) behind one service, with faces."""
+    if request.param == "onnxruntime":
+        for folder in (run, gender_run):
+            if not (folder / "export" / "model.onnx").exists():
+                assert main(["export", f"run={folder}"]) == 0
+    started = Server(f"{{faces:{run},gender:{gender_run}}}", tmp_path_factory.mktemp("serve-runs") / "serve.log",
+                     "detect_face=true", "topk=3", f"backend={request.param}")
+    yield started
+    assert started.stop() == 0
+
+
+def test_named_runs_answer_as_each_run_alone(runs_server, run, gender_run, photos, capsys):
+    """One request, each photo answered by both runs: the face box and each run's guesses are those of
+    `cnnexp predict` with that run alone; a photo without a face gets face null and the reason."""
+    alone = {name: predict_json(folder, photos, "detect_face=true", "topk=3", capsys=capsys)
+             for name, folder in (("faces", run), ("gender", gender_run))}
+    names = ["utk.jpg", "pasted.jpg", "blank.png"]
+    status, answer = runs_server.predict([(name, (photos / name).read_bytes()) for name in names])
+    assert status == 200
+    utk, pasted, blank = answer["images"]
+    for row in (utk, pasted):
+        assert list(row) == ["image", "face", "faces", "gender"]
+        for name in ("faces", "gender"):
+            single = alone[name][row["image"]]
+            assert row["face"] == single["face"] and same_guesses(row[name]["top"], single["top"]), (name, row)
+            assert row[name]["batch"] == 2 and row[name]["model_ms"] > 0  # both photos in one pass per run
+    assert {g["label"] for g in utk["gender"]["top"]} == {"F", "M"}
+    x, y, w, h = utk["face"]
+    assert abs(x + w / 2 - (UTK_AT[0] + 100)) < 30 and abs(y + h / 2 - (UTK_AT[1] + 100)) < 30
+    assert blank == {"image": "blank.png", "face": None, "reason": "no face found"}
+
+
+def test_named_runs_info_lists_each_run(runs_server, run, gender_run):
+    status, info = runs_server.request("GET", "/info")
+    assert status == 200 and list(info) == ["runs"] and list(info["runs"]) == ["faces", "gender"]
+    faces, gender = info["runs"]["faces"], info["runs"]["gender"]
+    assert (faces["run"], faces["model"], faces["image_shape"]) == (str(run), "lenet", [1, 57, 47])
+    assert (gender["run"], gender["model"], gender["image_shape"]) == (str(gender_run), "small_cnn", [3, 32, 32])
+    assert gender["class_names"] == ["F", "M"] and gender["options"]["detect_face"] is True
+
+
+@pytest.mark.parametrize("named, message", [
+    ("{{faces:{run},gender:{missing}}}", "run.gender={missing} is not a folder; give a train run folder such as "
+                                         "outputs/train/<run>"),
+    ("{{faces:{missing},gender:{run}}}", "run.faces={missing} is not a folder; give a train run folder such as "
+                                         "outputs/train/<run>"),
+    ("{{faces:{run},gender:{empty}}}", "run.gender: {empty} is not a cnnexp run folder (no config.yaml); give "
+                                       "outputs/train/<run>"),
+], ids=["second", "first", "not a run"])
+def test_named_run_that_cannot_load_is_one_line_naming_its_key(run, tmp_path, named, message):
+    """The line is all the command prints (uvicorn never starts), exit 2."""
+    paths = {"run": run, "missing": tmp_path / "missing", "empty": tmp_path}
+    proc = subprocess.run([sys.executable, "-m", "cnnexp", "serve", f"run={named.format(**paths)}",
+                           f"port={free_port()}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (2, f"error: {message.format(**paths)}\n")
+
+
+@pytest.mark.parametrize("named, message", [
+    ("{}", "error: run={} names no runs; give one run folder (run=outputs/train/<run>) or named runs"),
+    ("{2nd:RUN}", "error: run.2nd: '2nd' cannot name a run; use letters, digits and _ starting with a letter"),
+    ("{face:RUN}", "error: run.face: 'face' cannot name a run;"),
+    ("[RUN,RUN]", "error: run= takes one run folder, or named runs as run={age:"),
+])
+def test_bad_named_runs_are_one_line(cnnexp, run, named, message):
+    result = cnnexp("serve", f"run={named.replace('RUN', str(run))}", f"port={free_port()}")
+    assert result.code == 2 and result.err.startswith(message) and result.err.count("\n") == 1, result.err
+
+
 # ---- the page in a real browser ------------------------------------------------------------------
 def test_page_in_headless_chromium(face_server, images, tmp_path):
     """Pick the pasted face in the page's file input; the page shows the guesses and the face box."""
@@ -351,6 +442,33 @@ def test_page_in_headless_chromium(face_server, images, tmp_path):
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("CNNEXP_SERVE_SCREENSHOT"):
         Path(os.environ["CNNEXP_SERVE_SCREENSHOT"]).write_bytes(screenshot.read_bytes())
+
+
+def test_page_shows_every_named_guess_and_the_face_box(runs_server, photos, tmp_path):
+    """Named runs on the page: a list of guesses under each run's name, and the face box on the photo."""
+    from cdp_browser import Chromium, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[dev]')")
+    status, served = runs_server.predict([("utk.jpg", (photos / "utk.jpg").read_bytes())])
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open(f"http://127.0.0.1:{runs_server.port}/")
+        browser.wait_for("document.querySelector('#info').textContent.startsWith('faces: model lenet')")
+        info = browser.evaluate("document.querySelector('#info').textContent")
+        browser.set_file("#file", photos / "utk.jpg")
+        browser.wait_for("document.querySelectorAll('#guesses li.run').length > 0")
+        shown = browser.evaluate("[...document.querySelectorAll('#guesses li.run')].map(run => [run.dataset.run, "
+                                 "[...run.querySelectorAll('li')].map(li => [li.querySelector('.label').textContent, "
+                                 "li.querySelector('.prob').textContent])])")
+        box_pixel = browser.evaluate(box_colour_script(served["images"][0]["face"]))
+        screenshot = browser.screenshot(tmp_path / "serve-runs.png")
+    assert "; gender: model small_cnn" in info and info.endswith("face detection on")
+    answer = served["images"][0]
+    assert shown == [[name, [[g["label"], f"{g['prob']:.4f}"] for g in answer[name]["top"]]] for name in ("faces", "gender")]
+    assert box_pixel == [46, 230, 107]
+    if os.environ.get("CNNEXP_SERVE_RUNS_SCREENSHOT"):
+        Path(os.environ["CNNEXP_SERVE_RUNS_SCREENSHOT"]).write_bytes(screenshot.read_bytes())
 
 
 def box_colour_script(face: list[int]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -25,55 +26,67 @@ main = app_main("predict", __name__)  # cnnexp predict ... -> this module's Hydr
 def run(cfg) -> None:
     from cnnexp.inference.open_run import open_run
     from cnnexp.inference.scoring import require_crops
+    from cnnexp.utils.runs import named_runs
 
+    runs = named_runs(cfg.run)
+    if runs is not None:
+        predict_files(cfg, *several_runs(cfg, runs))
+        return
     restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
     if cfg.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
     if str(cfg.image) == "olivetti":
         predict_olivetti(cfg, restored)
     else:
-        predict_files(cfg, restored)
+        predict_files(cfg, partial(read_file, cfg, restored), partial(classify_chunk, cfg, restored),
+                      partial(show_rows, cfg))
 
 
 # ---- image files ---------------------------------------------------------------------------------
-def predict_files(cfg, restored: Restored) -> None:
-    """Decode and classify BATCH files at a time; in a folder or glob, undecodable files are skipped
-    (each named on stderr, counted at the end); a single file that cannot be decoded is an error."""
+def predict_files(cfg, read, classify, show) -> None:
+    """Decode and classify BATCH files at a time (`read(path)`, `classify(chunk)` -> rows, `show(rows,
+    one_file)` when not --json); in a folder or glob, undecodable files are skipped (each named on stderr, counted
+    at the end); a single file that cannot be decoded is an error."""
     from cnnexp.inference.guesses import BATCH
     from cnnexp.inference.inputs import image_files
 
     files = image_files(cfg.image)
     rows, skipped = [], []
     for start in range(0, len(files), BATCH):
-        chunk = read_chunk(cfg, restored, files[start : start + BATCH], strict=len(files) == 1, skipped=skipped)
-        rows += classify_chunk(cfg, restored, chunk)
+        chunk = read_chunk(files[start : start + BATCH], read, strict=len(files) == 1, skipped=skipped)
+        for row in classify(chunk):
+            rows.append(row)
+            if cfg.json:
+                print(json.dumps(row), flush=True)
     if skipped:
         sys.stderr.write(f"skipped {len(skipped)} of {len(files)} files that could not be decoded\n")
     if not rows:
         raise UserError(f"none of the {len(files)} files in image={cfg.image} could be decoded as an image")
-    if cfg.json:
-        return
-    if len(files) == 1:
-        print_single(rows[0], cfg.detect_face)
-    else:
-        print_table(rows, cfg)
+    if not cfg.json:
+        show(rows, len(files) == 1)
 
 
-def read_chunk(cfg, restored: Restored, paths: list, strict: bool, skipped: list) -> list[tuple]:
-    """(path, uint8 C x H x W tensor or None when no face was found, face box or None) per readable file."""
-    from cnnexp.inference.inputs import UnreadableImage, load
+def read_chunk(paths: list, read, strict: bool, skipped: list) -> list[tuple]:
+    """(path, *read(path)) per readable file."""
+    from cnnexp.inference.inputs import UnreadableImage
 
     chunk = []
     for path in paths:
         try:
-            chunk.append((path, *load(path, restored.image_shape, restored.resize, cfg.detect_face, cfg.face_margin,
-                                      cfg.max_pixels)))
+            chunk.append((path, *read(path)))
         except UnreadableImage as exc:
             if strict:
                 raise
             skipped.append(path)
             sys.stderr.write(f"skipped: {exc}\n")
     return chunk
+
+
+def read_file(cfg, restored: Restored, path) -> tuple:
+    """(uint8 C x H x W tensor or None when no face was found, face box or None)."""
+    from cnnexp.inference.inputs import load
+
+    return load(path, restored.image_shape, restored.resize, cfg.detect_face, cfg.face_margin, cfg.max_pixels)
 
 
 def classify_chunk(cfg, restored: Restored, chunk: list) -> list[dict]:
@@ -93,9 +106,14 @@ def classify_chunk(cfg, restored: Restored, chunk: list) -> list[dict]:
         if cfg.detect_face:
             row["face"] = list(box) if box is not None else None
         rows.append(row)
-        if cfg.json:
-            print(json.dumps(row), flush=True)
     return rows
+
+
+def show_rows(cfg, rows: list[dict], one_file: bool) -> None:
+    if one_file:
+        print_single(rows[0], cfg.detect_face)
+    else:
+        print_table(rows, cfg)
 
 
 def print_single(row: dict, detect_face: bool) -> None:
@@ -128,6 +146,77 @@ def print_table(rows: list[dict], cfg) -> None:
             cells.append(" ".join(map(str, row["face"])) if row["face"] else "no face found")
         for guess in row["top"] or []:
             cells += [guess["label"], f"{guess['prob']:.2f}"]
+        table.add_row(*cells)
+    console().print(table)
+
+
+# ---- named runs: run={age:<run>,gender:<run>} ----------------------------------------------------
+def several_runs(cfg, runs: dict[str, str]) -> tuple:
+    """(read, classify, show) for named runs, every run opened first (a wrong one is one line naming its
+    key, before any image is read); each photo is decoded once and its face found once."""
+    opened = open_runs(cfg, runs)
+    return partial(read_photo, cfg, opened), partial(classify_photos, cfg, opened), partial(print_runs_table, cfg)
+
+
+def open_runs(cfg, runs: dict[str, str]) -> dict:
+    from cnnexp.inference.open_run import open_run
+    from cnnexp.inference.scoring import require_crops
+    from cnnexp.utils.runs import about_run
+
+    opened = {}
+    for name, folder in runs.items():
+        with about_run(name):
+            opened[name] = open_run(folder, None, cfg.which, cfg.device, resize=cfg.resize, probe=True)
+            if cfg.tencrop:
+                require_crops(opened[name].pipeline, opened[name].image_shape)
+    return opened
+
+
+def read_photo(cfg, opened: dict, path) -> tuple:
+    """(face box or None, {name: input} or None when no face was found)."""
+    from cnnexp.inference.inputs import decode
+    from cnnexp.inference.several import decode_channels, photo_inputs
+
+    image = decode(path, decode_channels(opened), cfg.max_pixels)
+    return photo_inputs(image, opened, cfg.detect_face, cfg.face_margin)
+
+
+def classify_photos(cfg, opened: dict, chunk: list) -> list[dict]:
+    """One answer per photo (`photo_answer`): each run scores its inputs of the chunk in one pass."""
+    import torch
+
+    from cnnexp.inference.guesses import class_probs, top_guesses
+    from cnnexp.inference.several import photo_answer
+
+    found = [i for i, (_, _, inputs) in enumerate(chunk) if inputs is not None]
+    guesses = {i: {} for i in found}
+    for name, restored in opened.items():
+        if found:
+            images = torch.stack([chunk[i][2][name] for i in found])
+            probs = class_probs(restored, images, cfg.tencrop, bool(cfg.tencrop_mirror))
+            for i, top in zip(found, top_guesses(probs, restored.class_names, cfg.topk)):
+                guesses[i][name] = {"top": top}
+    return [photo_answer(str(path), box, cfg.detect_face, guesses.get(i)) for i, (path, box, _) in enumerate(chunk)]
+
+
+def print_runs_table(cfg, rows: list[dict], one_file: bool) -> None:
+    """image, face box (with detect_face), then each run's guesses as `label prob` by rank."""
+    from cnnexp.inference.reports import console
+    from cnnexp.utils.runs import named_runs
+
+    names = list(named_runs(cfg.run))
+    table = Table(box=None, pad_edge=False)
+    table.add_column("image", overflow="fold")
+    if cfg.detect_face:
+        table.add_column("face (x y w h)")
+    for name in names:
+        table.add_column(name)
+    for row in rows:
+        cells = [row["image"]]
+        if cfg.detect_face:
+            cells.append(" ".join(map(str, row["face"])) if row["face"] else row["reason"])
+        cells += [", ".join(f"{g['label']} {g['prob']:.2f}" for g in row[name]["top"]) if name in row else ""
+                  for name in names]
         table.add_row(*cells)
     console().print(table)
 

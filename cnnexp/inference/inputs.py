@@ -99,9 +99,21 @@ def load(path: Path, shape: tuple[int, int, int], resize: str, detect_face: bool
 
 def prepare(image: Image.Image, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float):
     """A decoded image -> (uint8 C x H x W tensor or None when no face was found, face box or None)."""
-    if not detect_face:
-        return fit(image, shape[1:], resize), None
-    box = largest_face(np.asarray(image.convert("L")))
-    if box is None:
+    box = find_face(image) if detect_face else None
+    if detect_face and box is None:
         return None, None
-    return fit(image.crop(face_window(box, image.size, shape[1:], margin)), shape[1:], resize), box
+    return fit_face(image, box, shape, resize, margin), box
+
+
+def find_face(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the largest face in a decoded image (found in its grey version), or None."""
+    return largest_face(np.asarray(image.convert("L")))
+
+
+def fit_face(image: Image.Image, box, shape: tuple[int, int, int], resize: str, margin: float) -> torch.Tensor:
+    """A decoded image in a run's channels (grey or RGB, as decoding to them directly gives), cropped to
+    the face window around `box` (None: the whole image) and brought to the run's size."""
+    image = images.in_mode(image, "L" if shape[0] == 1 else "RGB")
+    if box is not None:
+        image = image.crop(face_window(box, image.size, shape[1:], margin))
+    return fit(image, shape[1:], resize)

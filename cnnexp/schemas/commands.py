@@ -1,6 +1,7 @@
 """The schemas of the commands that read runs or files (eval, predict, serve, features, probe, viz, the
 data tools, sweep summarize), with their range checks beside the fields."""
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -71,7 +72,9 @@ class EvalSchema(RunChoice, Checked):
 
 @dataclass
 class GuessSchema(RunChoice, Checked):
-    """What predict and serve share: the run to load and how its guesses for an image are made."""
+    """What predict and serve share: the run to load and how its guesses for an image are made. `run`
+    is one run folder, or named runs (`run={age:<run>,gender:<run>}`) answering together for each photo."""
+    run: Any = MISSING  # a run folder (str), or {name: run folder}
     topk: int = MISSING
     tencrop: bool = MISSING
     tencrop_mirror: bool = MISSING
@@ -82,11 +85,36 @@ class GuessSchema(RunChoice, Checked):
     device: DeviceSchema = field(default_factory=DeviceSchema)
 
     def check(self) -> None:
+        check_run_names(self.run, self.checkpoint)
         at_least("topk", self.topk, 1)
         if self.resize not in (None, *RESIZES):
             raise UserError(f"resize={self.resize} is not one of: {', '.join(RESIZES)}, null (the run's dataset.resize)")
         at_least("face_margin", self.face_margin, 0, integer=False)
         positive("max_pixels", self.max_pixels, integer=True)
+
+
+RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # a named run's key in run={...}: a JSON key beside image and face
+RESERVED_NAMES = ("image", "face", "reason", "top", "model_ms", "batch")  # the keys of an answer of one run or several
+NAMED_RUNS_EXAMPLE = "run={age:outputs/train/<run>,gender:outputs/train/<run>}"
+
+
+def check_run_names(run, checkpoint) -> None:
+    """run= is one run folder, or a non-empty dict whose keys are names and whose values are run folders."""
+    if isinstance(run, list):
+        raise UserError(f"run= takes one run folder, or named runs as {NAMED_RUNS_EXAMPLE}; not a list")
+    if not isinstance(run, dict):
+        return
+    if not run:
+        raise UserError(f"run={{}} names no runs; give one run folder (run=outputs/train/<run>) or named runs "
+                        f"({NAMED_RUNS_EXAMPLE})")
+    for name, folder in run.items():
+        if not RUN_NAME.fullmatch(str(name)) or name in RESERVED_NAMES:
+            raise UserError(f"run.{name}: '{name}' cannot name a run; use letters, digits and _ starting with a "
+                            f"letter, other than {', '.join(RESERVED_NAMES)} (e.g. {NAMED_RUNS_EXAMPLE})")
+        if not isinstance(folder, (str, int, float)) or isinstance(folder, bool):
+            raise UserError(f"run.{name}={folder} is not a run folder; give its path, e.g. {NAMED_RUNS_EXAMPLE}")
+    if checkpoint is not None:
+        raise UserError("checkpoint= applies to one run; with named runs give each run's folder in run={...}")
 
 
 @dataclass
@@ -98,6 +126,8 @@ class PredictSchema(GuessSchema):
         if self.image is None:
             raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
         super().check()
+        if isinstance(self.run, dict) and str(self.image) == "olivetti":
+            raise UserError("image=olivetti checks one run; give run=<run folder>, or image files for named runs")
 
 
 @dataclass
@@ -116,6 +146,9 @@ class ServeSchema(GuessSchema):
     def check(self) -> None:
         super().check()
         one_of("backend", self.backend, BACKENDS)
+        if isinstance(self.run, dict) and self.onnx is not None:
+            raise UserError("onnx= names one run's file; with named runs each run's export/model.onnx is used "
+                            "(run `cnnexp export run=<run>` for each)")
         positive("max_batch", self.max_batch, integer=True)
         positive("max_wait_ms", self.max_wait_ms, integer=False, or_zero=True)
         positive("max_upload_mb", self.max_upload_mb, integer=False)

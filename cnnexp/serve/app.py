@@ -21,6 +21,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from cnnexp.serve.batcher import MicroBatcher
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.runs import named_runs
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log: one format for its lines and ours
 FIELD = "image"  # the multipart field that holds the photos
@@ -29,12 +30,14 @@ INLINE_DECODE_BYTES = 64 * 1024  # smaller uploads are decoded on the event loop
 
 
 class Service:
-    """What the routes share: the options, and the model and batcher once loaded (or why loading failed)."""
+    """What the routes share: the options, and the model and batchers once loaded (or why loading failed).
+    Named runs (`run={age:<run>,gender:<run>}`) have a batcher each; one run has its batcher under None."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.model = None
-        self.batcher: MicroBatcher | None = None
+        self.several = named_runs(cfg.run) is not None
+        self.model = None  # ServedModel, or ServedRuns for named runs
+        self.batchers: dict[str | None, MicroBatcher] = {}
         self.failure: BaseException | None = None
         self.tasks: list[asyncio.Task] = []
 
@@ -53,11 +56,13 @@ class Service:
         # collection that walks them all takes 100-200 ms, a pause that would land on requests' latency.
         gc.collect()
         gc.freeze()
-        self.batcher = MicroBatcher(self.model.classify, int(self.cfg.max_batch), float(self.cfg.max_wait_ms) / 1000)
-        self.tasks.append(asyncio.create_task(self.batcher.run()))
-        info = self.model.info()
-        log.info("loaded %s (%s, %s, %d CPU threads): ready on /predict", info["checkpoint"], info["model"],
-                 info["device"], info["threads"])
+        served = self.model.models if self.several else {None: self.model}
+        for name, model in served.items():
+            self.batchers[name] = MicroBatcher(model.classify, int(self.cfg.max_batch), float(self.cfg.max_wait_ms) / 1000)
+            self.tasks.append(asyncio.create_task(self.batchers[name].run()))
+            info = model.info()
+            log.info("loaded %s%s (%s, %s, %d CPU threads): ready on /predict", f"run.{name}: " if name else "",
+                     info["checkpoint"], info["model"], info["device"], info["threads"])
 
     def require_model(self):
         if self.model is None:
@@ -68,14 +73,15 @@ class Service:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.batcher is not None:
-            self.batcher.close()
+        for batcher in self.batchers.values():
+            batcher.close()
 
 
 def load_model(cfg):
-    from cnnexp.serve.model import ServedModel
+    from cnnexp.serve.model import ServedModel, ServedRuns
 
-    return ServedModel(cfg)
+    runs = named_runs(cfg.run)
+    return ServedModel(cfg) if runs is None else ServedRuns(cfg, runs)
 
 
 def create_app(cfg, load_first: bool = False) -> FastAPI:
@@ -122,18 +128,19 @@ def create_app(cfg, load_first: bool = False) -> FastAPI:
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
-        model, batcher = service.require_model(), service.batcher
+        model = service.require_model()
         uploads = await read_images(request, limit, timeout)
         prepared = [await decode(model, data, name) for name, data in uploads]
-        answers = await asyncio.gather(*(answer(batcher, name, tensor, box, detect_face)
-                                         for (name, _), (tensor, box) in zip(uploads, prepared)))
+        respond = answer_runs if service.several else answer
+        answers = await asyncio.gather(*(respond(service.batchers, name, item, detect_face)
+                                         for (name, _), item in zip(uploads, prepared)))
         return JSONResponse({"images": list(answers)})
 
     return app
 
 
 async def decode(model, data: bytes, name: str):
-    """(tensor or None, face box or None); a large upload (a camera photo) is decoded on a thread so
+    """What `model.prepare` makes of an upload (one run: tensor or None, face box or None); a large upload (a camera photo) is decoded on a thread so
     the event loop goes on serving, a small one here (a thread hop would cost more than the decoding)."""
     from cnnexp.inference.inputs import UnreadableImage
 
@@ -145,17 +152,32 @@ async def decode(model, data: bytes, name: str):
         raise HTTPException(exc.status, str(exc)) from exc
 
 
-async def answer(batcher: MicroBatcher, name: str, tensor, box, detect_face: bool) -> dict:
-    """One image's answer: {"image", "top", "face" (with detect_face), "model_ms", "batch"}."""
+async def answer(batchers: dict, name: str, prepared, detect_face: bool) -> dict:
+    """One image's answer from one run: {"image", "top", "face" (with detect_face), "model_ms", "batch"}."""
+    tensor, box = prepared
     row = {"image": name, "top": None}
     if detect_face:
         row["face"] = [int(v) for v in box] if box is not None else None
     if tensor is None:
         row["reason"] = "no face found"
         return row
-    row["top"], seconds, batch_size = await batcher.submit(tensor)
+    row["top"], seconds, batch_size = await batchers[None].submit(tensor)
     row |= {"model_ms": round(seconds * 1000, 3), "batch": batch_size}
     return row
+
+
+async def answer_runs(batchers: dict, name: str, prepared, detect_face: bool) -> dict:
+    """One photo's answer from named runs (`photo_answer`): {"image", "face" (with detect_face), and per
+    run {"top", "model_ms", "batch"}}; every run's batcher takes its input at once."""
+    from cnnexp.inference.several import photo_answer
+
+    box, inputs = prepared
+    if inputs is None:
+        return photo_answer(name, box, detect_face, None)
+    results = await asyncio.gather(*(batchers[run].submit(tensor) for run, tensor in inputs.items()))
+    guesses = {run: {"top": top, "model_ms": round(seconds * 1000, 3), "batch": batch_size}
+               for run, (top, seconds, batch_size) in zip(inputs, results)}
+    return photo_answer(name, box, detect_face, guesses)
 
 
 async def read_images(request: Request, limit: int, timeout: float) -> list[tuple[str, bytes]]:

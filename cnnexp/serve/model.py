@@ -1,5 +1,6 @@
 """The served model: a restored run, decoding uploads as `cnnexp predict` decodes files, and the same
-scoring (`inference.guesses`), so the service answers the numbers `predict` prints."""
+scoring (`inference.guesses`), so the service answers the numbers `predict` prints; or several named
+runs (`run={age:<run>,gender:<run>}`), each a ServedModel, answering together for each photo."""
 
 import json
 import os
@@ -13,16 +14,19 @@ from cnnexp.inference.guesses import class_probs, top_guesses
 from cnnexp.inference.inputs import decode_upload, prepare
 from cnnexp.inference.open_run import open_run
 from cnnexp.inference.scoring import require_crops
+from cnnexp.inference.several import decode_channels, photo_inputs
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import exported_onnx
+from cnnexp.utils.runs import about_run, exported_onnx
 
 
 class ServedModel:
-    def __init__(self, cfg):
+    def __init__(self, cfg, run=None):
+        """`run`: one of the named runs; None: `run=` (with `checkpoint=`)."""
         set_threads(threads_per_worker(cfg))
-        self.restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
+        self.run, checkpoint = (cfg.run, cfg.checkpoint) if run is None else (run, None)
+        self.restored = open_run(self.run, checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
         if cfg.backend == "onnxruntime":
-            self.restored.model = onnx_model(cfg, self.restored)
+            self.restored.model = onnx_model(cfg, self.restored, self.run, checkpoint)
         if cfg.tencrop:
             require_crops(self.restored.pipeline, self.restored.image_shape)
         self.cfg = cfg
@@ -45,7 +49,7 @@ class ServedModel:
 
     def info(self) -> dict:
         restored, cfg = self.restored, self.cfg
-        run = Path(str(cfg.run)).expanduser().resolve() if cfg.run is not None else None
+        run = Path(str(self.run)).expanduser().resolve() if self.run is not None else None
         return {
             "run": str(run) if run else None,
             "checkpoint": str(restored.checkpoint_path.resolve()),
@@ -65,17 +69,39 @@ class ServedModel:
         }
 
 
-def onnx_model(cfg, restored):
+class ServedRuns:
+    """Named runs behind one service: each a ServedModel (its own input, scoring and batcher); a photo is
+    decoded once, in colour when any run takes colour, and its face found once (`inference.several`)."""
+
+    def __init__(self, cfg, runs: dict[str, str]):
+        self.models = {}
+        for name, run in runs.items():
+            with about_run(name):
+                self.models[name] = ServedModel(cfg, run)
+        self.restored = {name: model.restored for name, model in self.models.items()}
+        self.cfg, self.channels = cfg, decode_channels(self.restored)
+        self.detect_face, self.face_margin = bool(cfg.detect_face), float(cfg.face_margin)
+
+    def prepare(self, data: bytes, name: str):
+        """(face box or None, {name: input} or None when no face was found); UnreadableImage if undecodable."""
+        image = decode_upload(data, name, self.channels, self.cfg.max_pixels)
+        return photo_inputs(image, self.restored, self.detect_face, self.face_margin)
+
+    def info(self) -> dict:
+        return {"runs": {name: model.info() for name, model in self.models.items()}}
+
+
+def onnx_model(cfg, restored, run, checkpoint):
     """The run's exported ONNX file on ONNX Runtime, after checking that its JSON describes this run's
     classes and input."""
     from cnnexp.export.runtime import OnnxModel
 
-    path = exported_onnx(cfg.run, cfg.checkpoint, cfg.onnx)
+    path = exported_onnx(run, checkpoint, cfg.onnx)
     meta = json.loads(path.with_suffix(".json").read_text())
     expected = list(restored.pipeline.augmentation.out_shape)
     if meta.get("class_names") != restored.class_names or meta.get("input_shape") != expected:
         raise UserError(f"{path} was exported from another model (its classes or input shape differ from this "
-                        f"run's); export this run again with `cnnexp export run={cfg.run}`")
+                        f"run's); export this run again with `cnnexp export run={run}`")
     return OnnxModel(path, threads_per_worker(cfg))
 
 

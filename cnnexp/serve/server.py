@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from cnnexp.serve.app import create_app
 from cnnexp.serve.protocol import HeaderDeadlineProtocol
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import checkpoint_path, exported_onnx
+from cnnexp.utils.runs import about_run, checkpoint_path, exported_onnx, named_runs
 
 CONFIG_ENV = "CNNEXP_SERVE_CONFIG"  # the resolved config, for worker processes started by uvicorn
 GRACE_S = 30  # longest wait for requests in flight after a stop signal
@@ -38,9 +38,7 @@ class GracefulServer(uvicorn.Server):
 
 
 def serve(cfg) -> None:
-    checkpoint_path(cfg.run, cfg.checkpoint, cfg.which)  # a wrong run= is one line before the port is taken
-    if cfg.backend == "onnxruntime":
-        exported_onnx(cfg.run, cfg.checkpoint, cfg.onnx)
+    check_runs(cfg)
     HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
                     lifespan="on", access_log=bool(cfg.access_log), http=HeaderDeadlineProtocol)
@@ -52,6 +50,23 @@ def serve(cfg) -> None:
     GracefulServer(uvicorn.Config(app, **settings)).run(sockets=[sock])
     if app.state.service.failure is not None:
         raise app.state.service.failure
+
+
+def check_runs(cfg) -> None:
+    """A wrong run= (or one of named runs, named by its key) is one line before the port is taken."""
+    runs = named_runs(cfg.run)
+    if runs is None:
+        check_run(cfg, cfg.run, cfg.checkpoint)
+        return
+    for name, run in runs.items():
+        with about_run(name):
+            check_run(cfg, run, None)
+
+
+def check_run(cfg, run, checkpoint) -> None:
+    checkpoint_path(run, checkpoint, cfg.which)
+    if cfg.backend == "onnxruntime":
+        exported_onnx(run, checkpoint, cfg.onnx)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -2,6 +2,8 @@
 config and checkpoints (no torch import, so commands can check a `run=` before anything heavy)."""
 
 import json
+import re
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from omegaconf import OmegaConf
 from cnnexp.utils.errors import UserError
 
 _CLAIMED: set[str] = set()
+SPLIT_NAMED_RUN = re.compile(r"[A-Za-z][A-Za-z0-9_]+:")  # run=age:<run>: the shell split run={age:<run>,gender:<run>}
 PROBE_FILE = "probe.h5"  # what makes a folder a probe run (`cnnexp probe`): features' network + a linear probe
 
 
@@ -121,6 +124,9 @@ def checkpoint_path(run, checkpoint, which: str) -> Path:
     if run is not None:
         folder = Path(str(run)).expanduser()
         if not folder.is_dir():
+            if SPLIT_NAMED_RUN.match(str(run)):
+                raise UserError(f"run={run} is not a folder; quote named runs, 'run={{age:<run>,gender:<run>}}', "
+                                "or the shell expands the braces into two arguments")
             raise UserError(f"run={run} is not a folder; give a train run folder such as outputs/train/<run>")
         load_run_config(folder)  # a clear error for a folder that is not a run
     if which not in ("best", "last"):
@@ -140,3 +146,22 @@ def exported_onnx(run, checkpoint, given) -> Path:
         raise UserError(f"backend=onnxruntime needs {path} and its JSON; run `cnnexp export run={run}` first "
                         "(or give onnx=<file>)")
     return path
+
+
+def named_runs(run) -> dict[str, str] | None:
+    """{name: run folder} for `run={name:<run>,...}` (the schema checked the names), None for one run."""
+    if not hasattr(run, "items"):
+        return None
+    return {str(name): str(folder) for name, folder in run.items()}
+
+
+@contextmanager
+def about_run(name: str):
+    """A one-line error inside the block names the run it is about: `run.age=<folder> is not a folder...`
+    for a message about `run=`, else `run.age: <message>`."""
+    try:
+        yield
+    except UserError as exc:
+        message = str(exc)
+        named = message.replace("run=", f"run.{name}=", 1) if message.startswith("run=") else f"run.{name}: {message}"
+        raise UserError(named) from exc

@@ -342,6 +342,7 @@ ERROR_EXAMPLES = [
     ["train", "trainer.epoch=3"], ["train", "trainer.epochs=abc"], ["train", "trainer.epochs=0"],
     ["train", "optimizer.lr=-0.1"], ["train", "device.precision=fp8"], ["train", "trainer.resume=/no/such/run"],
     ["eval", "split=holdout"], ["eval", "run=/no/such/run"], ["predict", "run=/no/such/run", "image=face.png"],
+    ["predict", "run={}", "image=face.png"], ["serve", "run={age:/no/such/run,gender:/no/such/run2}"],
     ["serve", "port=-1"], ["sweep", "seeds=0"], ["viz", "sparkles"], ["data", "unpack"], ["frobnicate"],
 ]
 
