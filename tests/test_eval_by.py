@@ -118,7 +118,8 @@ def test_values_in_class_order_or_natural_order():
 def test_require_field_names_the_fields_there_are():
     fields = {"race": ["White"], "gender": ["F"]}
     assert require_field(fields, "race") == ["White"]
-    with pytest.raises(UserError, match=r"^by=ethnicity: the dataset has no field 'ethnicity'; use one of: gender, race$"):
+    unknown = r"^by=ethnicity: the dataset has no field 'ethnicity'; use one of: gender, race$"
+    with pytest.raises(UserError, match=unknown):
         require_field(fields, "ethnicity")
     with pytest.raises(UserError, match="^by=race: this dataset has no fields"):
         require_field({}, "race")

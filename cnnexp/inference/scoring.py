@@ -99,7 +99,7 @@ def per_class(matrix: torch.Tensor, names: list[str]) -> list[dict]:
 
 # ---------------------------------------------------------------- ordered classes and subgroups
 
-UNCERTAIN_BELOW = 30  # a subgroup with fewer images than this gets an uncertain mark: its accuracy can swing by 10+ points
+UNCERTAIN_BELOW = 30  # a subgroup with fewer images is marked uncertain: its accuracy can swing by 10+ points
 
 
 def one_off(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -164,11 +164,13 @@ def gap(rows: list[dict], metric: str = "accuracy") -> dict | None:
     if len(rows) < 2:
         return None
     steady = [r for r in rows if not r["uncertain"]]
-    compared = steady if len(steady) >= 2 else rows
+    if len(steady) >= 2:
+        compared, left_out = steady, [r["value"] for r in rows if r["uncertain"]]
+    else:
+        compared, left_out = rows, []
     best = max(compared, key=lambda r: (r[metric], r["n"]))
     worst = min(compared, key=lambda r: (r[metric], -r["n"]))
     return {"metric": metric, "best": best["value"], "best_value": best[metric], "best_n": best["n"],
             "worst": worst["value"], "worst_value": worst[metric], "worst_n": worst["n"],
-            "points": 100 * (best[metric] - worst[metric]),
-            "left_out": [r["value"] for r in rows if r not in compared], "uncertain": compared is rows and
-            len(steady) < len(rows)}
+            "points": 100 * (best[metric] - worst[metric]), "left_out": left_out,
+            "uncertain": any(r["uncertain"] for r in compared)}
