@@ -78,6 +78,10 @@ CASES = [
     (("eval", "run={run}", "checkpoint={truncated}"), "truncated.pt"),
     (("eval", "run={run}", "eval.max_images=many"), "eval.max_images=many"),
     (("eval", "run={run}", "nope=1"), "unknown key 'nope'"),
+    (("eval", "run={run}", "dataset.limt=1"), "unknown key 'dataset.limt'; did you mean dataset.limit?"),
+    (("eval", "run={run}", "+trainer.batch_sise=1"), "+trainer.batch_sise=1 adds a key that no part of cnnexp reads"),
+    (("eval", "run={run}", "+dataset.per_persn=[8,1,1]"),
+     "dataset.per_persn: the run's dataset (olivetti) has no key 'per_persn'; did you mean dataset.per_person?"),
     (("eval", "run={run}", "by=race"), "by=race: this dataset has no fields to break the results down by"),
     (("eval", "run={run}", "by=[race,gender]"), "by=[race,gender]"),
     # predict

@@ -1,6 +1,7 @@
 """Typed configs: the model configs made from the factories' signatures, and what the schemas refuse."""
 
 import dataclasses
+import re
 import typing
 
 from omegaconf import OmegaConf
@@ -108,3 +109,40 @@ def test_a_saved_config_from_before_a_key_existed_is_upgraded():
     assert config.optimizer.head_lr_mult == 1.0 and config.scheduler.warmup_epochs == 0
     assert config.trainer.label_smoothing == 0.0 and config.device.precision == "fp32" and config.model.freeze == []
     assert typed(OmegaConf.merge(OmegaConf.structured(TrainSchema), config)).trainer.label_smoothing == 0.0
+
+
+# ---- keys a user adds or mistypes (cnnexp/schemas/keys.py) -------------------------------------------
+@pytest.mark.parametrize("overrides", [
+    ("+optimizer.momentum=0.9",),  # a constructor argument of torch.optim.SGD
+    ("scheduler=step", "+scheduler.last_epoch=-1"),
+    ("dataset=utkface", "dataset.root=/faces", "dataset.target=age", "++dataset.bins=null"),
+    ("dataset=table", "dataset.file=/t.csv", "dataset.fields=[age]", "dataset.path='{user_id}/{face_id}'"),
+    ("dataset=folder", "dataset.root=/photos", "dataset.size=[32,48]"),
+    ("dataset.name=agebins", "+dataset.fields=false"),  # a source without a YAML in conf/dataset takes any key
+])
+def test_keys_a_source_or_constructor_reads_compose(overrides):
+    from cnnexp.config.app import check_composes
+
+    check_composes("train", list(overrides))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("dataset=folder", "+dataset.pattern=x"), "+dataset.pattern=x adds a key that no part of cnnexp reads"),
+    (("dataset=utkface", "+dataset.traget=age"), "did you mean dataset.target=age?"),
+    (("+device.thread=2",), "did you mean device.threads=2?"),
+    (("+sed=1",), "did you mean seed=1?"),
+])
+def test_a_key_nothing_reads_is_refused(overrides, message):
+    from cnnexp.config.app import check_composes
+    from cnnexp.utils.errors import UserError
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_composes("train", list(overrides))
+
+
+def test_every_experiment_composes_with_the_key_checks():
+    from cnnexp.config.app import check_composes
+    from cnnexp.config.compose import conf_dir
+
+    for path in sorted((conf_dir() / "experiment").glob("*.yaml")):
+        check_composes("train", [f"experiment={path.stem}"])

@@ -273,13 +273,15 @@ def test_joblib_launcher_gives_the_same_numbers(cnnexp, workdir):
     (("seeds=0",), "seeds=0 must be an integer >= 1"),
     (("seeds=2", "seed=1,2"), "give either seeds=N or seed=..., not both"),
     (("sweep.metric=accuracy",), "sweep.metric='accuracy' is not a run metric; choose one of: test_error"),
-    (("trainer.epoch=1,2",), "unknown key 'trainer.epoch'"),
+    (("trainer.epoch=1,2",), "unknown key 'trainer.epoch'; did you mean trainer.epochs?"),
+    (("+trainer.epoch=1,2",), "+trainer.epoch=1 adds a key that no part of cnnexp reads; did you mean trainer.epochs=1?"),
     (("model=lenet,nope",), "unknown model 'nope'"),
     (("optimizer.lr=interval(0.1,1)",), "only lists (a,b,c), choice() and range() can be swept"),
     (("sweep.dir=/etc/passwd",), "sweep.dir=/etc/passwd is a file"),
     (("hydra.sweep.dir=x",), "the sweep folder is set with sweep.dir=<folder>, not hydra.sweep.dir"),
     (("summarize",), "dir=None is not a folder"),
     (("summarize", "dir=missing"), "dir=missing is not a folder"),
+    (("summarize", "dri=x"), "unknown key 'dri'; did you mean dir?"),
     (("summarize", "dir=."), "holds no run folders"),
 ])
 def test_bad_input_is_one_line_exit_2(cnnexp, workdir, args, message):

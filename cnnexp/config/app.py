@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
 from cnnexp.schemas import typed
+from cnnexp.schemas.keys import check_added
 from cnnexp.utils.allocator import keep_freed_memory
 from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
@@ -21,8 +22,11 @@ DEBUG = "CNNEXP_DEBUG"
 
 def check_composes(config_name: str, args: list[str], check=None):
     """Compose once up front so a bad override or value is a one-line error before anything is written:
-    the config made typed (the schemas' range checks), or `check(cfg)`, the command's own way to do that."""
-    cfg = compose_config(config_name, [a for a in args if not a.startswith("hydra")])
+    the config made typed (the schemas' range checks), or `check(cfg)`, the command's own way to do that;
+    a `+key=...` that adds a key nothing reads is refused."""
+    overrides = [a for a in args if not a.startswith("hydra")]
+    cfg = compose_config(config_name, overrides)
+    check_added(cfg, overrides, config_name)
     (check or typed)(cfg)
     return cfg
 
@@ -47,7 +51,9 @@ def guarded(run, cfg):
     out = Path(HydraConfig.get().runtime.output_dir)
     keep_freed_memory()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
     try:
-        typed(cfg)  # a job of a multirun (not composed up front) meets the range checks here
+        # a job of a multirun (not composed up front) meets the checks here
+        check_added(cfg, HydraConfig.get().overrides.task, HydraConfig.get().job.config_name)
+        typed(cfg)
         return run(cfg)
     except Interrupted as exc:  # saved and stopped on a signal: a sweep stops too, and is continued by re-running it
         if multirun:

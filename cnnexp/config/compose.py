@@ -25,12 +25,28 @@ def one_line(exc: Exception) -> str:
     if text.startswith("Error parsing override '"):
         arg = text.split("'")[1]
         return f"cannot read '{arg}': expected key=value (or group=choice); quote values with spaces or commas"
-    if text.startswith("Could not override '"):
-        key = text.split("'")[1]
-        return f"unknown key '{key}'; `cnnexp <command> --help` lists the keys (add a new one with +{key}=...)"
+    if unknown_override(exc):
+        return f"unknown key '{unknown_override(exc)}'; `cnnexp <command> --help` lists the keys"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
         ("full_key", "object_type", "reference_type", "Config search path", "provider", "path", "schema"))]
     return "; ".join(lines[:3]) or exc.__class__.__name__
+
+
+def unknown_override(exc: Exception) -> str | None:
+    """The key of an override Hydra could not apply because the config has no such key."""
+    text = str(exc)
+    return text.split("'")[1] if text.startswith("Could not override '") else None
+
+
+def known_keys(config_name: str, overrides: list[str], without: str) -> list[str]:
+    """The keys of the config composed without the override of key `without` (none if that fails too)."""
+    from cnnexp.schemas.keys import flat_keys
+
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != without]
+    try:
+        return flat_keys(compose_config(config_name, rest))
+    except UserError:
+        return []
 
 
 def compose_config(config_name: str, overrides: list[str]):
@@ -39,10 +55,15 @@ def compose_config(config_name: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from cnnexp.schemas.keys import command_line, unknown_key
+
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             return compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(one_line(exc).replace("<command>", config_name)) from exc
+        key = unknown_override(exc)
+        if key:
+            raise UserError(unknown_key(key, known_keys(config_name, overrides, key), config_name)) from exc
+        raise UserError(one_line(exc).replace("<command>", command_line(config_name))) from exc
 
 

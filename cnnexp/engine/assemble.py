@@ -24,6 +24,7 @@ from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import FreezeReport, apply_freeze, parameter_groups
 from cnnexp.models.weights import LoadReport, choose_normalization, start_weights
 from cnnexp.schemas import upgrade
+from cnnexp.schemas.keys import check_dataset_keys
 from cnnexp.utils.checkpoint import Checkpoint
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import load_run_config
@@ -102,7 +103,8 @@ def load_trained(run, path: Path, dataset_overrides: dict | None = None) -> tupl
 
 
 def apply_dataset_overrides(config: DictConfig, overrides: dict) -> None:
-    """`{"root": "../data"}` -> config.dataset.root, adding keys the saved config lacks."""
+    """`{"root": "../data"}` -> config.dataset.root, adding keys the saved config lacks (those its source reads)."""
+    check_dataset_keys(config.dataset, [key for key in overrides if key.split(".", 1)[0] not in config.dataset])
     with open_dict(config):
         for key, value in overrides.items():
             OmegaConf.update(config, f"dataset.{key}", value, merge=False, force_add=True)
