@@ -103,7 +103,8 @@ def test_eval_reads_a_data_parallel_run_like_any_other(runs):
 
 
 def test_the_step_loop_reads_the_loss_every_log_every_steps(tmp_path, monkeypatch):
-    """One device-to-host read per trainer.log_every steps (and at evaluations and epoch ends), yet
+    """One device-to-host read per trainer.log_every steps (and at evaluations and epoch ends, and at the
+    run's first step for the progress bar), yet
     every step's loss is logged and checked, with its own step number."""
     from cnnexp.config.compose import compose_config
     from cnnexp.data import create_dataset
@@ -123,7 +124,7 @@ def test_the_step_loop_reads_the_loss_every_log_every_steps(tmp_path, monkeypatc
     track = trainer._track_loss
     trainer._track_loss = lambda value, epoch, step: logged.append(step) or track(value, epoch, step)
     trainer.fit()
-    assert reads == [4, 2, 4, 2]  # 6 steps an epoch: a read after 4 steps, the rest at the epoch's end
+    assert reads == [1, 4, 1, 4, 2]  # 6 steps an epoch: the first step, then every 4 steps, the rest at the end
     assert logged == list(range(1, 13))
 
 

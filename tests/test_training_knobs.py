@@ -2,6 +2,9 @@
 warm-up, no weight decay on biases and norm layers, and a model with several convs a stage."""
 
 import copy
+import io
+import math
+import re
 
 import pytest
 import torch
@@ -206,3 +209,19 @@ def test_header_says_what_training_does_whatever_the_choices_are_called(cnnexp, 
     assert "label smoothing 0.1 EMA 0.9" in header
     plain = cnnexp("train", *QUICK, "trainer.epochs=1", "hydra.run.dir=plain")
     assert "augmentation none (whole image)" in " ".join(plain.out.split())
+
+
+@pytest.mark.parametrize("log_every", [10, 1000])
+def test_the_progress_bar_shows_the_loss_and_count_whatever_log_every(tmp_path, log_every):
+    """The bar as a terminal draws it (at the start and end of each epoch): a real loss from the first step
+    on, never `nan`, and the batches done, even when the loss is read less often than once an epoch."""
+    console = Console(file=io.StringIO(), force_terminal=True, record=True, width=120)
+    cfg = compose_config("train", ["model=lenet", "model.nkerns=[2,3]", "model.hidden=8", "model.kernel_size=3",
+                                   "device=cpu", "trainer.batch_size=8", "trainer.epochs=3",
+                                   f"trainer.log_every={log_every}"])
+    Trainer(assemble_training(cfg, tiny_data()), tmp_path, ConsoleReporter(console)).fit()
+    bars = re.findall(r"epoch (\d) \S+ (\d)/2 loss (\S+)", console.export_text())
+    assert bars[0] == ("1", "0", "-")  # nothing read before the first step
+    assert "nan" not in console.export_text()
+    assert all(math.isfinite(float(loss)) for epoch, done, loss in bars if (epoch, done) != ("1", "0")), bars
+    assert {(epoch, done) for epoch, done, _ in bars if done == "2"} == {("1", "2"), ("2", "2"), ("3", "2")}

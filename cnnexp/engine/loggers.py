@@ -219,6 +219,11 @@ def percent(fraction) -> str:
     return "-" if fraction is None else f"{100 * fraction:.2f} %"
 
 
+def loss_text(loss: float | None) -> str:
+    """The progress bar's training loss: the smoothed loss read so far, '-' before the first is read."""
+    return "-" if loss is None else f"{loss:.4f}"
+
+
 class ConsoleReporter:
     """The run as a user watches it: key config, a progress bar per epoch, a row per evaluation."""
 
@@ -237,7 +242,7 @@ class ConsoleReporter:
     def progress(self) -> Progress:
         return Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.0f} img/s"),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[ips]:.0f} img/s"),
             TimeElapsedColumn(), console=self.console, transient=True, disable=not self.console.is_terminal,
         )
 

@@ -20,7 +20,7 @@ from cnnexp.engine.build import step_scheduler, to_plain
 from cnnexp.engine.evaluation import evaluate, evaluate_shard
 from cnnexp.engine.interrupts import StopRequests
 from cnnexp.engine.outcomes import failures_explained
-from cnnexp.engine.loggers import ConsoleReporter
+from cnnexp.engine.loggers import ConsoleReporter, loss_text
 from cnnexp.engine.records import Loggers, TrainState, hparam_summary, is_better, run_metrics
 from cnnexp.utils.checkpoint import Checkpoint, restore_rng, rng_state
 from cnnexp.utils.errors import Diverged, Interrupted, UserError
@@ -154,7 +154,7 @@ class Trainer:
         start_time, start_images = time.perf_counter(), 0
         with self.reporter.progress() as progress:
             task = progress.add_task("train", total=len(self.train_batches), completed=self.state.batch_in_epoch,
-                                     epoch=epoch, loss=float("nan"), ips=0.0)
+                                     epoch=epoch, loss=loss_text(self.state.smooth_loss), ips=0.0)
             for images, labels in self._training_batches():
                 self.global_batch = self.train_batches.global_size(self.state.batch_in_epoch)
                 loss = self.train_step(self.pipeline(images, train=True, generator=self.parts.augment_generator), labels)
@@ -163,10 +163,13 @@ class Trainer:
                 start_images += self.global_batch
                 self.state.images_seen += self.global_batch
                 self.pending_losses.append(loss)
-                if len(self.pending_losses) >= self.log_every:  # the only host-device sync of the step loop
+                # the only host-device sync of the step loop: every log_every steps, and at the run's first step
+                # so that the bar has a loss to show; between reads it shows the last smoothed loss
+                if len(self.pending_losses) >= self.log_every or self.state.smooth_loss is None:
                     self._flush_losses()
                     ips = start_images / max(time.perf_counter() - start_time, 1e-9)
-                    progress.update(task, completed=self.state.batch_in_epoch, loss=self.state.smooth_loss, ips=ips)
+                    progress.update(task, loss=loss_text(self.state.smooth_loss), ips=ips)
+                progress.update(task, completed=self.state.batch_in_epoch)
                 if trainer_cfg.eval_every and self.state.step % int(trainer_cfg.eval_every) == 0:
                     self._flush_losses()
                     ips = start_images / max(time.perf_counter() - start_time, 1e-9)
