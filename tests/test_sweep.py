@@ -5,6 +5,7 @@ import math
 
 import pytest
 from conftest import only_run, read_json
+from cnnexp.sweep.run import Plan, write_sweep_json
 from PIL import Image
 
 QUICK = ("dataset.limit=40", "trainer.batch_size=20")  # 40 training faces, 2 steps an epoch
@@ -66,8 +67,6 @@ def test_range_sweeps_and_explicit_seeds():
 
 
 def test_continued_sweep_keeps_a_sensible_value_order(tmp_path):
-    from cnnexp.sweep.run import Plan, write_sweep_json
-
     write_sweep_json(tmp_path, Plan(grid={"model.nkerns": ["[10,30]", "[5,10]"]}, seeds=["0"]), "test_error")
     write_sweep_json(tmp_path, Plan(grid={"model.nkerns": ["[20,50]", "[10,30]", "[5,10]"]}, seeds=["0", "1"]),
                      "test_error")
@@ -104,7 +103,9 @@ def test_aggregation_mean_std_min_max_and_failures(cnnexp, workdir):
     assert result.code == 0, result.err
     summary = read_json(sweep_dir / "summary.json")
     assert summary["keys"] == ["optimizer.lr"]  # inferred: the only key that varies, seed aside
-    best, worst = summary["points"]  # sorted by mean test error
+    best, worst = summary["points"]  # sorted by mean validation error
+    assert summary["metric"] == "best_val_error" and summary["best"] == {"optimizer.lr": "0.01"}
+    assert "best by best_val_error: optimizer.lr=0.01 (val err 5.00 ± 0.00 %, test err 10.00 ± 0.00 %)" in result.out
     assert best["values"] == {"optimizer.lr": "0.01"} and best["runs_ok"] == 1 and best["failed"] == 2
     assert best["test_error"] == {"mean": 0.1, "std": 0.0, "min": 0.1, "max": 0.1}
     assert worst["runs_ok"] == 3 and worst["failed"] == 0
@@ -140,6 +141,57 @@ def test_runs_gathered_by_hand_group_by_value_not_by_spelling(cnnexp, workdir):
     summary = read_json(sweep_dir / "summary.json")
     assert summary["keys"] == ["optimizer.lr"]
     assert [(p["values"]["optimizer.lr"], p["runs_ok"]) for p in summary["points"]] == [("0.002", 2), ("0.02", 1)]
+
+
+def test_the_choice_is_made_on_validation_with_test_beside_it(cnnexp, workdir):
+    """The point with the lower validation error comes first and is the one picked, though another has
+    the lower test error: the test split stays out of the choice."""
+    sweep_dir = workdir / "sweep"
+    sweep_dir.mkdir()
+    write_sweep_json(sweep_dir, Plan(grid={"optimizer.lr": ["0.1", "0.01", "0.001"]}, seeds=["0"]), "best_val_error")
+    for lr, val, test in (("0.1", 0.3, 0.05), ("0.01", 0.1, 0.4), ("0.001", 0.2, 0.2)):
+        fake_run(sweep_dir, f"optimizer.lr={lr},seed=0", [f"optimizer.lr={lr}", "seed=0"],
+                 {"best_val_error": val, "test_error": test})
+    result = cnnexp("sweep", "summarize", f"dir={sweep_dir}")
+    assert result.code == 0, result.err
+    summary = read_json(sweep_dir / "summary.json")
+    assert [p["values"]["optimizer.lr"] for p in summary["points"]] == ["0.01", "0.001", "0.1"]
+    assert summary["best"] == {"optimizer.lr": "0.01"}
+    assert "sorted by best_val_error" in result.out
+    assert "best by best_val_error: optimizer.lr=0.01 (val err 10.00 ± 0.00 %, test err 40.00 ± 0.00 %)" in result.out
+    assert (sweep_dir / "summary.md").read_text().splitlines()[2].startswith("| 0.01 | 1/1 | 10.00 ± 0.00 |")
+
+
+def test_numeric_keys_are_on_a_numeric_axis_in_numeric_order(workdir):
+    """Learning rates given as 0.1,0.01,0.001 are plotted 0.001 < 0.01 < 0.1 on a log axis; values within
+    a decade on a linear one; words one tick each, in the grid's order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cnnexp.sweep.folders import load_runs
+    from cnnexp.sweep.plot import place
+    from cnnexp.sweep.summary import point_keys
+
+    sweep_dir = workdir / "sweep"
+    sweep_dir.mkdir()
+    write_sweep_json(sweep_dir, Plan(grid={"optimizer.lr": ["0.1", "0.01", "0.001"],
+                                           "optimizer": ["sgd", "adam"]}, seeds=["0"]), "best_val_error")
+    for lr in ("0.1", "0.01", "0.001"):
+        for name in ("sgd", "adam"):
+            fake_run(sweep_dir, f"{lr}-{name}", [f"optimizer.lr={lr}", f"optimizer={name}", "seed=0"],
+                     {"best_val_error": 0.1, "test_error": 0.2})
+    _, orders = point_keys(sweep_dir, load_runs(sweep_dir))
+    assert orders == {"optimizer.lr": ["0.001", "0.01", "0.1"], "optimizer": ["sgd", "adam"]}
+    _, axes = plt.subplots(1, 3)
+    assert place(axes[0], "optimizer.lr", orders["optimizer.lr"]) == [0.001, 0.01, 0.1]
+    assert axes[0].get_xscale() == "log"
+    assert place(axes[1], "trainer.batch_size", ["10", "20", "40"]) == [10, 20, 40]
+    assert axes[1].get_xscale() == "linear"
+    assert place(axes[2], "optimizer", orders["optimizer"]) == [0, 1]
+    assert [t.get_text() for t in axes[2].get_xticklabels()] == ["sgd", "adam"]
+    plt.close("all")
 
 
 def test_summary_of_two_keys_and_another_metric(cnnexp, workdir):
@@ -272,7 +324,7 @@ def test_joblib_launcher_gives_the_same_numbers(cnnexp, workdir):
     (("sweep=nope",), "unknown sweep 'nope'; choose one of: batch_size, lr, nkerns, shuffle_batch_size"),
     (("seeds=0",), "seeds=0 must be an integer >= 1"),
     (("seeds=2", "seed=1,2"), "give either seeds=N or seed=..., not both"),
-    (("sweep.metric=accuracy",), "sweep.metric='accuracy' is not a run metric; choose one of: test_error"),
+    (("sweep.metric=accuracy",), "sweep.metric='accuracy' is not a run metric; choose one of: best_val_error, test_error"),
     (("trainer.epoch=1,2",), "unknown key 'trainer.epoch'; did you mean trainer.epochs?"),
     (("+trainer.epoch=1,2",), "+trainer.epoch=1 adds a key that no part of cnnexp reads; did you mean trainer.epochs=1?"),
     (("model=lenet,nope",), "unknown model 'nope'"),

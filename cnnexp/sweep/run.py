@@ -32,7 +32,8 @@ CONFIG_NAME = "sweep"
 SETTINGS = ("sweep", "seeds", "search", "trials", "sampler", "pruner", "startup_trials", "storage", "study",
             "heartbeat", "trial_retries")
 # ^ keys of conf/sweep.yaml; every other argument is a train override
-METRICS = ("test_error", "best_val_error", "best_epoch", "epochs_run", "train_seconds", "images_per_second")
+METRICS = ("best_val_error", "test_error", "best_epoch", "epochs_run", "train_seconds", "images_per_second")
+DEFAULT_METRIC = METRICS[0]  # choices are made on the validation split; the test error is shown beside it
 HYDRA_ONLY = ("--help", "-h", "--cfg", "-c", "--info", "--resolve", "-p", "--package")
 
 
@@ -157,7 +158,7 @@ def summarize_run(cfg) -> None:
     if folder is None or not folder.is_dir():
         raise UserError(f"dir={cfg.dir} is not a folder; give a sweep folder (outputs/sweep/<timestamp>)")
     saved = read_json(folder / "sweep.json") or {}
-    summarize(folder, check_metric(cfg.sweep.metric or saved.get("metric", "test_error")))
+    summarize(folder, check_metric(cfg.sweep.metric or saved.get("metric", DEFAULT_METRIC)))
 
 
 SHOW = SimpleNamespace(CONFIG_NAME=CONFIG_NAME, run=None)  # for --help and --cfg, which never run a job

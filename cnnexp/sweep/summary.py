@@ -5,8 +5,8 @@ from pathlib import Path
 
 from cnnexp.sweep.folders import Run, load_runs, read_json, run_key
 from cnnexp.sweep.plan import override_value
-from cnnexp.sweep.plot import plot_summary
-from cnnexp.sweep.table import STAT_METRICS, SUMMARY_FILES, rich_table, write_summary
+from cnnexp.sweep.plot import numbers, plot_summary
+from cnnexp.sweep.table import STAT_METRICS, SUMMARY_FILES, choice_line, rich_table, write_summary
 from cnnexp.utils.errors import UserError
 
 
@@ -22,12 +22,15 @@ def summarize(sweep_dir: Path, metric: str) -> dict:
     keys, orders = point_keys(sweep_dir, runs)
     rows = aggregate(runs, keys, metric)
     summary = {"sweep_dir": str(sweep_dir), "metric": metric, "keys": keys, "points": rows}
+    summary["best"] = next((row["values"] for row in rows if row[metric]["mean"] is not None), None)
     write_summary(sweep_dir, summary)
     plot_summary(rows, keys, orders, metric, sweep_dir / "summary.png")
     console = Console()
     if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
         console = Console(width=200)
     console.print(rich_table(summary))
+    if choice_line(summary):
+        console.print(choice_line(summary), highlight=False, soft_wrap=True)
     for row in rows:
         for run in row["runs"]:
             if run["error"]:
@@ -62,7 +65,7 @@ def sort_key(value: str):
 
 def point_keys(sweep_dir: Path, runs: list[Run]) -> tuple[list[str], dict]:
     """The swept keys (those of sweep.json, else those whose value differs between runs, seed
-    aside) and the order of each key's values."""
+    aside) and the order of each key's values: numeric order for numbers, else the grid's order."""
     saved = (read_json(sweep_dir / "sweep.json") or {}).get("grid") or {}
     varying = [k for k in dict.fromkeys(k for run in runs for k in run.overrides)
                if k != "seed" and len({run.overrides.get(k) for run in runs}) > 1]
@@ -70,7 +73,9 @@ def point_keys(sweep_dir: Path, runs: list[Run]) -> tuple[list[str], dict]:
     orders = {}
     for key in keys:
         found = sorted({run.overrides.get(key, "-") for run in runs}, key=sort_key)
-        orders[key] = [v for v in saved.get(key, []) if v in found] + [v for v in found if v not in saved.get(key, [])]
+        ordered = numbers(found) is not None  # numbers in numeric order, whatever order the command gave
+        given = [] if ordered else [v for v in saved.get(key, []) if v in found]
+        orders[key] = given + [v for v in found if v not in given]
     return keys, orders
 
 

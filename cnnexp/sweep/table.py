@@ -7,6 +7,7 @@ from cnnexp.utils.files import write_json_atomic
 
 SUMMARY_FILES = ("summary.csv", "summary.json", "summary.md", "summary.png")
 STAT_METRICS = ("best_val_error", "test_error", "best_epoch", "train_seconds")
+ERRORS = (("val err", "best_val_error"), ("test err", "test_error"))
 
 
 def fmt(value, name: str) -> str:
@@ -25,6 +26,16 @@ def mean_std(stat: dict, name: str) -> str:
 
 def min_max(stat: dict, name: str) -> str:
     return "-" if stat["min"] is None else f"{fmt(stat['min'], name)}–{fmt(stat['max'], name)}"
+
+
+def choice_line(summary: dict) -> str | None:
+    """The point the sweep picks (lowest mean of its metric), with its validation and test error beside."""
+    row = next((r for r in summary["points"] if summary["best"] and r["values"] == summary["best"]), None)
+    if row is None or not summary["keys"] or not summary["metric"].endswith("error"):
+        return None
+    point = " ".join(f"{key}={value}" for key, value in row["values"].items())
+    errors = ", ".join(f"{label} {mean_std(row[name], name)} %" for label, name in ERRORS)
+    return f"best by {summary['metric']}: {point} ({errors})"
 
 
 def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
