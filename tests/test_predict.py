@@ -86,6 +86,18 @@ def test_json_lines_for_a_folder(cnnexp, run, images):
     assert [g["label"] for g in rows[1]["top"]] == [f"person_{i:02d}" for i in expected.indices.tolist()]
 
 
+def test_a_list_of_named_files_answers_each_in_order(cnnexp, run, images):
+    result = cnnexp("predict", f"run={run}", "image=[images/face.png,images/blank.png,images/face.png]", "--json")
+    assert result.code == 0, result.err
+    rows = [json.loads(line) for line in result.out.strip().splitlines()]
+    assert [r["image"] for r in rows] == ["images/face.png", "images/blank.png"]  # a file named twice: once
+    expected = direct_probs(run, FACES[57:58])[0].topk(2)
+    assert [g["label"] for g in rows[0]["top"]] == [f"person_{i:02d}" for i in expected.indices.tolist()]
+    table = cnnexp("predict", f"run={run}", "image=[images/face.png,images/pasted.jpg]")
+    assert table.code == 0 and table.out.splitlines()[0].split()[:2] == ["image", "guess"], table.out
+    assert [line.split()[0] for line in table.out.splitlines()[1:]] == ["images/face.png", "images/pasted.jpg"]
+
+
 def test_detect_face(cnnexp, run, images):
     result = cnnexp("predict", f"run={run}", "image=images/pasted.jpg", "detect_face=true", "--json")
     assert result.code == 0, result.err
@@ -139,6 +151,9 @@ def test_undecodable_images(cnnexp, run, images):
     (("image=missing.png",), "image=missing.png does not exist"),
     (("image=nothing/*.png",), "matches no files"),
     ((), "say which images: image="),
+    (("image=[]",), "say which images: image=<file, folder or glob>, image=[a.jpg,b.jpg]"),
+    (("image=[missing.png,other.png]",), "image=missing.png does not exist"),
+    (("image={a:b}",), "image={'a': 'b'} is not a file, folder or glob; name several as image=[a.jpg,b.jpg]"),
     (("image=olivetti", "topk=0"), "topk=0 must be an integer >= 1"),
     (("image=olivetti", "--tencrop", "which=nope"), "which=nope is not one of: best, last"),
 ])
@@ -194,6 +209,13 @@ def test_named_runs_answer_as_each_run_alone(cnnexp, run, gender_run, images, fa
             assert row.get("face") == alone[name][image].get("face")
     if face:
         assert named["blank.png"] == {"image": "images/blank.png", "face": None, "reason": "no face found"}
+
+
+def test_named_runs_answer_a_list_of_files(cnnexp, run, gender_run, images):
+    rows = json_rows(cnnexp("predict", f"run={{faces:{run},gender:{gender_run}}}",
+                            "image=[images/pasted.jpg,images/face.png]", "--json"))
+    assert list(rows) == ["pasted.jpg", "face.png"]
+    assert all(set(row) == {"image", "faces", "gender"} for row in rows.values())
 
 
 def test_named_runs_table(cnnexp, run, gender_run, images):

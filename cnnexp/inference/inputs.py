@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cnnexp.data import images
@@ -35,8 +36,11 @@ def refused(exc: images.UnreadableImage, name, verb: str) -> UnreadableImage:
                            f"WebP or PGM/PPM file", status)
 
 
-def image_files(spec: str) -> list[Path]:
-    """A file, a folder (searched recursively for image files) or a glob, relative to the working directory."""
+def image_files(spec) -> list[Path]:
+    """A file, a folder (searched recursively for image files) or a glob, relative to the working directory;
+    or a list of them (`image=[a.jpg,b.jpg]`), in its order, a file named twice read once."""
+    if isinstance(spec, (list, tuple)) or OmegaConf.is_list(spec):
+        return list(dict.fromkeys(path for item in spec for path in image_files(item)))
     text = os.path.expanduser(str(spec))
     if any(char in text for char in "*?["):
         files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())

@@ -119,12 +119,15 @@ def check_run_names(run, checkpoint) -> None:
 
 @dataclass
 class PredictSchema(GuessSchema):
-    image: Optional[str] = MISSING
+    image: Any = MISSING  # a file, folder or glob, a list of them, or olivetti
     json: bool = MISSING
 
     def check(self) -> None:
-        if self.image is None:
-            raise UserError("say which images: image=<file, folder or glob> (or image=olivetti)")
+        if self.image is None or self.image == []:
+            raise UserError("say which images: image=<file, folder or glob>, image=[a.jpg,b.jpg] (or image=olivetti)")
+        if isinstance(self.image, (dict, bool)) or (isinstance(self.image, list) and
+                                                    not all(isinstance(i, (str, int, float)) for i in self.image)):
+            raise UserError(f"image={self.image} is not a file, folder or glob; name several as image=[a.jpg,b.jpg]")
         super().check()
         if isinstance(self.run, dict) and str(self.image) == "olivetti":
             raise UserError("image=olivetti checks one run; give run=<run folder>, or image files for named runs")
