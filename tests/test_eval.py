@@ -91,6 +91,10 @@ def test_tencrop_report_matches_direct_computation(cnnexp, crop_run):
     # the files, from the ten-crop predictions
     wrong = (mean.argmax(1) != labels).nonzero().flatten().tolist()
     assert [m["index"] for m in report["misclassified"]] == wrong
+    assert all("file" not in m for m in report["misclassified"])  # the Olivetti faces come from one GIF
+    listed = result.out.split(f"misclassified (ten-crop): {len(wrong)} of 40\n")[1].splitlines()
+    for m, line in zip(report["misclassified"][:10], listed):
+        assert line.split() == [f"#{m['index']}", m["true"], "->", m["predicted"], f"({m['prob']:.2f})"]
     with open(out / "confusion_matrix.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0][1:] == [f"person_{i:02d}" for i in range(40)]

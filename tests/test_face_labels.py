@@ -140,3 +140,22 @@ def test_kaggle_csv_and_bad_tables(tmp_path):
         create_dataset(dataset_cfg("table", file=str(tmp_path / "empty_target.csv"), size=8), seed=0)
     with pytest.raises(UserError, match="has no column 'file'; its columns are: path, label"):
         create_dataset(dataset_cfg("table", file=str(tmp_path / "labels.csv"), path="file", size=8), seed=0)
+
+
+def test_a_splits_files_carry_its_labels(tmp_path):
+    """Faces named <age>_<gender>_<race>_...: each split's `paths` are in its images' order, so a file's
+    name agrees with the labels the split holds for it (what eval names misclassified faces by)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        name = f"{(5, 30, 70)[i % 3]}_{i % 2}_{i % 5}_2017{i:04d}.jpg.chip.jpg"
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / name, format="JPEG")
+    data = create_dataset(dataset_cfg("utkface", root=str(tmp_path), size=8, target="age"), seed=0)
+    for split in data.splits.values():
+        assert len(split.paths) == len(split)
+        genders = ["M" if p.name.split("_")[1] == "0" else "F" for p in split.paths]
+        assert genders == split.fields["gender"]
+        ages = [make_field("age", None).label(p.name.split("_")[0], p.name) for p in split.paths]
+        assert ages == [data.class_names[i] for i in split.labels.tolist()]

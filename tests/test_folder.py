@@ -1,6 +1,7 @@
 """dataset=folder on real photos: layouts, splits, resizing, unreadable files, streaming."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +145,44 @@ def test_a_file_spoilt_after_the_check_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match=r"^cannot read .*changed after the start of the run") as caught:
         list(images.split(2))
     assert "\n" not in str(caught.value)
+
+
+def noise_folder(root, per_class=12):
+    """root/{cats,dogs}/<class>.<i>.jpg: small random photos (no data outside the repository needed)."""
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (30, 36, 3), dtype=np.uint8)).save(root / name / f"{name}.{i}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in memory", "streamed"])
+def test_each_split_knows_its_files(tmp_path, in_memory):
+    """A split's `paths` are its images' files, in its order: an unreadable file is in none of them."""
+    (noise_folder(tmp_path) / "cats" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    data = create_dataset(folder_cfg(tmp_path, in_memory=in_memory), seed=0)
+    every = []
+    for split in data.splits.values():
+        assert len(split.paths) == len(split)
+        assert [path.parent.name for path in split.paths] == [data.class_names[i] for i in split.labels.tolist()]
+        assert torch.equal(split.images[:], torch.stack([torch.from_numpy(read_image(p, 3, (32, 32), "aspect"))
+                                                         .permute(2, 0, 1) for p in split.paths]))
+        every += split.paths
+    assert sorted(p.name for p in every) == sorted(p.name for p in tmp_path.rglob("*.jpg") if p.name != "broken.jpg")
+    assert data.limit(3).splits["train"].paths == data.splits["train"].paths[:3]
+
+
+def test_eval_names_the_misclassified_files(cnnexp, workdir):
+    noise_folder(workdir / "photos")
+    assert cnnexp("train", "dataset=folder", "dataset.root=photos", *QUICK).code == 0
+    run = only_run(workdir / "outputs" / "train")
+    result = cnnexp("eval", f"run={run}", "split=train")
+    assert result.code == 0, result.err
+    wrong = read_json(run / "eval" / "train" / "eval.json")["misclassified"]
+    assert wrong and all(m["file"] == str(workdir / "photos" / m["true"] / Path(m["file"]).name) for m in wrong)
+    lines = result.out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("misclassified (centre view): ")))
+    for m, line in zip(wrong[:10], lines[start + 1:]):
+        assert line.split() == [f"photos/{m['true']}/{Path(m['file']).name}", m["true"], "->", m["predicted"],
+                                f"({m['prob']:.2f})"]

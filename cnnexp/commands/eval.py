@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from cnnexp.config.app import app_main
 from cnnexp.utils import jobdirs
-from cnnexp.utils.files import write_json_atomic
+from cnnexp.utils.files import display_path, short_names, write_json_atomic
 from cnnexp.utils.runs import current_run_dir
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
@@ -62,9 +62,10 @@ def report(cfg, restored: Restored, split, plain, tencrop, out: Path, ordered: b
     matrix = confusion_matrix(labels, predicted, len(names))
     wrong = (predicted != labels).nonzero().flatten().tolist()
     result = eval_record(cfg, restored, plain, tencrop, labels, ordered)
+    files = {i: str(split.paths[i]) for i in wrong} if split.paths is not None else {}
     result.update(predictions="tencrop" if tencrop is not None else "centre", per_class=per_class(matrix, names),
-                  misclassified=[{"index": i, "true": names[labels[i]], "predicted": names[predicted[i]],
-                                  "prob": round(top_p[i].item(), 4)} for i in wrong])
+                  misclassified=[{"index": i, **({"file": files[i]} if files else {}), "true": names[labels[i]],
+                                  "predicted": names[predicted[i]], "prob": round(top_p[i].item(), 4)} for i in wrong])
     if cfg.by is not None:
         rows = subgroups(labels, predicted, top_p, split.fields[cfg.by], ordered, names)
         result["by"] = {cfg.by: {"groups": rows, "gap": gap(rows)}}
@@ -97,7 +98,7 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
     grid_title = f"{title}: {len(wrong)} of {result['n']} misclassified" + (
         f" (first {len(shown)} shown)" if len(shown) < len(wrong) else "")
     pictures = images[[m["index"] for m in shown]] if shown else None
-    captions = [f"{m['true']} -> {m['predicted']} ({m['prob']:.2f})" for m in shown]
+    captions = [(f"{Path(m['file']).name}\n" if "file" in m else "") + guess_text(m) for m in shown]
     plot_image_grid(pictures, captions, out / "misclassified.png", grid_title)
 
 
@@ -132,20 +133,30 @@ def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
         screen.print(subgroup_table(breakdown["groups"], field, f"by {field} ({source})", UNCERTAIN_BELOW))
         screen.print(gap_line(breakdown["gap"], field, UNCERTAIN_BELOW))
     wrong = result["misclassified"]
-    listed = ", ".join(f"#{m['index']} {m['true']} -> {m['predicted']} ({m['prob']:.2f})" for m in wrong[:LISTED])
-    more = f", ... ({len(wrong) - LISTED} more in eval.json)" if len(wrong) > LISTED else ""
-    screen.print(f"misclassified ({source}): {len(wrong)} of {result['n']}" + (f": {listed}{more}" if wrong else ""))
+    screen.print(f"misclassified ({source}): {len(wrong)} of {result['n']}", highlight=False)
+    for line in misclassified_lines(wrong):
+        screen.print(f"  {line}", highlight=False, soft_wrap=True)
     by_files = "".join(f"by_{field}.csv, " for field in result.get("by", {}))
     screen.print(f"wrote eval.json, per_class.csv, {by_files}confusion_matrix.csv, confusion_matrix.png, "
                   f"misclassified.png to {display_path(out)}")
+
+
+def guess_text(wrong: dict) -> str:
+    return f"{wrong['true']} -> {wrong['predicted']} ({wrong['prob']:.2f})"
+
+
+def misclassified_lines(wrong: list[dict]) -> list[str]:
+    """The first LISTED misclassified images, one a line, each named by its file when the data has files
+    (relative to the working folder, else to the folder holding them), else by its index in the split."""
+    shown = wrong[:LISTED]
+    names = (short_names([m["file"] for m in shown]) if shown and "file" in shown[0]
+             else [f"#{m['index']}" for m in shown])
+    width = max(map(len, names), default=0)
+    lines = [f"{name:<{width}}  {guess_text(m)}" for name, m in zip(names, shown)]
+    return lines + ([f"... {len(wrong) - LISTED} more in eval.json"] if len(wrong) > LISTED else [])
 
 
 def views_label(cfg) -> str:
     return f"{'ten' if cfg.eval.tencrop_mirror else 'five'}-crop ({cfg.eval.tencrop_reduce})"
 
 
-def display_path(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)

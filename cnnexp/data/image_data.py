@@ -16,17 +16,21 @@ class Split:
     # Other labels of the same images, by field name (UTKFace: age group, gender, race), one string per
     # image in the images' order: what `eval by=<field>` breaks the metrics down by. Empty for most sources.
     fields: dict[str, list[str]] = field(default_factory=dict)
+    # The image files, in the images' order, when the images came from files (folder, utkface, table):
+    # what eval names misclassified images by. None for sources without files (Olivetti, MNIST, HDF5).
+    paths: list | None = None
 
     def __len__(self) -> int:
         return self.labels.numel()
 
     def to(self, device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device), self.fields)
+        return Split(self.images.to(device), self.labels.to(device), self.fields, self.paths)
 
     def limit(self, n: int | None) -> "Split":
         if n is None:
             return self
-        return Split(self.images[:n], self.labels[:n], {k: v[:n] for k, v in self.fields.items()})
+        return Split(self.images[:n], self.labels[:n], {k: v[:n] for k, v in self.fields.items()},
+                     None if self.paths is None else self.paths[:n])
 
 
 @dataclass

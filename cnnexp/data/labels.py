@@ -207,7 +207,8 @@ def labelled_data(cfg, rows: list[tuple], root, seed: int, skipped: dict[str, in
         kept = [chosen[g] for g in good]
         labels = class_indices([items.fields[target.name][i] for i in kept], class_names)
         fields = {field: [values[i] for i in kept] for field, values in items.fields.items()}
-        splits[name] = Split(pixels if in_memory else files.subset(good), torch.from_numpy(labels), fields)
+        kept_files = files.subset(good)
+        splits[name] = Split(pixels if in_memory else kept_files, torch.from_numpy(labels), fields, kept_files.paths)
     report_unreadable(bad, root, bool(cfg.strict))
     meta = {"source": str(root), "in_memory": in_memory, "skipped": len(bad) + sum(skipped.values()),
             "target": target.name, "ordered": target.ordered}

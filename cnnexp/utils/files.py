@@ -47,3 +47,21 @@ def exclusive_lock(folder: Path, name: str = ".lock", wait: bool = False):
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def display_path(path) -> str:
+    """A path relative to the working folder when it lies inside it, else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def short_names(paths: list) -> list[str]:
+    """Names of files for a console line: relative to the working folder when they lie inside it, else to
+    the folder that holds them all (`cats/cat.12.jpg`)."""
+    shown = [display_path(p) for p in paths]
+    if not paths or all(not Path(s).is_absolute() for s in shown):
+        return shown
+    common = Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths]))
+    return [str(Path(p).resolve().relative_to(common)) for p in paths]

@@ -109,8 +109,8 @@ def user_path(value, key: str) -> Path:
 def load_split(files: FileImages, labels: list[int], in_memory: bool, bad: list[str]) -> Split:
     pixels, good, unreadable = decode_all(files, keep_pixels=in_memory)
     bad += unreadable
-    kept = torch.tensor([labels[i] for i in good], dtype=torch.int64)
-    return Split(pixels if in_memory else files.subset(good), kept)
+    kept, kept_files = torch.tensor([labels[i] for i in good], dtype=torch.int64), files.subset(good)
+    return Split(pixels if in_memory else kept_files, kept, paths=kept_files.paths)
 
 
 @register_dataset
