@@ -27,6 +27,18 @@ def find_shared_datasets() -> Path:
 
 
 SHARED = find_shared_datasets()
+MISSING_DATA_HINT = ("data outside the repository: set CNNEXP_TEST_DATA to a folder holding mnist/, olivetti/, "
+                     "cats_and_dogs_small/, cats_and_dogs/ and utkface/ to run it")
+
+
+def need(path: Path, what: str) -> Path:
+    """`path`, test data outside the repository; when it is absent the test is skipped, naming the data
+    and where it was looked for (a fixture that calls this skips the tests that use it)."""
+    if not path.exists():
+        pytest.skip(f"needs {what}, not found at {path} ({MISSING_DATA_HINT})")
+    return path
+
+
 MNIST_ROOT = SHARED / "mnist"
 OLIVETTI_GIF = SHARED / "olivetti" / "olivettifaces.gif"
 CATS_DOGS = SHARED / "cats_and_dogs_small"
@@ -42,7 +54,8 @@ def utkface_genders(root: Path, per_class: int = 12) -> Path:
     """root/F and root/M with the first `per_class` UTKFace faces of each gender (0 male, 1 female)."""
     for label, gender in (("M", "0"), ("F", "1")):
         (root / label).mkdir(parents=True)
-        for path in [p for p in sorted(UTKFACE.glob("*.jpg")) if p.name.split("_")[1] == gender][:per_class]:
+        faces = sorted(need(UTKFACE, "the UTKFace faces").glob("*.jpg"))
+        for path in [p for p in faces if p.name.split("_")[1] == gender][:per_class]:
             shutil.copy(path, root / label / path.name)
     return root
 
@@ -52,7 +65,7 @@ def photo_with_face(path: Path, at: tuple[int, int] = (220, 140)) -> Path:
     from PIL import Image
 
     background = Image.new("RGB", (640, 480), (120, 130, 140))
-    with Image.open(UTKFACE_PHOTO) as face:
+    with Image.open(need(UTKFACE_PHOTO, "a UTKFace face")) as face:
         background.paste(face.convert("RGB"), at)
     background.save(path, quality=95)
     return path

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import CATS_DOGS
+from conftest import CATS_DOGS, need
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -19,7 +19,7 @@ def augmentation_cfg(*overrides):
 
 def photo_batch(n=4, size=(48, 64)):
     """n copies of one real photo, uint8 n x 3 x H x W."""
-    photo = sorted((CATS_DOGS / "train" / "cats").iterdir())[0]
+    photo = sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / "cats").iterdir())[0]
     image = torch.from_numpy(read_image(photo, 3, size, "aspect")).permute(2, 0, 1)
     return image.expand(n, -1, -1, -1).contiguous()
 
@@ -102,7 +102,7 @@ def test_normalisation_modes_use_training_statistics():
 
 def test_grey_images_augment_too(tmp_path):
     path = tmp_path / "grey.pgm"
-    Image.open(sorted((CATS_DOGS / "train" / "dogs").iterdir())[0]).convert("L").save(path)
+    Image.open(sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / "dogs").iterdir())[0]).convert("L").save(path)
     x = torch.from_numpy(read_image(path, 1, (32, 32))).permute(2, 0, 1)[None].expand(2, -1, -1, -1).float()
     out = Augmentation(augmentation_cfg("augmentation=strong"), (1, 32, 32)).train(x, torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 32, 32) and not torch.equal(out[0], out[1])

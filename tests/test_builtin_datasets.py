@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST_ROOT, OLIVETTI_GIF
+from conftest import MNIST_ROOT, OLIVETTI_GIF, need
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -26,7 +26,7 @@ def test_olivetti_tutorial_split():
 
 
 def test_olivetti_faces_are_cut_from_the_shared_gif():
-    grid = np.asarray(Image.open(OLIVETTI_GIF).convert("L"))
+    grid = np.asarray(Image.open(need(OLIVETTI_GIF, "the Olivetti GIF the package embeds")).convert("L"))
     data = create_dataset(olivetti_cfg())
     # person 1's 9th face (index 18) is the validation face of person 1: row 0, column 18 of the grid
     expected = grid[0:57, 18 * 47:19 * 47]
@@ -41,7 +41,7 @@ def test_olivetti_split_sizes_are_configurable():
 
 
 def test_mnist_from_local_folder():
-    cfg = OmegaConf.create({"name": "mnist", "root": str(MNIST_ROOT), "download": False, "val_size": 10000})
+    cfg = OmegaConf.create({"name": "mnist", "root": str(need(MNIST_ROOT, "MNIST")), "download": False, "val_size": 10000})
     data = create_dataset(cfg)
     assert [len(data.splits[s]) for s in ("train", "val", "test")] == [50000, 10000, 10000]
     assert data.splits["train"].images.dtype == torch.uint8 and data.image_shape == (1, 28, 28)

@@ -3,11 +3,10 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import OLIVETTI_GIF
 from PIL import Image
 from test_folder import photo_folder
 
-from cnnexp.data.sources.olivetti import read_faces
+from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 
 FRAMES = 24
 
@@ -15,7 +14,7 @@ FRAMES = 24
 def face_video(path, frames=FRAMES, blank_every=6):
     """An MJPG video of Olivetti faces (3x, person 0..) pasted at moving spots on a textured background;
     every `blank_every`-th frame has no face."""
-    faces = read_faces(OLIVETTI_GIF)
+    faces = read_faces(embedded_gif())
     rng = np.random.default_rng(0)
     background = cv2.GaussianBlur(rng.integers(60, 200, (240, 320, 3), dtype=np.uint8), (9, 9), 0)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))

@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import OLIVETTI_GIF, read_json
+from conftest import read_json
 from PIL import Image
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -146,7 +146,7 @@ def test_plain_eval_of_other_split_and_checkpoint(cnnexp, crop_run):
 
 
 def test_dataset_overrides(cnnexp, crop_run, workdir):
-    result = cnnexp("eval", f"run={crop_run}", f"dataset.root={OLIVETTI_GIF}", "dataset.limit=12")
+    result = cnnexp("eval", f"run={crop_run}", f"dataset.root={embedded_gif()}", "dataset.limit=12")
     assert result.code == 0, result.err
     assert read_json(crop_run / "eval" / "test" / "eval.json")["n"] == 12
 

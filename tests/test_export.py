@@ -18,7 +18,7 @@ from cnnexp.export.package import TOLERANCE, logit_difference
 from cnnexp.export.runtime import OnnxModel
 from cnnexp.export.writers import write_onnx
 from cnnexp.models import create_model, list_models
-from conftest import CATS_DOGS, only_run
+from conftest import CATS_DOGS, need, only_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docs" / "examples" / "onnx_predict.py"
@@ -40,7 +40,7 @@ def real_images(shape: tuple[int, int, int], count: int = 7) -> torch.Tensor:
     if shape[0] == 1:
         pictures = [Image.fromarray(face) for face in FACES[:count]]
     else:
-        pictures = [Image.open(p).convert("RGB") for p in sorted((CATS_DOGS / "test").rglob("*.jpg"))[:count]]
+        pictures = [Image.open(p).convert("RGB") for p in sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "test").rglob("*.jpg"))[:count]]
     arrays = [np.asarray(p.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32) / 255 for p in pictures]
     return torch.from_numpy(np.stack([a.reshape(h, w, -1) for a in arrays])).permute(0, 3, 1, 2).contiguous()
 

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST_ROOT
+from conftest import MNIST_ROOT, need
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
@@ -180,7 +180,7 @@ def part_files(folder):
 def start_features(workdir, out: str, *extra: str) -> subprocess.Popen:
     """50,000 images, one a batch and one row a write: many seconds of writing to kill."""
     return subprocess.Popen([sys.executable, "-m", "cnnexp", "features", "model=lenet", "dataset=mnist",
-                             f"dataset.root={MNIST_ROOT}", "splits=[train]", "batch_size=1", "write_buffer=1",
+                             f"dataset.root={need(MNIST_ROOT, 'MNIST')}", "splits=[train]", "batch_size=1", "write_buffer=1",
                              "device=cpu", "device.threads=1", f"out={out}", *extra],
                             cwd=workdir, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

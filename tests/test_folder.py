@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CATS_DOGS, only_run, read_json
+from conftest import CATS_DOGS, need, only_run, read_json
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -18,7 +18,7 @@ from cnnexp.utils.errors import UserError
 def photo_folder(root, per_class=10, split_layout=False):
     """A copy of the first real cat and dog photos: root/{cats,dogs}/ (or root/{train,validation,test}/...)."""
     for name in ("cats", "dogs"):
-        files = sorted((CATS_DOGS / "train" / name).iterdir())[:per_class]
+        files = sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / name).iterdir())[:per_class]
         if split_layout:
             for split, part in (("train", files[:6]), ("validation", files[6:8]), ("test", files[8:])):
                 (root / split / name).mkdir(parents=True, exist_ok=True)
@@ -33,7 +33,7 @@ def photo_folder(root, per_class=10, split_layout=False):
 
 def add_bad_files(folder):
     """A truncated JPEG and a text file (unreadable) and a PGM (readable) in the cats folder."""
-    good = sorted((CATS_DOGS / "train" / "cats").iterdir())[20]
+    good = sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / "cats").iterdir())[20]
     (folder / "broken.jpg").write_bytes(good.read_bytes()[:3000])
     (folder / "notes.txt").write_text("not an image\n")
     Image.open(good).convert("L").save(folder / "grey.pgm")
@@ -65,7 +65,7 @@ def test_split_layout_uses_its_folders(tmp_path):
 
 
 def test_resize_modes(tmp_path):
-    photo = sorted((CATS_DOGS / "train" / "dogs").iterdir())[0]
+    photo = sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / "dogs").iterdir())[0]
     width, height = Image.open(photo).size
     simple = read_image(photo, 3, (32, 64), "simple")
     aspect = read_image(photo, 3, (32, 64), "aspect")

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST_ROOT, read_json
+from conftest import MNIST_ROOT, need, read_json
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -27,7 +27,7 @@ GRID = [0.001, 0.01, 0.1, 1.0]
 def mnist_features(tmp_path_factory):
     """Features of a randomly initialised LeNet (seed 0) for the first 300 images of each MNIST split."""
     path = tmp_path_factory.mktemp("features") / "mnist.h5"
-    assert main(["features", "model=lenet", "model.hidden=64", "dataset=mnist", f"dataset.root={MNIST_ROOT}",
+    assert main(["features", "model=lenet", "model.hidden=64", "dataset=mnist", f"dataset.root={need(MNIST_ROOT, 'MNIST')}",
                  "dataset.limit=300", "device=cpu", f"out={path}"]) == 0
     return path
 
@@ -73,7 +73,7 @@ def test_best_c_and_accuracy_equal_a_direct_scikit_learn_run(cnnexp, workdir, mn
 def test_predict_on_a_probe_run_is_features_then_probe(cnnexp, workdir, mnist_features):
     assert cnnexp("probe", f"features={mnist_features}", "C=[0.1]", "cv=2", "threads=1").code == 0
     run = probe_run(workdir)
-    digits = MNIST(str(MNIST_ROOT), train=False).data[:3].numpy()  # the first test images, as in the file
+    digits = MNIST(str(need(MNIST_ROOT, "MNIST")), train=False).data[:3].numpy()  # the first test images, as in the file
     for i, digit in enumerate(digits):
         Image.fromarray(digit).save(workdir / f"digit{i}.png")
     result = cnnexp("predict", f"run={run}", "image=digit*.png", "topk=2", "--json")
@@ -93,7 +93,7 @@ def test_serve_on_a_probe_run_answers_like_predict(cnnexp, workdir, mnist_featur
     assert cnnexp("probe", f"features={mnist_features}", "C=[0.1]", "cv=2", "threads=1").code == 0
     run = probe_run(workdir)
     digit = workdir / "digit.png"
-    Image.fromarray(MNIST(str(MNIST_ROOT), train=False).data[0].numpy()).save(digit)
+    Image.fromarray(MNIST(str(need(MNIST_ROOT, "MNIST")), train=False).data[0].numpy()).save(digit)
     printed = cnnexp("predict", f"run={run}", f"image={digit}", "topk=3", "--json")
     assert printed.code == 0, printed.err
     server = Server(run, workdir / "serve.log", "topk=3")

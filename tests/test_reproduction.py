@@ -2,7 +2,7 @@
 minute each for Olivetti, 12 minutes for MNIST; `pytest -m slow`)."""
 
 import pytest
-from conftest import MNIST_ROOT, read_json
+from conftest import MNIST_ROOT, need, read_json
 
 
 @pytest.mark.slow
@@ -32,7 +32,7 @@ def test_olivetti_best_recipe_gets_every_test_face_right(cnnexp, workdir):
 @pytest.mark.slow
 def test_mnist_best_recipe_stays_under_half_a_percent(cnnexp, workdir):
     """docs/results/recipes.md: 0.28 ± 0.04 % test error over seeds 0-4 (0.22-0.33 %), 0.25 % for seed 0."""
-    result = cnnexp("train", "experiment=mnist_best", f"dataset.root={MNIST_ROOT}", "seed=0", "hydra.run.dir=run")
+    result = cnnexp("train", "experiment=mnist_best", f"dataset.root={need(MNIST_ROOT, 'MNIST')}", "seed=0", "hydra.run.dir=run")
     assert result.code == 0, result.err
     metrics = read_json(workdir / "run" / "metrics.json")
     assert metrics["best_val_error"] <= 0.005

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import SHARED, only_run
+from conftest import SHARED, need, only_run
 from omegaconf import OmegaConf
 from PIL import Image
 from test_serve import Server
@@ -71,7 +71,7 @@ def test_the_weights_know_cats_and_dogs_zero_shot(imagenet_lite0, per_class):
     model, _ = imagenet_lite0
     right = 0
     for folder, classes in (("cats", IMAGENET_CATS), ("dogs", IMAGENET_DOGS)):
-        files = sorted((CATS_DOGS_TEST / folder).iterdir())[:per_class]
+        files = sorted((need(CATS_DOGS_TEST, "the cats_and_dogs test photos") / folder).iterdir())[:per_class]
         for start in range(0, len(files), 50):
             right += sum(int(c) in classes for c in imagenet_top1(model, files[start:start + 50]))
     assert right >= 0.85 * 2 * per_class
