@@ -95,6 +95,10 @@ def test_resume_gives_identical_weights(cnnexp, workdir):
     assert cnnexp("train", *RESUME_CFG, "trainer.epochs=2", "hydra.run.dir=first").code == 0
     result = cnnexp("train", "trainer.resume=first", "trainer.epochs=4", "hydra.run.dir=resumed")
     assert result.code == 0, result.err
+    header = {line.split("  ")[0].strip(): line for line in result.out.splitlines()[:12]}
+    assert "resumed from  first (after epoch 2, step 8)" in header["resumed from"]
+    assert "trainer       epochs 3-4 of 4  batch" in header["trainer"]
+    assert result.out.splitlines()[-1].startswith("4 epochs in ")
     assert_same_weights(final_weights(workdir / "straight"), final_weights(workdir / "resumed"))
     assert len(history_rows(workdir / "resumed")) == 4
     assert read_json(workdir / "resumed" / "metrics.json") | {"train_seconds": 0, "images_per_second": 0} == \
@@ -121,12 +125,15 @@ def test_resume_from_mid_epoch_checkpoint(cnnexp, workdir, monkeypatch):
     ckpt = torch.load(workdir / "crashed" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] == 6 and ckpt["train_state"]["batch_in_epoch"] == 2
     monkeypatch.setattr(Trainer, "train_step", original_step)
-    assert cnnexp("train", "trainer.resume=crashed", "hydra.run.dir=resumed").code == 0
+    resumed = cnnexp("train", "trainer.resume=crashed", "hydra.run.dir=resumed")
+    assert resumed.code == 0 and "resumed from  crashed (after epoch 1, step 6, mid-epoch)" in resumed.out
     assert_same_weights(final_weights(workdir / "straight"), final_weights(workdir / "resumed"))
 
 
 def test_resume_refuses_group_change(cnnexp, workdir):
-    assert cnnexp("train", *QUICK, "trainer.epochs=1", "hydra.run.dir=first").code == 0
+    first = cnnexp("train", *QUICK, "trainer.epochs=1", "hydra.run.dir=first")
+    assert first.code == 0 and "trainer       1 epoch  batch" in first.out
+    assert first.out.splitlines()[-1].startswith("1 epoch in ")
     result = cnnexp("train", "trainer.resume=first", "model=lenet5")
     assert result.code == 2 and "cannot change 'model' when resuming" in result.err
 

@@ -16,6 +16,7 @@ from cnnexp.schemas import typed, upgrade
 from cnnexp.schemas.run import TrainSchema
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir, finished_metrics, refuse_used_run_dir, save_config, set_aside
+from cnnexp.utils.text import plural
 
 if TYPE_CHECKING:
     from cnnexp.engine.assemble import TrainingParts
@@ -62,7 +63,7 @@ def run(cfg, on_evaluation=None) -> dict:
             carry_best(source, checkpoint, run_dir)
     if on_evaluation is not None:
         trainer.evaluation_hooks.append(on_evaluation)
-    reporter.start(run_summary(parts, run_dir))
+    reporter.start(run_summary(parts, run_dir, (source, checkpoint) if checkpoint is not None else None))
     return trainer.fit()
 
 
@@ -128,7 +129,7 @@ def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     if (str(old.get("_target_")).endswith("CosineAnnealingLR") and old.get("T_max") == old_epochs != epochs
             and "scheduler.T_max" not in given):
-        raise UserError(f"the run's cosine schedule spans its {old_epochs} epochs (scheduler.T_max={old_epochs}); "
+        raise UserError(f"the run's cosine schedule spans its {plural(old_epochs, 'epoch')} (scheduler.T_max={old_epochs}); "
                         f"resuming with trainer.epochs={epochs} cannot stretch it. Start a new run with "
                         f"trainer.epochs={epochs}, or add +scheduler.T_max={old_epochs} to continue the old schedule "
                         f"as it is (torch's cosine rises again after T_max)")
@@ -151,7 +152,16 @@ def carry_best(resumed, checkpoint, run_dir: Path) -> None:
         best.write(run_dir / "checkpoints" / "best.pt")
 
 
-def run_summary(parts: TrainingParts, run_dir) -> dict:
+def epochs_line(epochs: int, resumed=None) -> str:
+    """`20 epochs` for a new run; a resumed one counts the epochs left: `epochs 21-22 of 22`."""
+    if resumed is None:
+        return plural(epochs, "epoch")
+    first = resumed.epoch + 1
+    return f"epoch {epochs} of {epochs}" if first == epochs else f"epochs {first}-{epochs} of {epochs}"
+
+
+def run_summary(parts: TrainingParts, run_dir, resumed: tuple | None = None) -> dict:
+    """The header of a run; `resumed`: (the run folder or checkpoint given, its checkpoint) of a resumed run."""
     cfg, data = parts.config, parts.data
     sizes = " / ".join(f"{len(data.splits[s])}" for s in ("train", "val", "test"))
     shape = "x".join(map(str, parts.input_shape))
@@ -162,12 +172,16 @@ def run_summary(parts: TrainingParts, run_dir) -> dict:
         "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.weight_decay}",
         "scheduler": schedule_line(cfg.scheduler),
         "augmentation": parts.pipeline.augmentation.describe(),
-        "trainer": f"{cfg.trainer.epochs} epochs  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
+        "trainer": f"{epochs_line(int(cfg.trainer.epochs), resumed and resumed[1])}  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
                    f"early stopping {cfg.trainer.early_stopping}{regularisers_line(cfg.trainer)}",
         "device": f"{parts.device}  precision {parts.precision.describe()}  "
                   f"compile {cfg.device.compile}  seed {cfg.seed}",
         "run folder": str(run_dir),
     }
+    if resumed is not None:
+        source, checkpoint = resumed
+        summary["resumed from"] = (f"{source} (after epoch {checkpoint.epoch}, step {checkpoint.step}"
+                                   f"{', mid-epoch' if (checkpoint.train_state or {}).get('batch_in_epoch') else ''})")
     group = parts.group
     if group.active:
         global_batch = int(cfg.trainer.batch_size)

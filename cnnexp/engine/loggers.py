@@ -19,6 +19,7 @@ from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 
 from cnnexp.engine.curves import draw_curves
+from cnnexp.utils.text import plural
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -267,6 +268,6 @@ class ConsoleReporter:
                 style="bold green", highlight=False, soft_wrap=True,
             )
         self.console.print(
-            f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.1f} s "
+            f"{plural(metrics['epochs_run'], 'epoch')} in {metrics['train_seconds']:.1f} s "
             f"({metrics['images_per_second']:.0f} img/s); run folder: {run_dir}", highlight=False, soft_wrap=True,
         )

@@ -25,6 +25,7 @@ from cnnexp.engine.records import Loggers, TrainState, hparam_summary, is_better
 from cnnexp.utils.checkpoint import Checkpoint, restore_rng, rng_state
 from cnnexp.utils.errors import Diverged, Interrupted, UserError
 from cnnexp.utils.files import write_json_atomic
+from cnnexp.utils.text import plural
 
 SMOOTHING = 0.9  # weight of the past in the moving-average training loss
 
@@ -141,7 +142,7 @@ class Trainer:
             return
         self.save("last")
         raise Interrupted(f"interrupted by {signal.Signals(signum).name} after step {self.state.step} "
-                          f"({self.state.epoch} epochs + {self.state.batch_in_epoch} batches); saved "
+                          f"({plural(self.state.epoch, 'epoch')} + {plural(self.state.batch_in_epoch, 'batch')}); saved "
                           f"{self.run_dir / 'checkpoints' / 'last.pt'}", signum,
                           f"resume with: {self.resume_command()}")
 

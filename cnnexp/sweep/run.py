@@ -26,6 +26,7 @@ from cnnexp.sweep.summary import summarize
 from cnnexp.config.app import launch as launch_app
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
+from cnnexp.utils.text import plural
 
 
 CONFIG_NAME = "sweep"
@@ -132,9 +133,9 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
     print(f"sweep: {points} point{'s' * (points != 1)} ({keys}) x {len(plan.seeds)} seed"
           f"{'s' * (len(plan.seeds) != 1)} = {total} run{'s' * (total != 1)} in {sweep_dir}")
     if todo == 0:
-        print(f"all {points} points already done ({total} runs); nothing to run")
+        print(f"all {plural(points, 'point')} already done ({plural(total, 'run')}); nothing to run")
     elif todo < total:
-        print(f"{total - todo} of {total} runs already done; running the other {todo}")
+        print(f"{total - todo} of {plural(total, 'run')} already done; running the other {todo}")
 
 
 def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run) -> None:

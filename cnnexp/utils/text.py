@@ -15,3 +15,8 @@ def listing(items: list[str]) -> str:
 def preview(names) -> str:
     names = list(names)
     return ", ".join(names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
+
+
+def plural(count: int, word: str) -> str:
+    """`1 epoch`, `2 epochs`: a count with its noun (regular plurals)."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
