@@ -301,6 +301,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(run, images, tmp_pat
     assert server.proc.wait(timeout=60) == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    assert f"cnnexp serve: http://127.0.0.1:{server.port} (the page at /" in server.log_path.read_text()
 
 
 @pytest.mark.parametrize("make_run, message", [
@@ -489,6 +490,7 @@ def test_two_workers_answer_and_stop_with_exit_0(run, images, tmp_path):
     assert len({json.dumps(answer["images"][0]["top"]) for _, answer in answers}) == 1
     assert server.stop() == 0
     assert server.log_path.read_text().count("ready on /predict") == 2
+    assert f"cnnexp serve: http://127.0.0.1:{server.port} (the page at /" in server.log_path.read_text()
 
 
 def test_onnxruntime_backend_without_an_export_is_one_line(cnnexp, run, tmp_path):

@@ -43,6 +43,7 @@ def serve(cfg) -> None:
     settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
                     lifespan="on", access_log=bool(cfg.access_log), http=HeaderDeadlineProtocol)
     sock = listen(str(cfg.host), int(cfg.port))
+    print(f"cnnexp serve: {url(sock)} (the page at /, POST images to /predict; Ctrl+C stops)", flush=True)
     if int(cfg.workers) > 1:
         serve_workers(cfg, settings, sock)
         return
@@ -77,6 +78,12 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
         raise UserError(f"cannot listen on {host}:{port} ({reason}); choose another port= (or host=)") from exc
+
+
+def url(sock: socket.socket) -> str:
+    """The address a browser or curl reaches the bound socket at (port=0: the port the system chose)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def serve_workers(cfg, settings: dict, sock: socket.socket) -> None:
