@@ -550,7 +550,7 @@ def test_two_sweeps_on_one_folder_train_each_run_once(workdir, reference_sweep):
     assert [p.returncode for p in procs] == [0, 0]
     runs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
     assert len(runs) == 4 and not list(sweep_dir.glob("*/interrupted*"))
-    trained = {run.name: sum(out.count(f"run folder: {run}\n") for out in outs) for run in runs}
+    trained = {run.name: sum(out.count(f"run folder: {run.relative_to(workdir)}\n") for out in outs) for run in runs}
     assert set(trained.values()) == {1}, trained
     skipped = sum(out.count("another process is training") for out in outs)
     subprocess.run([sys.executable, "-m", "cnnexp", "sweep", "summarize", f"dir={sweep_dir}"], cwd=workdir,

@@ -105,7 +105,7 @@ def test_aggregation_mean_std_min_max_and_failures(cnnexp, workdir):
     assert summary["keys"] == ["optimizer.lr"]  # inferred: the only key that varies, seed aside
     best, worst = summary["points"]  # sorted by mean validation error
     assert summary["metric"] == "best_val_error" and summary["best"] == {"optimizer.lr": "0.01"}
-    assert "best by best_val_error: optimizer.lr=0.01 (val err 5.00 ± 0.00 %, test err 10.00 ± 0.00 %)" in result.out
+    assert "best by best_val_error: optimizer.lr=0.01\n  val err 5.00 ± 0.00 %, test err 10.00 ± 0.00 %\n" in result.out
     assert best["values"] == {"optimizer.lr": "0.01"} and best["runs_ok"] == 1 and best["failed"] == 2
     assert best["test_error"] == {"mean": 0.1, "std": 0.0, "min": 0.1, "max": 0.1}
     assert worst["runs_ok"] == 3 and worst["failed"] == 0
@@ -158,7 +158,7 @@ def test_the_choice_is_made_on_validation_with_test_beside_it(cnnexp, workdir):
     assert [p["values"]["optimizer.lr"] for p in summary["points"]] == ["0.01", "0.001", "0.1"]
     assert summary["best"] == {"optimizer.lr": "0.01"}
     assert "sorted by best_val_error" in result.out
-    assert "best by best_val_error: optimizer.lr=0.01 (val err 10.00 ± 0.00 %, test err 40.00 ± 0.00 %)" in result.out
+    assert "best by best_val_error: optimizer.lr=0.01\n  val err 10.00 ± 0.00 %, test err 40.00 ± 0.00 %\n" in result.out
     assert (sweep_dir / "summary.md").read_text().splitlines()[2].startswith("| 0.01 | 1/1 | 10.00 ± 0.00 |")
 
 

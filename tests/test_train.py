@@ -49,7 +49,7 @@ def test_olivetti_run_folder(cnnexp, workdir):
     assert "inputs/train" in tags["images"]
     assert len(events.Scalars("val/error")) == 3
 
-    assert "Best validation error of" in result.out and "with test error" in result.out
+    assert "Best validation error " in result.out and "), test error " in result.out
     assert str(run.name) in result.out
 
 

@@ -12,6 +12,7 @@ import sys
 from cnnexp.commands import COMMANDS
 from cnnexp.config.app import DEBUG, describe
 from cnnexp.utils.errors import Diverged, UserError
+from cnnexp.utils.text import fold
 
 
 def print_usage() -> None:
@@ -21,7 +22,7 @@ def print_usage() -> None:
         lines.append(f"  {name:<9} {module.HELP}")
     lines += ["", "`cnnexp <command> --help` shows its config groups and keys.",
               f"Set {DEBUG}=1 to see tracebacks."]
-    print("\n".join(lines))
+    print(fold("\n".join(lines)))
 
 
 def fail(message: str, code: int) -> int:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cnnexp.config.app import tools_main
 
-HELP = "data tools: build-hdf5 (folder -> HDF5), from-video (faces -> folder), show (counts, stats, sample grid)"
+HELP = "data tools: build-hdf5 (folder -> HDF5), from-video, show"
 
 
 def progress_bar(console: Console) -> Progress:
@@ -61,10 +61,10 @@ def show(cfg) -> None:
 
 TOOLS = {
     "build-hdf5": SimpleNamespace(CONFIG_NAME="data_build_hdf5", run=build_hdf5,
-                                  HELP="an image folder -> one HDF5 file with a group per split and the training mean"),
+                                  HELP="an image folder -> one HDF5 file (a group a split, the train mean)"),
     "from-video": SimpleNamespace(CONFIG_NAME="data_from_video", run=from_video,
                                   HELP="the largest face in every k-th video frame -> out/<label>/*.png"),
     "show": SimpleNamespace(CONFIG_NAME="data_show", run=show,
-                            HELP="counts per split and class, shape, mean/std, and a PNG grid with and without augmentation"),
+                            HELP="counts per split and class, mean/std, a grid of augmented samples"),
 }
 main = tools_main("data", TOOLS)  # cnnexp data <tool> ... -> the tool's Hydra app

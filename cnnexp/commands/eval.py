@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 from cnnexp.config.app import app_main
 from cnnexp.utils import jobdirs
 from cnnexp.utils.files import display_path, short_names, write_json_atomic
+from cnnexp.utils.text import fold
 from cnnexp.utils.runs import current_run_dir
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
     from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "eval"
-HELP = "evaluate a trained run: rank-1/rank-5, per-class report, confusion matrix, --tencrop, by=<field>"
+HELP = "score a run: rank-1/5, per class, confusion matrix, --tencrop, by="
 FLAGS = {"--tencrop": "eval.tencrop=true"}
 main = app_main("eval", __name__)  # cnnexp eval ... -> this module's Hydra app
 LISTED = 10  # misclassified images named on the console
@@ -121,8 +122,9 @@ def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
     from cnnexp.inference.scoring import UNCERTAIN_BELOW
 
     screen = console()
-    screen.print(f"[bold]cnnexp eval[/]  {restored.checkpoint_path} (epoch {restored.epoch}, step {restored.step})  "
-                  f"{cfg.split} split, {result['n']} images, precision {restored.precision.describe()}")
+    screen.print(fold(f"cnnexp eval  {display_path(restored.checkpoint_path)} (epoch {restored.epoch}, step "
+                      f"{restored.step})  {cfg.split} split, {result['n']} images, precision "
+                      f"{restored.precision.describe()}"), markup=False)
     keys = ("error", "accuracy", *(("one_off",) if "one_off" in result else ()), "rank1", "rank5", "loss")
     plain_numbers = {k: result[k] for k in keys}
     tencrop_numbers = {k: result[f"tencrop_{k}"] for k in plain_numbers} if result["tencrop"] else None
@@ -131,14 +133,14 @@ def print_report(cfg, restored: Restored, result: dict, out: Path) -> None:
     screen.print(per_class_table(result["per_class"], f"per class ({source})"))
     for field, breakdown in result.get("by", {}).items():
         screen.print(subgroup_table(breakdown["groups"], field, f"by {field} ({source})", UNCERTAIN_BELOW))
-        screen.print(gap_line(breakdown["gap"], field, UNCERTAIN_BELOW))
+        screen.print(fold(gap_line(breakdown["gap"], field, UNCERTAIN_BELOW)))
     wrong = result["misclassified"]
     screen.print(f"misclassified ({source}): {len(wrong)} of {result['n']}", highlight=False)
     for line in misclassified_lines(wrong):
-        screen.print(f"  {line}", highlight=False, soft_wrap=True)
+        screen.print(fold(f"  {line}"), highlight=False)
     by_files = "".join(f"by_{field}.csv, " for field in result.get("by", {}))
-    screen.print(f"wrote eval.json, per_class.csv, {by_files}confusion_matrix.csv, confusion_matrix.png, "
-                  f"misclassified.png to {display_path(out)}")
+    screen.print(fold(f"wrote eval.json, per_class.csv, {by_files}confusion_matrix.csv, confusion_matrix.png, "
+                      f"misclassified.png to {display_path(out)}"))
 
 
 def guess_text(wrong: dict) -> str:

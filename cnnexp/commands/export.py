@@ -6,7 +6,7 @@ from pathlib import Path
 from cnnexp.config.app import app_main
 
 CONFIG_NAME = "export"
-HELP = "a trained run as ONNX or TorchScript with its preprocessing (JSON), checked against PyTorch"
+HELP = "a trained run as ONNX or TorchScript with its preprocessing, checked"
 main = app_main("export", __name__)  # cnnexp export ... -> this module's Hydra app
 DEVICE = {"type": "cpu", "channels_last": False, "threads": None, "precision": "fp32", "compile": False}
 

@@ -11,7 +11,7 @@ from cnnexp.utils.errors import UserError
 # torch, the data, features and inference layers are imported where used: `--help` and `--cfg job` go without.
 
 CONFIG_NAME = "features"
-HELP = "features of a run or registry model for every image -> HDF5 (layer=, splits=, --tencrop)"
+HELP = "features of a run or registry model for every image -> HDF5"
 FLAGS = {"--tencrop": "tencrop=true"}
 main = app_main("features", __name__)  # cnnexp features ... -> this module's Hydra app
 

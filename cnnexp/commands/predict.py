@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--h
     from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "predict"
-HELP = "best guesses of a trained run for image files (topk, --json, detect_face=true) or image=olivetti"
+HELP = "a run's best guesses for images (topk=, --json) or image=olivetti"
 FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
 main = app_main("predict", __name__)  # cnnexp predict ... -> this module's Hydra app
 

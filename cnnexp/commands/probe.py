@@ -12,7 +12,7 @@ from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.runs import current_run_dir, save_config
 
 CONFIG_NAME = "probe"
-HELP = "logistic-regression probe on a features file: grid over C, eval tables, a probe predict can use"
+HELP = "logistic-regression probe on a features file (a grid over C)"
 main = app_main("probe", __name__)  # cnnexp probe ... -> this module's Hydra app
 FITS = ("train", "train+val")
 

@@ -3,7 +3,7 @@
 from cnnexp.config.app import app_main
 
 CONFIG_NAME = "serve"
-HELP = "an HTTP prediction service with a web page for a trained run (run=..., port=8000)"
+HELP = "an HTTP service with a web page for a trained run (port=8000)"
 FLAGS = {"--tencrop": "tencrop=true"}
 main = app_main("serve", __name__)  # cnnexp serve ... -> this module's Hydra app
 

@@ -8,7 +8,7 @@ logic is in cnnexp/sweep/, the runs are this package's train command.
 from cnnexp.commands import train
 from cnnexp.sweep import run as sweep
 
-HELP = "train a grid of configs x seeds (Hydra multirun); ends in a table, CSV/JSON/Markdown and a plot"
+HELP = "train a grid of configs x seeds; ends in a table and a plot"
 
 
 def main(argv: list[str]) -> int:

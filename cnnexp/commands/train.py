@@ -16,13 +16,14 @@ from cnnexp.schemas import typed, upgrade
 from cnnexp.schemas.run import TrainSchema
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import current_run_dir, finished_metrics, refuse_used_run_dir, save_config, set_aside
+from cnnexp.utils.files import display_path
 from cnnexp.utils.text import plural
 
 if TYPE_CHECKING:
     from cnnexp.engine.assemble import TrainingParts
 
 CONFIG_NAME = "train"
-HELP = "train a model; writes outputs/train/<run> (checkpoints, history.csv, TensorBoard, metrics.json)"
+HELP = "train a model into outputs/train/<run>: checkpoints, curves, metrics"
 main = app_main("train", __name__)  # cnnexp train ... -> this module's Hydra app
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
 AUTO = "auto"  # trainer.resume=auto: continue this run folder's own last.pt when there is one
@@ -163,7 +164,7 @@ def epochs_line(epochs: int, resumed=None) -> str:
 def run_summary(parts: TrainingParts, run_dir, resumed: tuple | None = None) -> dict:
     """The header of a run; `resumed`: (the run folder or checkpoint given, its checkpoint) of a resumed run."""
     cfg, data = parts.config, parts.data
-    sizes = " / ".join(f"{len(data.splits[s])}" for s in ("train", "val", "test"))
+    sizes = "/".join(f"{len(data.splits[s])}" for s in ("train", "val", "test"))
     shape = "x".join(map(str, parts.input_shape))
     optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1]
     summary = {
@@ -176,7 +177,7 @@ def run_summary(parts: TrainingParts, run_dir, resumed: tuple | None = None) -> 
                    f"early stopping {cfg.trainer.early_stopping}{regularisers_line(cfg.trainer)}",
         "device": f"{parts.device}  precision {parts.precision.describe()}  "
                   f"compile {cfg.device.compile}  seed {cfg.seed}",
-        "run folder": str(run_dir),
+        "run folder": display_path(run_dir),
     }
     if resumed is not None:
         source, checkpoint = resumed

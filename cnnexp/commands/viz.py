@@ -17,6 +17,7 @@ from cnnexp.config.app import launch
 from cnnexp.utils import jobdirs
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir, current_run_dir
+from cnnexp.utils.text import fold
 
 if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--help` and `--cfg job` go without
     import torch
@@ -24,12 +25,12 @@ if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--h
     from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "viz"
-HELP = "pictures of a trained run: curves, activations, filters, gradcam (to <run>/viz/, tensorboard=true)"
+HELP = "pictures of a trained run: curves, activations, filters, gradcam"
 PICTURES = {
-    "curves": "train/val loss and val/test error against epoch for one or more runs (run=<run>,<run>)",
-    "activations": "every channel of each conv layer's feature map for one image (image=...)",
-    "filters": "first-layer kernels, and each channel's preferred input pattern by gradient ascent",
-    "gradcam": "Grad-CAM heat maps of the predicted (or target=) class blended over images (image=...)",
+    "curves": "loss and error by epoch of one or more runs (run=<run>,<run>)",
+    "activations": "every channel of each conv layer's feature map for one image",
+    "filters": "first-layer kernels, and each channel's preferred input pattern",
+    "gradcam": "Grad-CAM maps of the predicted (or target=) class over images",
 }
 LIST_KEYS = ("layers", "channels")  # `layers=a,b` means a list here, not a sweep
 MAX_CHANNELS = 64  # patterns drawn when channels=null
@@ -39,8 +40,8 @@ BATCH = 32  # images per Grad-CAM pass
 def usage() -> str:
     lines = ["usage: cnnexp viz <picture> [key=value ...]", ""]
     lines += [f"  {name:<12} {text}" for name, text in PICTURES.items()]
-    lines += ["", "`cnnexp viz <picture> --help` lists its keys; `--cfg job` prints the resolved config."]
-    return "\n".join(lines)
+    lines += ["", "`cnnexp viz <picture> --help` lists its keys; `--cfg job` the resolved config."]
+    return fold("\n".join(lines))
 
 
 def main(argv: list[str]) -> int:

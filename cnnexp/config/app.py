@@ -14,6 +14,7 @@ from cnnexp.utils.allocator import keep_freed_memory
 from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
+from cnnexp.utils.text import fold, reflow
 
 HYDRA_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion", "-sc",
                "--multirun", "-m", "--version")
@@ -130,10 +131,9 @@ def tools_main(name: str, tools: dict):
     """`main(argv)` of a command made of tools (`cnnexp data <tool>`), each one Hydra app."""
     def main(argv: list[str]) -> int:
         if not argv or argv[0] in ("-h", "--help", "help"):
-            print(f"usage: cnnexp {name} <tool> [key=value ...] [--help]\n\ntools:")
-            for tool_name, tool in tools.items():
-                print(f"  {tool_name:<11} {tool.HELP}")
-            print(f"\n`cnnexp {name} <tool> --help` lists its keys and defaults.")
+            lines = [f"usage: cnnexp {name} <tool> [key=value ...] [--help]", "", "tools:"]
+            lines += [f"  {tool_name:<11} {tool.HELP}" for tool_name, tool in tools.items()]
+            print(fold("\n".join([*lines, "", f"`cnnexp {name} <tool> --help` lists its keys and defaults."])))
             return 0
         if argv[0] not in tools:
             raise UserError(f"unknown {name} tool '{argv[0]}'; choose one of: {', '.join(tools)}")
@@ -170,11 +170,11 @@ def help_text(config_name: str, overrides: list[str]) -> str:
     help_cfg = cfg.hydra.help
     groups = [f"{group}: {', '.join(choices)}" for group, choices in options.items()]
     job_cfg = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}).rstrip()
-    parts = [str(help_cfg.header)]
+    parts = [reflow(str(help_cfg.header))]
     if groups:
         parts += ["== Config groups (group=choice) ==", "\n".join(groups)]
     parts += ["== Config (key=value) ==", job_cfg, str(help_cfg.footer)]
-    return "\n\n".join(parts)
+    return fold("\n\n".join(parts))
 
 
 def compose_with_groups(config_name: str, overrides: list[str]):

@@ -1,14 +1,7 @@
 """Where the config tree is, and composing it with Hydra's compose API (one-line errors)."""
 
-from pathlib import Path
-
 from cnnexp.utils.errors import UserError
-
-
-def conf_dir() -> Path:
-    """The config tree: inside the installed package, or `conf/` beside it in a source checkout."""
-    here = Path(__file__).resolve().parent.parent
-    return here / "conf" if (here / "conf" / "train.yaml").exists() else here.parent / "conf"
+from cnnexp.utils.files import conf_dir  # noqa: F401 (where the config tree is; imported from here by the commands)
 
 
 def one_line(exc: Exception) -> str:

@@ -19,6 +19,7 @@ from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 
 from cnnexp.engine.curves import draw_curves
+from cnnexp.utils.files import display_path
 from cnnexp.utils.text import plural
 
 
@@ -263,11 +264,11 @@ class ConsoleReporter:
     def finish(self, metrics: dict, run_dir: Path) -> None:
         if metrics.get("best_epoch") is not None:
             self.console.print(
-                f"Best validation error of {percent(metrics['best_val_error'])} at epoch {metrics['best_epoch']} "
-                f"(iteration {metrics['best_step']}), with test error {percent(metrics['test_error'])}",
+                f"Best validation error {percent(metrics['best_val_error'])} at epoch {metrics['best_epoch']} "
+                f"(step {metrics['best_step']}), test error {percent(metrics['test_error'])}",
                 style="bold green", highlight=False, soft_wrap=True,
             )
         self.console.print(
             f"{plural(metrics['epochs_run'], 'epoch')} in {metrics['train_seconds']:.1f} s "
-            f"({metrics['images_per_second']:.0f} img/s); run folder: {run_dir}", highlight=False, soft_wrap=True,
+            f"({metrics['images_per_second']:.0f} img/s); run folder: {display_path(run_dir)}", highlight=False, soft_wrap=True,
         )

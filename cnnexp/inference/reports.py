@@ -7,7 +7,6 @@ Figures use matplotlib's object API with the Agg canvas, so no GUI backend is to
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,16 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from cnnexp.utils.text import WIDTH
+
 MAX_TICK_LABELS = 60  # more classes than this: the heat map shows no class names
 GRID_COLUMNS = 8
 
 
 def console() -> Console:
-    """Rich output that is not wrapped at 80 columns when it goes to a file or a pipe."""
-    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
+    """Rich output as wide on a terminal as in a file or a pipe: tables fit WIDTH columns; plain lines are
+    not wrapped by rich (commands fold their long lines themselves, at words)."""
+    return Console(highlight=False, soft_wrap=True, width=WIDTH)
 
 
 def save_figure(fig: Figure, path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.files import conf_dir
 
 FREE_GROUPS = ("optimizer", "scheduler", "hydra")  # keys passed on to a constructor (or Hydra's)
 
@@ -50,8 +51,6 @@ def closest(key: str, known) -> str | None:
 @cache
 def source_keys(name: str) -> frozenset | None:
     """The keys of dataset source `name` (conf/dataset/<name>.yaml), or None for a source without one."""
-    from cnnexp.config.compose import conf_dir
-
     path = Path(conf_dir()) / "dataset" / f"{name}.yaml"
     return frozenset(OmegaConf.load(path).keys()) if path.is_file() else None
 
@@ -73,8 +72,6 @@ def check_dataset_keys(dataset_cfg, added) -> None:
 def added_keys(overrides) -> list[tuple[str, str]]:
     """(key, override as typed) of the `+key=...`/`++key=...` overrides that add keys, not group choices."""
     from hydra.core.config_store import ConfigStore
-
-    from cnnexp.config.compose import conf_dir
 
     added = []
     for override in overrides:

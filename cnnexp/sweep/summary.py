@@ -8,6 +8,8 @@ from cnnexp.sweep.plan import override_value
 from cnnexp.sweep.plot import numbers, plot_summary
 from cnnexp.sweep.table import STAT_METRICS, SUMMARY_FILES, choice_line, rich_table, write_summary
 from cnnexp.utils.errors import UserError
+from cnnexp.utils.files import display_path
+from cnnexp.utils.text import WIDTH, fold
 
 
 def summarize(sweep_dir: Path, metric: str) -> dict:
@@ -25,19 +27,18 @@ def summarize(sweep_dir: Path, metric: str) -> dict:
     summary["best"] = next((row["values"] for row in rows if row[metric]["mean"] is not None), None)
     write_summary(sweep_dir, summary)
     plot_summary(rows, keys, orders, metric, sweep_dir / "summary.png")
-    console = Console()
-    if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
-        console = Console(width=200)
+    console = Console(width=WIDTH)  # as wide in a log file or a pipe as on a terminal
+    console.print(f"cnnexp sweep: {display_path(sweep_dir)}", highlight=False, soft_wrap=True)
     console.print(rich_table(summary))
     if choice_line(summary):
-        console.print(choice_line(summary), highlight=False, soft_wrap=True)
+        console.print(fold(choice_line(summary)), highlight=False)
     for row in rows:
         for run in row["runs"]:
             if run["error"]:
-                console.print(f"[red]{run['status']}[/]: {run['folder']}: {run['error']}", highlight=False,
-                              soft_wrap=True)
-    console.print(f"wrote {', '.join(SUMMARY_FILES)} in {sweep_dir}; compare the runs in TensorBoard's "
-                  f"HPARAMS tab: tensorboard --logdir {sweep_dir}", highlight=False, soft_wrap=True)
+                console.print(fold(f"{run['status']}: {display_path(run['folder'])}\n  {run['error']}"),
+                              style="red", highlight=False, markup=False)
+    console.print(fold(f"wrote {', '.join(SUMMARY_FILES)} in {display_path(sweep_dir)}; compare the runs in "
+                       f"TensorBoard's HPARAMS tab: tensorboard --logdir {display_path(sweep_dir)}"), highlight=False)
     return summary
 
 

@@ -3,7 +3,10 @@
 import csv
 from pathlib import Path
 
+from rich.console import Console
+
 from cnnexp.utils.files import write_json_atomic
+from cnnexp.utils.text import WIDTH
 
 SUMMARY_FILES = ("summary.csv", "summary.json", "summary.md", "summary.png")
 STAT_METRICS = ("best_val_error", "test_error", "best_epoch", "train_seconds")
@@ -35,7 +38,7 @@ def choice_line(summary: dict) -> str | None:
         return None
     point = " ".join(f"{key}={value}" for key, value in row["values"].items())
     errors = ", ".join(f"{label} {mean_std(row[name], name)} %" for label, name in ERRORS)
-    return f"best by {summary['metric']}: {point} ({errors})"
+    return f"best by {summary['metric']}: {point}\n  {errors}"
 
 
 def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -70,16 +73,49 @@ def table_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
-def rich_table(summary: dict):
+CONSOLE_LEFT_OUT = ("val range", "test range")  # in summary.md and .csv, not on the console
+DROPPED_FIRST = ("train s", "best epoch", "runs")  # left out, in this order, while the table is too wide
+
+
+def short_keys(keys: list[str]) -> list[str]:
+    """Each swept key by its shortest dotted tail that no other key shares (`lr`, `batch_size`)."""
+    parts = [key.split(".") for key in keys]
+    short = []
+    for mine in parts:
+        n = 1
+        while n < len(mine) and sum(other[-n:] == mine[-n:] for other in parts) > 1:
+            n += 1
+        short.append(".".join(mine[-n:]))
+    return short
+
+
+def rich_table(summary: dict, width: int = WIDTH):
+    """The console's table within `width` columns: summary.md's columns but the ranges (and `failed` when
+    nothing failed), swept keys by their last names, then the least needed columns left out until it fits."""
+    header, cells = table_rows(summary)
+    header = short_keys(summary["keys"]) + header[len(summary["keys"]):]
+    failed = any(row["failed"] for row in summary["points"])
+    kept = [i for i, name in enumerate(header) if name not in CONSOLE_LEFT_OUT and (name != "failed" or failed)]
+    table = console_table(summary, header, cells, kept)
+    for name in DROPPED_FIRST:
+        if Console(width=10 * width).measure(table).maximum <= width or name not in header:
+            break
+        kept.remove(header.index(name))
+        table = console_table(summary, header, cells, kept)
+    return table
+
+
+def console_table(summary: dict, header: list[str], cells: list[list[str]], kept: list[int]):
+    from rich import box
     from rich.table import Table
 
-    header, cells = table_rows(summary)
-    metric = summary["metric"]
-    table = Table(title=f"cnnexp sweep: {summary['sweep_dir']}  (sorted by {metric}; mean ± std over seeds)")
-    for name in header:
-        table.add_column(name, justify="left" if name in summary["keys"] else "right")
+    table = Table(title=f"sorted by {summary['metric']}; mean ± std over seeds", box=box.SIMPLE_HEAD,
+                  pad_edge=False, title_justify="left")
+    keys = len(summary["keys"])
+    for i in kept:
+        table.add_column(header[i], justify="left" if i < keys else "right", no_wrap=True)
     for line in cells:
-        table.add_row(*line)
+        table.add_row(*(line[i] for i in kept))
     return table
 
 

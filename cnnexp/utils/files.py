@@ -49,6 +49,12 @@ def exclusive_lock(folder: Path, name: str = ".lock", wait: bool = False):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def conf_dir() -> Path:
+    """The config tree: inside the installed package, or `conf/` beside it in a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    return here / "conf" if (here / "conf" / "train.yaml").exists() else here.parent / "conf"
+
+
 def display_path(path) -> str:
     """A path relative to the working folder when it lies inside it, else as given."""
     try:
