@@ -16,14 +16,16 @@ BLOCKS = console_blocks()
 QUICK = [b for b in BLOCKS if b.kind == "quick"]
 SLOW_PAGES = sorted({b.page for b in BLOCKS if b.kind == "slow"})
 STEP_TIMEOUT_S = {"quick": 60, "slow": 900}
+WIDTH = 80  # what every line a command prints fits, but the one-line messages (kept whole for grep and logs)
+ONE_LINE = ("error: ", "warning: ", "Model diverged ")
 
 
 def shell_env() -> dict:
     """The user's shell as the examples assume it: this environment's `cnnexp` and `python` first on
-    PATH, no debug tracebacks, a 100-column terminal (the pages show tables of up to 81)."""
+    PATH, no debug tracebacks, an 80-column terminal."""
     env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["COLUMNS"] = "100"
+    env["COLUMNS"] = str(WIDTH)
     return env
 
 
@@ -45,6 +47,8 @@ def run_block(block: Block, workdir: Path) -> None:
                               timeout=STEP_TIMEOUT_S[block.kind])
         assert matches(step.shown, proc.stdout), (
             f"{block.id}: `{step.command}` printed\n{proc.stdout}\nbut the page shows\n" + "\n".join(step.shown))
+        wide = [line for line in proc.stdout.splitlines() if len(line) > WIDTH and not line.startswith(ONE_LINE)]
+        assert not wide, f"{block.id}: `{step.command}` printed lines over {WIDTH} columns:\n" + "\n".join(wide)
 
 
 @pytest.fixture
