@@ -119,6 +119,7 @@ def test_a_saved_config_from_before_a_key_existed_is_upgraded():
     ("dataset=table", "dataset.file=/t.csv", "dataset.fields=[age]", "dataset.path='{user_id}/{face_id}'"),
     ("dataset=folder", "dataset.root=/photos", "dataset.size=[32,48]"),
     ("dataset.name=agebins", "+dataset.fields=false"),  # a source without a YAML in conf/dataset takes any key
+    ("++trainer.epochs=3", "++seed=2"),  # `++` of a key the config has only overrides it
 ])
 def test_keys_a_source_or_constructor_reads_compose(overrides):
     from cnnexp.config.app import check_composes
@@ -131,6 +132,7 @@ def test_keys_a_source_or_constructor_reads_compose(overrides):
     (("dataset=utkface", "+dataset.traget=age"), "did you mean dataset.target=age?"),
     (("+device.thread=2",), "did you mean device.threads=2?"),
     (("+sed=1",), "did you mean seed=1?"),
+    (("++trainer.epoch=3",), "++trainer.epoch=3 adds a key that no part of cnnexp reads; did you mean trainer.epochs=3?"),
 ])
 def test_a_key_nothing_reads_is_refused(overrides, message):
     from cnnexp.config.app import check_composes

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cnnexp.config.compose import compose_config, conf_dir
 from cnnexp.schemas import typed
-from cnnexp.schemas.keys import check_added
+from cnnexp.schemas.keys import check_added, flat_keys
 from cnnexp.utils.allocator import keep_freed_memory
 from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
@@ -27,9 +27,25 @@ def check_composes(config_name: str, args: list[str], check=None):
     a `+key=...` that adds a key nothing reads is refused."""
     overrides = [a for a in args if not a.startswith("hydra")]
     cfg = compose_config(config_name, overrides)
-    check_added(cfg, overrides, config_name)
+    check_new_keys(config_name, cfg, overrides)
     (check or typed)(cfg)
     return cfg
+
+
+def check_new_keys(config_name: str, cfg, overrides: list[str]) -> None:
+    """`check_added` on the keys the overrides add: `++key=...` of a key the config has only overrides it."""
+    forced = [o for o in overrides if o.startswith("++")]
+    if forced:
+        rest = compose_config(config_name, [o for o in overrides if o not in forced and not o.startswith("hydra")])
+        existing = {prefix for key in flat_keys(rest) for prefix in dotted_prefixes(key)}
+        overrides = [o for o in overrides if o not in forced or o.split("=", 1)[0].lstrip("+") not in existing]
+    check_added(cfg, overrides, config_name)
+
+
+def dotted_prefixes(key: str) -> list[str]:
+    """trainer.epochs -> trainer, trainer.epochs."""
+    parts = key.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
@@ -53,7 +69,9 @@ def guarded(run, cfg):
     keep_freed_memory()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
     try:
         # a job of a multirun (not composed up front) meets the checks here
-        check_added(cfg, HydraConfig.get().overrides.task, HydraConfig.get().job.config_name)
+        # (`++key`, which may only override a key, needs a second composition: checked up front alone)
+        check_added(cfg, [o for o in HydraConfig.get().overrides.task if not o.startswith("++")],
+                    HydraConfig.get().job.config_name)
         typed(cfg)
         return run(cfg)
     except Interrupted as exc:  # saved and stopped on a signal: a sweep stops too, and is continued by re-running it
