@@ -27,8 +27,11 @@ def tls_settings(cfg) -> dict:
         if exc.reason == "KEY_VALUES_MISMATCH":
             raise UserError(f"tls_key={cfg.tls_key} does not match tls_cert={cfg.tls_cert}; give the private key "
                             "the certificate was made for") from exc
-        raise UserError(f"tls_key={cfg.tls_key if key else '(none)'} gives no unencrypted PEM private key for "
-                        f"tls_cert={cfg.tls_cert} ({reason(exc)}); give the key as tls_key=key.pem") from exc
+        if key is None:
+            raise UserError(f"tls_cert={cfg.tls_cert} holds no private key; give the certificate's key as "
+                            "tls_key=key.pem") from exc
+        raise UserError(f"tls_key={cfg.tls_key} is not an unencrypted PEM private key; give the certificate's key "
+                        "(decrypt an encrypted one first: openssl pkey -in key.pem -out plain.pem)") from exc
     return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
