@@ -500,14 +500,23 @@ def box_colour_script(face: list[int]) -> str:
 
 @pytest.mark.slow
 def test_two_workers_answer_and_stop_with_exit_0(run, images, tmp_path):
-    """workers=2: uvicorn's supervisor, each worker loading the run; SIGTERM stops them all, exit 0."""
-    server = Server(run, tmp_path / "serve.log", "workers=2")
+    """workers=2: uvicorn's supervisor, each worker loading the run; SIGTERM stops them all, exit 0. Off
+    loopback both take the one token printed once, and /metrics from either adds up both workers."""
+    server = Server(run, tmp_path / "serve.log", "workers=2", "host=0.0.0.0")
     assert server.statuses == [200]  # a worker takes connections only once its model is loaded
+    _, token = printed_token(server)
+    assert {server.request("GET", "/info")[0] for _ in range(8)} == {401}
+    server.headers = {"Authorization": f"Bearer {token}"}
     answers = [server.predict([("face57.png", (images / "face57.png").read_bytes())]) for _ in range(8)]
     assert {status for status, _ in answers} == {200}
     assert len({json.dumps(answer["images"][0]["top"]) for _, answer in answers}) == 1
+    for _ in range(4):  # each scrape lands on either worker
+        metrics = scrape(server)
+        assert requests_count(metrics, "/predict", 200) == 8 and requests_count(metrics, "/info", 401) == 8
+        assert metrics[("cnnexp_batch_size_count", (("run", "run"),))] == 8
     assert server.stop() == 0
-    assert server.log_path.read_text().count("ready on /predict") == 2
+    log = server.log_path.read_text()
+    assert log.count("ready on /predict") == 2 and len([line for line in log.splitlines() if token in line]) == 1
 
 
 def test_onnxruntime_backend_without_an_export_is_one_line(cnnexp, run, tmp_path):
