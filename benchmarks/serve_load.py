@@ -314,12 +314,13 @@ def table(rows: list[dict], baseline: str) -> str:
 
 def measure(servers: dict[str, list[tuple[int, subprocess.Popen]]], image: bytes, args) -> list[dict]:
     """For each number of clients the servers take turns, --rounds times (so a machine that gets busier
-    slows all alike); one summary row per server and client count."""
+    slows all alike), a different one going first each round; one summary row per server and client count."""
     rows = []
     for clients in args.clients:
-        rounds = {name: [] for name in servers}
-        for _ in range(args.rounds):
-            for name, started in servers.items():
+        rounds, names = {name: [] for name in servers}, list(servers)
+        for turn in range(args.rounds):
+            for name in names[turn % len(names):] + names[:turn % len(names)]:  # each server first in turn
+                started = servers[name]
                 token = TOKEN if name.endswith("token") else None
                 targets = [(port, request_bytes(port, image, token)) for port, _ in started]
                 rounds[name].append(run_loop(load(targets, [proc.pid for _, proc in started], clients,
