@@ -664,7 +664,7 @@ def test_https_with_a_self_signed_certificate(run, images, tmp_path, certificate
             plain_status = None
         finally:
             plain.close()
-        assert plain_status != 200
+        assert plain_status is None  # the connection closes without an answer
     finally:
         assert server.stop() == 0
 
