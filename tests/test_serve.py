@@ -33,6 +33,7 @@ SMALL = ("model.nkerns=[8,16]", "model.hidden=64", "trainer.epochs=12", "optimiz
 FACES = read_faces(embedded_gif())
 PASTED_AT = (200, 100, 188, 228)  # x, y, w, h of a face pasted on a background (Haar finds it)
 START_S = 90  # longest wait for a server to answer /health 200
+TOKEN = "tests-token-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -370,11 +371,14 @@ def photos(images):
 
 @pytest.fixture(scope="module", params=["torch", "onnxruntime"])
 def runs_server(request, run, gender_run, tmp_path_factory):
-    """Two named runs (1x57x47 grey LeNet, 3x32x32 colour small CNN) behind one service, with faces."""
+    """Two named runs (1x57x47 grey LeNet, 3x32x32 colour small CNN) behind one service, with faces; a
+    token given (token=), so every request of these tests passes the gate with it."""
     for folder in (run, gender_run):
         exported(folder, request.param)
     started = Server(f"{{faces:{run},gender:{gender_run}}}", tmp_path_factory.mktemp("serve-runs") / "serve.log",
-                     "detect_face=true", "topk=3", f"backend={request.param}")
+                     "detect_face=true", "topk=3", f"backend={request.param}", f"token={TOKEN}")
+    assert started.request("GET", "/info")[0] == 401
+    started.headers = {"Authorization": f"Bearer {TOKEN}"}
     yield started
     assert started.stop() == 0
 
@@ -472,7 +476,7 @@ def test_page_shows_every_named_guess_and_the_face_box(runs_server, photos, tmp_
     pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[dev]')")
     status, served = runs_server.predict([("utk.jpg", (photos / "utk.jpg").read_bytes())])
     with Chromium(tmp_path / "profile") as browser:
-        browser.open(f"http://127.0.0.1:{runs_server.port}/")
+        browser.open(f"http://127.0.0.1:{runs_server.port}/#token={TOKEN}")
         browser.wait_for("document.querySelector('#info').textContent.startsWith('faces: model lenet')")
         info = browser.evaluate("document.querySelector('#info').textContent")
         browser.set_file("#file", photos / "utk.jpg")
@@ -528,7 +532,6 @@ def test_onnxruntime_backend_without_an_export_is_one_line(cnnexp, run, tmp_path
 
 
 # ---- on a network: the token, HTTPS, metrics, the access log --------------------------------------
-TOKEN = "tests-token-0123456789abcdef"
 PRINTED = re.compile(r"(https?)://127\.0\.0\.1:(\d+)/#token=([A-Za-z0-9_-]+)")
 
 
