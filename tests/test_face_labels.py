@@ -140,3 +140,17 @@ def test_kaggle_csv_and_bad_tables(tmp_path):
         create_dataset(dataset_cfg("table", file=str(tmp_path / "empty_target.csv"), size=8), seed=0)
     with pytest.raises(UserError, match="has no column 'file'; its columns are: path, label"):
         create_dataset(dataset_cfg("table", file=str(tmp_path / "labels.csv"), path="file", size=8), seed=0)
+
+
+@pytest.mark.parametrize("name, target, model", [("gender_lite0", "gender", "efficientnet_lite0"),
+                                                 ("age_lite0", "age", "efficientnet_lite0"),
+                                                 ("gender_levi_hassner", "gender", "levi_hassner"),
+                                                 ("age_levi_hassner", "age", "levi_hassner")])
+def test_age_gender_experiments_compose(name, target, model):
+    from cnnexp.config.compose import compose_config
+
+    cfg = compose_config("train", [f"experiment={name}", "dataset.root=faces"])
+    assert (cfg.dataset.name, cfg.dataset.target, cfg.model.name) == ("utkface", target, model)
+    if model == "levi_hassner":  # the paper's recipe
+        assert (cfg.augmentation.crop_size, cfg.trainer.batch_size, cfg.trainer.grad_clip) == ([227, 227], 50, 4.0)
+        assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.dropout) == (1.0e-3, 5.0e-4, 0.5)
