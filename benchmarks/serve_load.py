@@ -3,6 +3,7 @@
     python benchmarks/serve_load.py [--run outputs/train/<olivetti lenet run>] [--seconds 12] [--rounds 3]
                                     [--clients 1 8 32] [--threads 1] [--out docs/results/serve_load.md]
     python benchmarks/serve_load.py --two-runs [--run ...] [--run2 ...] [--whole-image] [...]
+    python benchmarks/serve_load.py --servers "cnnexp serve" --token --before <source tree> --clients 32 [...]
 
 Without --run it first trains the Olivetti LeNet (experiment=olivetti_lenet: nkerns [20,50], hidden 2000)
 for 5 epochs (the weights do not change the speed). Servers, on 127.0.0.1:
@@ -13,6 +14,11 @@ for 5 epochs (the weights do not change the speed). Servers, on 127.0.0.1:
                       (FastAPI runs sync endpoints on its thread pool, so requests run side by side)
   - plain Tornado     a Tornado handler as in the age/gender tutorial, one forward pass per request
                       (needs `pip install tornado`; leave it out with --servers otherwise)
+  - cnnexp serve token     (--token) the same command with token=<random>; every request carries
+                      `Authorization: Bearer <token>`, as a service on a network requires
+  - cnnexp serve before    (--before DIR) the same command run from another source tree, e.g. the
+                      commit before a change (`git archive <commit> | tar -x -C DIR`); with it, the
+                      last column compares each server with this one
 All three decode and score with the same code (cnnexp.serve.model.ServedModel), so the difference is
 the serving. All three servers are started first (an idle server costs nothing); then for each number
 of clients the servers take turns, --rounds times, each turn a one-second warm-up and --seconds/rounds
@@ -38,6 +44,7 @@ import io
 import json
 import os
 import socket
+import secrets
 import statistics
 import subprocess
 import sys
@@ -49,6 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_S = 1.0
 REQUEST_TIMEOUT_S = 30
+TOKEN = secrets.token_urlsafe(24)  # the token of "cnnexp serve token"
 
 
 # ---- the plain servers (run as `python serve_load.py plain-fastapi|plain-tornado RUN PORT THREADS`) ----
@@ -103,12 +111,13 @@ def plain_tornado(run: str, port: int, threads: int) -> None:
 
 
 # ---- the load -------------------------------------------------------------------------------------
-def request_bytes(port: int, image: bytes) -> bytes:
+def request_bytes(port: int, image: bytes, token: str | None = None) -> bytes:
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"face.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
     head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: multipart/form-data; "
-            f"boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            f"boundary={boundary}\r\n{authorization}Content-Length: {len(body)}\r\n\r\n").encode()
     return head + body
 
 
@@ -207,19 +216,26 @@ def commands(args, run: str, run2: str | None) -> dict[str, list[list[str]]]:
         return {"two runs, one request": [serve_command(f"run={{a:{run},b:{run2}}}", *face)],
                 "two one-run requests": [serve_command(f"run={run}", *face), serve_command(f"run={run2}", *face)]}
     plain = {"plain FastAPI": "plain-fastapi", "plain Tornado": "plain-tornado"}
-    return {name: [serve_command(f"run={run}", f"backend={'onnxruntime' if name.endswith('onnxruntime') else 'torch'}")
+    return {name: [serve_command(f"run={run}", f"backend={'onnxruntime' if name.endswith('onnxruntime') else 'torch'}",
+                                 *([f"token={TOKEN}"] if name.endswith("token") else []))
                    if name.startswith("cnnexp serve") else [sys.executable, __file__, plain[name], run]]
             for name in args.servers}
+
+
+def source_tree(name: str, args) -> Path:
+    """Where a server's cnnexp comes from: --before's tree for "cnnexp serve before", else this one."""
+    return Path(args.before).resolve() if name == "cnnexp serve before" else ROOT
 
 
 def serve_command(*overrides: str) -> list[str]:
     return [sys.executable, "-m", "cnnexp", "serve", "device=cpu", *overrides]
 
 
-def start(command: list[str], threads: int) -> tuple[int, subprocess.Popen]:
-    """(port, process) of a server started on a free port with `threads` torch threads."""
+def start(command: list[str], threads: int, source: Path = ROOT) -> tuple[int, subprocess.Popen]:
+    """(port, process) of a server started on a free port with `threads` torch threads, its cnnexp
+    imported from `source`."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, PYTHONPATH=str(source), OMP_NUM_THREADS=str(threads))
     if command[1:3] == ["-m", "cnnexp"]:
         command = [*command, f"port={port}", f"device.threads={threads}"]
     else:
@@ -298,13 +314,15 @@ def table(rows: list[dict], baseline: str) -> str:
 
 def measure(servers: dict[str, list[tuple[int, subprocess.Popen]]], image: bytes, args) -> list[dict]:
     """For each number of clients the servers take turns, --rounds times (so a machine that gets busier
-    slows all alike); one summary row per server and client count."""
+    slows all alike), a different one going first each round; one summary row per server and client count."""
     rows = []
     for clients in args.clients:
-        rounds = {name: [] for name in servers}
-        for _ in range(args.rounds):
-            for name, started in servers.items():
-                targets = [(port, request_bytes(port, image)) for port, _ in started]
+        rounds, names = {name: [] for name in servers}, list(servers)
+        for turn in range(args.rounds):
+            for name in names[turn % len(names):] + names[:turn % len(names)]:  # each server first in turn
+                started = servers[name]
+                token = TOKEN if name.endswith("token") else None
+                targets = [(port, request_bytes(port, image, token)) for port, _ in started]
                 rounds[name].append(run_loop(load(targets, [proc.pid for _, proc in started], clients,
                                                   args.seconds / args.rounds)))
         for name in servers:
@@ -331,8 +349,13 @@ def main() -> None:
     parser.add_argument("--run2", help="with --two-runs: the second run (default: train one on 52x42 crops)")
     parser.add_argument("--whole-image", action="store_true",
                         help="with --two-runs: send the 57x47 face without face detection")
+    parser.add_argument("--token", action="store_true",
+                        help='also "cnnexp serve token": token=<random>, every request with its bearer header')
+    parser.add_argument("--before", metavar="DIR",
+                        help='also "cnnexp serve before", run from this source tree (and the baseline of the ratios)')
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) and the rows (JSON) here")
     args = parser.parse_args()
+    args.servers += ["cnnexp serve token"] * args.token + ["cnnexp serve before"] * bool(args.before)
     with tempfile.TemporaryDirectory() as scratch:
         run = args.run or train_run(Path(scratch) / "run", args.threads)
         run2 = (args.run2 or train_run(Path(scratch) / "run2", args.threads, "augmentation=patch")) if args.two_runs else None
@@ -342,13 +365,14 @@ def main() -> None:
         servers = {}
         try:
             for name, started in commands(args, run, run2).items():
-                servers[name] = [start(command, args.threads) for command in started]
+                servers[name] = [start(command, args.threads, source_tree(name, args)) for command in started]
             rows = measure(servers, image, args)
         finally:
             for started in servers.values():
                 for _, proc in started:
                     stop(proc)
-    result = table(rows, "two one-run requests" if args.two_runs else "plain FastAPI")
+    result = table(rows, "two one-run requests" if args.two_runs else "cnnexp serve before" if args.before
+                   else "plain FastAPI")
     print(result)
     if args.out:
         args.out.write_text(result + "\n")

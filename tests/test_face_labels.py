@@ -159,3 +159,17 @@ def test_a_splits_files_carry_its_labels(tmp_path):
         assert genders == split.fields["gender"]
         ages = [make_field("age", None).label(p.name.split("_")[0], p.name) for p in split.paths]
         assert ages == [data.class_names[i] for i in split.labels.tolist()]
+
+
+@pytest.mark.parametrize("name, target, model", [("gender_lite0", "gender", "efficientnet_lite0"),
+                                                 ("age_lite0", "age", "efficientnet_lite0"),
+                                                 ("gender_levi_hassner", "gender", "levi_hassner"),
+                                                 ("age_levi_hassner", "age", "levi_hassner")])
+def test_age_gender_experiments_compose(name, target, model):
+    from cnnexp.config.compose import compose_config
+
+    cfg = compose_config("train", [f"experiment={name}", "dataset.root=faces"])
+    assert (cfg.dataset.name, cfg.dataset.target, cfg.model.name) == ("utkface", target, model)
+    if model == "levi_hassner":  # the paper's recipe
+        assert (cfg.augmentation.crop_size, cfg.trainer.batch_size, cfg.trainer.grad_clip) == ([227, 227], 50, 4.0)
+        assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.dropout) == (1.0e-3, 5.0e-4, 0.5)

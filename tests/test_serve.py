@@ -1,13 +1,18 @@
 """cnnexp serve: the real server in a subprocess on 127.0.0.1, talked to over HTTP: /health before and
 after loading, the same guesses as `cnnexp predict --json`, request batching, every bad request with
-its status (and the server still answering), graceful SIGTERM; the page in headless Chromium."""
+its status (and the server still answering), graceful SIGTERM; the page in headless Chromium. On a
+network (host=0.0.0.0, still talked to through 127.0.0.1): the token, HTTPS with a self-signed
+certificate, Prometheus metrics scraped by a real Prometheus, the JSON access log."""
 
 import asyncio
 import http.client
 import json
 import os
+import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -28,6 +33,7 @@ SMALL = ("model.nkerns=[8,16]", "model.hidden=64", "trainer.epochs=12", "optimiz
 FACES = read_faces(embedded_gif())
 PASTED_AT = (200, 100, 188, 228)  # x, y, w, h of a face pasted on a background (Haar finds it)
 START_S = 90  # longest wait for a server to answer /health 200
+TOKEN = "tests-token-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -37,11 +43,13 @@ def free_port() -> int:
 
 
 class Server:
-    """`cnnexp serve` in a subprocess; `statuses` are the /health answers seen while it started."""
+    """`cnnexp serve` in a subprocess; `statuses` are the /health answers seen while it started. `tls`:
+    talk HTTPS with this context; `headers`: sent with every request (a token)."""
 
-    def __init__(self, run: Path | str, log: Path, *overrides: str):
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
+    def __init__(self, run: Path | str, log: Path, *overrides: str, tls: ssl.SSLContext | None = None,
+                 env: dict | None = None):
+        self.port, self.tls, self.headers = free_port(), tls, {}
+        env = {k: v for k, v in os.environ.items() if k not in ("CNNEXP_DEBUG", "CNNEXP_SERVE_TOKEN")} | (env or {})
         self.log_path = log
         with open(log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "cnnexp", "serve", f"run={run}", f"port={self.port}",
@@ -66,19 +74,28 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
                 timeout: float = 30) -> tuple[int, dict | str]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        status, _, answer = self.exchange(method, path, body, headers, timeout)
+        return status, answer
+
+    def exchange(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                 timeout: float = 30) -> tuple[int, http.client.HTTPMessage, dict | str]:
+        """(status, response headers, the JSON or text answer)."""
+        if self.tls is None:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        else:
+            connection = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.tls)
         try:
-            connection.request(method, path, body=body, headers=headers or {})
+            connection.request(method, path, body=body, headers=self.headers | (headers or {}))
             response = connection.getresponse()
             data = response.read().decode()
             is_json = response.getheader("content-type", "").startswith("application/json")
-            return response.status, json.loads(data) if is_json else data
+            return response.status, response.headers, json.loads(data) if is_json else data
         finally:
             connection.close()
 
-    def predict(self, files: list[tuple[str, bytes]], field: str = "image") -> tuple[int, dict]:
+    def predict(self, files: list[tuple[str, bytes]], field: str = "image", headers: dict | None = None) -> tuple[int, dict]:
         body, content_type = multipart(files, field)
-        return self.request("POST", "/predict", body, {"Content-Type": content_type})
+        return self.request("POST", "/predict", body, {"Content-Type": content_type} | (headers or {}))
 
     def raw(self, data: bytes, timeout: float = 20) -> str:
         """Send bytes on a raw connection and read the response status line."""
@@ -133,12 +150,17 @@ def gender_run(tmp_path_factory):
 def server(request, run, tmp_path_factory):
     """The service on PyTorch, then on ONNX Runtime (the run exported by `cnnexp export`): every test
     of it holds for both backends."""
-    if request.param == "onnxruntime" and not (run / "export" / "model.onnx").exists():
-        assert main(["export", f"run={run}"]) == 0
+    exported(run, request.param)
     started = Server(run, tmp_path_factory.mktemp("serve") / "serve.log", "topk=3", "read_timeout_s=1",
                      "max_upload_mb=0.5", "max_wait_ms=20", f"backend={request.param}")
     yield started
     assert started.stop() == 0
+
+
+def exported(run: Path, backend: str) -> None:
+    """For backend=onnxruntime: the run's export/model.onnx, made by `cnnexp export` once."""
+    if backend == "onnxruntime" and not (run / "export" / "model.onnx").exists():
+        assert main(["export", f"run={run}"]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -350,13 +372,14 @@ def photos(images):
 
 @pytest.fixture(scope="module", params=["torch", "onnxruntime"])
 def runs_server(request, run, gender_run, tmp_path_factory):
-    """Two named runs (1x57x47 grey LeNet, 3x32x32 colour small CNN) behind one service, with faces."""
-    if request.param == "onnxruntime":
-        for folder in (run, gender_run):
-            if not (folder / "export" / "model.onnx").exists():
-                assert main(["export", f"run={folder}"]) == 0
+    """Two named runs (1x57x47 grey LeNet, 3x32x32 colour small CNN) behind one service, with faces; a
+    token given (token=), so every request of these tests passes the gate with it."""
+    for folder in (run, gender_run):
+        exported(folder, request.param)
     started = Server(f"{{faces:{run},gender:{gender_run}}}", tmp_path_factory.mktemp("serve-runs") / "serve.log",
-                     "detect_face=true", "topk=3", f"backend={request.param}")
+                     "detect_face=true", "topk=3", f"backend={request.param}", f"token={TOKEN}")
+    assert started.request("GET", "/info")[0] == 401
+    started.headers = {"Authorization": f"Bearer {TOKEN}"}
     yield started
     assert started.stop() == 0
 
@@ -454,7 +477,7 @@ def test_page_shows_every_named_guess_and_the_face_box(runs_server, photos, tmp_
     pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[dev]')")
     status, served = runs_server.predict([("utk.jpg", (photos / "utk.jpg").read_bytes())])
     with Chromium(tmp_path / "profile") as browser:
-        browser.open(f"http://127.0.0.1:{runs_server.port}/")
+        browser.open(f"http://127.0.0.1:{runs_server.port}/#token={TOKEN}")
         browser.wait_for("document.querySelector('#info').textContent.startsWith('faces: model lenet')")
         info = browser.evaluate("document.querySelector('#info').textContent")
         browser.set_file("#file", photos / "utk.jpg")
@@ -482,15 +505,24 @@ def box_colour_script(face: list[int]) -> str:
 
 @pytest.mark.slow
 def test_two_workers_answer_and_stop_with_exit_0(run, images, tmp_path):
-    """workers=2: uvicorn's supervisor, each worker loading the run; SIGTERM stops them all, exit 0."""
-    server = Server(run, tmp_path / "serve.log", "workers=2")
+    """workers=2: uvicorn's supervisor, each worker loading the run; SIGTERM stops them all, exit 0. Off
+    loopback both take the one token printed once, and /metrics from either adds up both workers."""
+    server = Server(run, tmp_path / "serve.log", "workers=2", "host=0.0.0.0")
     assert server.statuses == [200]  # a worker takes connections only once its model is loaded
+    _, token = printed_token(server)
+    assert {server.request("GET", "/info")[0] for _ in range(8)} == {401}
+    server.headers = {"Authorization": f"Bearer {token}"}
     answers = [server.predict([("face57.png", (images / "face57.png").read_bytes())]) for _ in range(8)]
     assert {status for status, _ in answers} == {200}
     assert len({json.dumps(answer["images"][0]["top"]) for _, answer in answers}) == 1
+    for _ in range(4):  # each scrape lands on either worker
+        metrics = scrape(server)
+        assert requests_count(metrics, "/predict", 200) == 8 and requests_count(metrics, "/info", 401) == 8
+        assert metrics[("cnnexp_batch_size_count", (("run", "run"),))] == 8
     assert server.stop() == 0
-    assert server.log_path.read_text().count("ready on /predict") == 2
-    assert f"cnnexp serve: http://127.0.0.1:{server.port} (the page at /" in server.log_path.read_text()
+    log = server.log_path.read_text()
+    assert log.count("ready on /predict") == 2 and len([line for line in log.splitlines() if token in line]) == 1
+    assert f"cnnexp serve: http://0.0.0.0:{server.port} (the page at /" in log
 
 
 def test_onnxruntime_backend_without_an_export_is_one_line(cnnexp, run, tmp_path):
@@ -499,3 +531,285 @@ def test_onnxruntime_backend_without_an_export_is_one_line(cnnexp, run, tmp_path
     assert result.code == 2
     assert result.err == (f"error: backend=onnxruntime needs {missing} and its JSON; run `cnnexp export run={run}` "
                           "first (or give onnx=<file>)\n")
+
+
+# ---- on a network: the token, HTTPS, metrics, the access log --------------------------------------
+PRINTED = re.compile(r"(https?)://127\.0\.0\.1:(\d+)/#token=([A-Za-z0-9_-]+)")
+
+
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def net_server(request, run, tmp_path_factory):
+    """host=0.0.0.0 with no token given: the service makes one and prints it; access_log=json."""
+    exported(run, request.param)
+    started = Server(run, tmp_path_factory.mktemp("serve-net") / "serve.log", "host=0.0.0.0", "access_log=json",
+                     f"backend={request.param}")
+    yield started
+    assert started.stop() == 0
+
+
+def printed_token(server: Server) -> tuple[str, str]:
+    """(the page's URL at 127.0.0.1 with the token, the token) from the service's start lines."""
+    found = PRINTED.search(server.log_path.read_text())
+    assert found and int(found[2]) == server.port, server.log_path.read_text()
+    return found[0], found[3]
+
+
+def scrape(server: Server) -> dict[tuple, float]:
+    """/metrics as {(sample name, sorted label items): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = server.request("GET", "/metrics")
+    assert status == 200, text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def requests_count(metrics: dict, route: str, status: int) -> float:
+    return metrics.get(("cnnexp_requests_total", (("route", route), ("status", str(status)))), 0.0)
+
+
+def test_network_host_needs_the_printed_token(net_server, run, images, capsys):
+    """No token or a wrong one: 401, a JSON error and WWW-Authenticate: Bearer on /predict, /info and /metrics;
+    /health stays open; the printed token gets today's answers. The token is in one start line only (the
+    access log has the requests, never the token)."""
+    url, token = printed_token(net_server)
+    face = [("face57.png", (images / "face57.png").read_bytes())]
+    body, content_type = multipart(face, "image")
+    for method, path in (("POST", "/predict"), ("GET", "/info"), ("GET", "/metrics")):
+        for sent, error, challenge in (({}, "needs a token", 'Bearer realm="cnnexp"'),
+                                       ({"Authorization": f"Bearer {token}x"}, "is not this service's", "invalid_token"),
+                                       ({"Authorization": f"Basic {token}"}, "is not this service's", "invalid_token")):
+            status, headers, answer = net_server.exchange(method, path, body if method == "POST" else None,
+                                                          {"Content-Type": content_type} | sent)
+            assert status == 401 and error in answer["error"] and challenge in headers["WWW-Authenticate"], (path, answer)
+    assert net_server.request("GET", "/health") == (200, {"status": "ok"})
+    printed = predict_json(run, images, capsys=capsys)
+    net_server.headers = {"Authorization": f"Bearer {token}"}
+    status, answer = net_server.predict(face)
+    assert status == 200 and same_guesses(answer["images"][0]["top"], printed["face57.png"]["top"])
+    assert net_server.request("GET", "/info")[1]["model"] == "lenet"
+    assert requests_count(scrape(net_server), "/predict", 401) >= 3
+    net_server.headers = {}
+    log = net_server.log_path.read_text().splitlines()
+    assert [line for line in log if token in line] == [next(line for line in log if url in line)]
+    access = [json.loads(line) for line in log if line.startswith("{")]
+    assert {"time", "method", "route", "status", "latency_ms", "images", "client"} == set(access[-1])
+    predicted = [entry for entry in access if entry["route"] == "/predict" and entry["status"] == 200][-1]
+    assert predicted["images"] == 1 and predicted["client"] == "127.0.0.1" and predicted["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("overrides, env, open_line", [
+    (("host=0.0.0.0", "token=none"), {}, True),
+    ((f"token={TOKEN}",), {}, False),
+    ((), {"CNNEXP_SERVE_TOKEN": TOKEN}, False),
+], ids=["none off loopback", "token= on loopback", "environment on loopback"])
+def test_token_none_opens_and_a_given_token_closes(run, images, tmp_path, overrides, env, open_line):
+    server = Server(run, tmp_path / "serve.log", *overrides, env=env)
+    try:
+        face = [("face57.png", (images / "face57.png").read_bytes())]
+        assert server.predict(face)[0] == (200 if open_line else 401)
+        assert server.predict(face, headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    finally:
+        assert server.stop() == 0
+    log = server.log_path.read_text()
+    assert ("open to anyone who can reach the port" in log) == open_line and TOKEN not in log
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """(cert.pem, key.pem, other-key.pem): a self-signed certificate for 127.0.0.1 and localhost."""
+    pytest.importorskip("cryptography", reason="cryptography is not installed (pip install -e '.[dev]')")
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cnnexp serve test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    for file, private in (("key.pem", key), ("other-key.pem", other)):
+        (folder / file).write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem", folder / "other-key.pem"
+
+
+def test_https_with_a_self_signed_certificate(run, images, tmp_path, certificate):
+    """The page and /predict over TLS, verified against the certificate; plain HTTP to the port gets no
+    prediction; the printed URL is https."""
+    cert, key, _ = certificate
+    server = Server(run, tmp_path / "serve.log", "host=0.0.0.0", f"tls_cert={cert}", f"tls_key={key}",
+                    tls=ssl.create_default_context(cafile=str(cert)))
+    try:
+        url, token = printed_token(server)
+        assert url.startswith(f"https://127.0.0.1:{server.port}/")
+        status, page = server.request("GET", "/")
+        assert status == 200 and "<title>cnnexp serve</title>" in page
+        face = [("face57.png", (images / "face57.png").read_bytes())]
+        status, answer = server.predict(face, headers={"Authorization": f"Bearer {token}"})
+        assert status == 200 and answer["images"][0]["top"][0]["label"].startswith("person_")
+        body, content_type = multipart(face, "image")
+        plain = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            plain.request("POST", "/predict", body, {"Content-Type": content_type, "Authorization": f"Bearer {token}"})
+            plain_status = plain.getresponse().status
+        except (OSError, http.client.HTTPException):
+            plain_status = None
+        finally:
+            plain.close()
+        assert plain_status is None  # the connection closes without an answer
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("overrides, env, message", [
+    (("tls_cert={missing}", "tls_key={key}"), {}, "tls_cert={missing} cannot be read (No such file or directory); "
+                                                    "give the certificate's PEM file"),
+    (("tls_cert={key}", "tls_key={key}"), {}, "tls_cert={key} holds no PEM certificate ("),
+    (("tls_key={key}",), {}, "tls_key={key} needs its certificate: give tls_cert= too (tls_cert=cert.pem tls_key=key.pem)"),
+    (("tls_cert={cert}", "tls_key={other}"), {}, "tls_key={other} does not match tls_cert={cert}; give the private key "
+                                                 "the certificate was made for"),
+    (("tls_cert={cert}",), {}, "tls_cert={cert} holds no private key; give the certificate's key as tls_key=key.pem\n"),
+    (("tls_cert={cert}", "tls_key={cert}"), {}, "tls_key={cert} is not an unencrypted PEM private key; give the "
+                                                "certificate's key (decrypt an encrypted one first: openssl pkey"),
+    (("token=",), {}, "token= is empty; give a long random token (e.g. token=$(openssl rand -hex 24)), leave it out "
+                      "for a generated one, or token=none for a service without one"),
+    (("host=0.0.0.0",), {"CNNEXP_SERVE_TOKEN": ""}, "CNNEXP_SERVE_TOKEN is empty; give a long random token"),
+    (("token='two words'",), {}, "token= holds a space or a character other than visible ASCII"),
+    (("access_log=xml",), {}, "access_log=xml is not one of: false, true (uvicorn's text lines), json"),
+], ids=["missing cert", "not a cert", "key without cert", "other key", "no key", "not a key", "empty token", "empty environment",
+        "space in token", "access log"])
+def test_bad_certificate_or_token_is_one_line_and_nothing_starts(cnnexp, run, certificate, monkeypatch, tmp_path,
+                                                                 overrides, env, message):
+    cert, key, other = certificate
+    paths = {"cert": cert, "key": key, "other": other, "missing": tmp_path / "missing.pem"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    result = cnnexp("serve", f"run={run}", f"port={port}", *(o.format(**paths) for o in overrides))
+    assert result.code == 2 and result.err.startswith(f"error: {message.format(**paths)}"), result.err
+    assert result.err.count("\n") == 1 and result.out == ""
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_metrics_count_requests_refusals_and_batches(face_server, images):
+    """/metrics (loopback: no token) after a photo with a face, one without, a text file and too large a
+    body: each request by route and status, each refusal by reason, the forward pass and the model."""
+    before = scrape(face_server)
+    photos = [(name, (images / name).read_bytes()) for name in ("pasted.jpg", "blank.png")]
+    assert face_server.predict(photos)[0] == 200
+    assert face_server.predict([("notes.txt", b"hello")])[0] == 400
+    assert face_server.raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 99999999\r\n\r\n") == "HTTP/1.1 413 Request Entity Too Large"
+    after = scrape(face_server)
+
+    def grew(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert [grew("cnnexp_requests_total", route="/predict", status=s) for s in ("200", "400", "413")] == [1, 1, 1]
+    assert grew("cnnexp_requests_total", route="/metrics", status="200") == 1  # the first scrape
+    assert [grew("cnnexp_images_refused_total", reason=r) for r in ("too_large", "not_an_image", "no_face")] == [1, 1, 1]
+    assert grew("cnnexp_batch_size_count", run="run") == 1 and grew("cnnexp_batch_size_sum", run="run") == 1
+    assert grew("cnnexp_model_seconds_count", run="run") == 1
+    assert grew("cnnexp_request_seconds_count", route="/predict") == 3
+    info = face_server.request("GET", "/info")[1]
+    model = [dict(labels) for (name, labels), value in after.items() if name == "cnnexp_model_info" and value == 1]
+    assert model == [{"run": "run", "folder": info["run"], "checkpoint": info["checkpoint"], "epoch": str(info["epoch"]),
+                      "model": "lenet", "backend": "torch"}]
+
+
+def test_named_runs_have_their_own_model_metrics(runs_server, photos):
+    before = scrape(runs_server)
+    assert runs_server.predict([("utk.jpg", (photos / "utk.jpg").read_bytes())])[0] == 200
+    after = scrape(runs_server)
+    for name in ("faces", "gender"):
+        key = ("cnnexp_batch_size_count", (("run", name),))
+        assert after[key] - before.get(key, 0.0) == 1
+    assert sorted(dict(labels)["run"] for (name, labels) in after if name == "cnnexp_model_info") == ["faces", "gender"]
+
+
+def test_prometheus_scrapes_the_service_with_its_token(net_server, images, tmp_path):
+    """A real Prometheus (Debian's package) scrapes /metrics with the printed token every second; its
+    query API gives back the count of /predict requests after the test's three."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (Debian: apt-get install -y prometheus)")
+    _, token = printed_token(net_server)
+    net_server.headers = {"Authorization": f"Bearer {token}"}
+    try:
+        before = requests_count(scrape(net_server), "/predict", 200)
+        for _ in range(3):
+            assert net_server.predict([("face57.png", (images / "face57.png").read_bytes())])[0] == 200
+    finally:
+        net_server.headers = {}
+    port = free_port()
+    config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+              "scrape_configs": [{"job_name": "cnnexp", "authorization": {"type": "Bearer", "credentials": token},
+                                  "static_configs": [{"targets": [f"127.0.0.1:{net_server.port}"]}]}]}
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    with open(tmp_path / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        seen = prometheus_value(port, 'cnnexp_requests_total{job="cnnexp",route="/predict",status="200"}', before + 3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert seen == before + 3, (tmp_path / "prometheus.log").read_text()[-3000:]
+
+
+def prometheus_value(port: int, query: str, wanted: float, wait_s: float = 60) -> float | None:
+    """The query's value from Prometheus' HTTP API, polled until it equals `wanted` (or the wait ends)."""
+    from urllib.parse import quote
+
+    value, deadline = None, time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", f"/api/v1/query?query={quote(query)}")
+            result = json.loads(connection.getresponse().read())["data"]["result"]
+            value = float(result[0]["value"][1]) if result else None
+        except (OSError, ValueError, KeyError):
+            pass
+        if value == wanted:
+            return value
+        time.sleep(0.5)
+    return value
+
+
+def test_page_through_the_printed_url(net_server, images, tmp_path):
+    """The printed URL in headless Chromium: the page takes the token from the URL (and out of the address
+    bar) and uses it for /info and /predict."""
+    from cdp_browser import Chromium, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[dev]')")
+    url, token = printed_token(net_server)
+    net_server.headers = {"Authorization": f"Bearer {token}"}
+    status, served = net_server.predict([("face57.png", (images / "face57.png").read_bytes())])
+    net_server.headers = {}
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open(url)
+        browser.wait_for("document.querySelector('#info').textContent.startsWith('model lenet')")
+        address = browser.evaluate("location.href")
+        browser.set_file("#file", images / "face57.png")
+        browser.wait_for("document.querySelectorAll('#guesses li').length > 0")
+        shown = browser.evaluate("[...document.querySelectorAll('#guesses li')].map(li => "
+                                 "[li.querySelector('.label').textContent, li.querySelector('.prob').textContent])")
+    assert address == f"http://127.0.0.1:{net_server.port}/" and token not in address
+    assert shown == [[g["label"], f"{g['prob']:.4f}"] for g in served["images"][0]["top"]]

@@ -62,7 +62,7 @@ def parse_bins(value) -> tuple[Bin, ...] | None:
         bins = tuple(Bin(str(label), float(low), float(high)) for label, low, high in value)
     except (TypeError, ValueError):
         raise UserError(f"dataset.bins={value} must be null, age, or a list of [label, low, high], e.g. "
-                        "'[[child,0,12],[adult,13,.inf]]'") from None
+                        "'[[child,0,12],[adult,13,inf]]'") from None
     if not bins or any(b.low > b.high for b in bins) or any(a.high >= b.low for a, b in zip(bins, bins[1:])):
         raise UserError(f"dataset.bins={value} must be non-empty bins in increasing order, each low <= high, "
                         "none overlapping")

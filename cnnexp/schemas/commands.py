@@ -142,13 +142,24 @@ class ServeSchema(GuessSchema):
     max_upload_mb: float = MISSING
     read_timeout_s: float = MISSING
     workers: int = MISSING
-    access_log: bool = MISSING
+    access_log: Any = MISSING  # false | true (uvicorn's text lines) | json
     backend: str = MISSING
     onnx: Optional[str] = MISSING
+    token: Optional[str] = MISSING  # null: CNNEXP_SERVE_TOKEN, else generated off loopback; none: no token
+    tls_cert: Optional[str] = MISSING
+    tls_key: Optional[str] = MISSING
 
     def check(self) -> None:
         super().check()
         one_of("backend", self.backend, BACKENDS)
+        if not (isinstance(self.access_log, bool) or self.access_log == "json"):
+            raise UserError(f"access_log={self.access_log} is not one of: false, true (uvicorn's text lines), json "
+                            "(one JSON object a request)")
+        if self.token is not None:
+            check_token("token", self.token)
+        if self.tls_key is not None and self.tls_cert is None:
+            raise UserError(f"tls_key={self.tls_key} needs its certificate: give tls_cert= too "
+                            "(tls_cert=cert.pem tls_key=key.pem)")
         if isinstance(self.run, dict) and self.onnx is not None:
             raise UserError("onnx= names one run's file; with named runs each run's export/model.onnx is used "
                             "(run `cnnexp export run=<run>` for each)")
@@ -159,6 +170,21 @@ class ServeSchema(GuessSchema):
         positive("workers", self.workers, integer=True)
         if not 0 <= self.port <= 65535:
             raise UserError(f"port={self.port!r} must be a whole number from 0 to 65535")
+
+
+TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an Authorization header carries as is
+
+
+def check_token(source: str, token: str) -> str:
+    """A token given by `source` (token= or the environment variable) that a client can send."""
+    where = f"{source}=" if source == "token" else source
+    if token == "":
+        raise UserError(f"{where} is empty; give a long random token (e.g. {source}=$(openssl rand -hex 24)), leave "
+                        "it out for a generated one, or token=none for a service without one")
+    if not TOKEN_CHARACTERS.fullmatch(token):
+        raise UserError(f"{where} holds a space or a character other than visible ASCII, which an Authorization "
+                        f"header cannot carry; give letters, digits and punctuation (e.g. $(openssl rand -hex 24))")
+    return token
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The HTTP routes: POST /predict, GET /health, GET /info, GET / (the page).
+"""The HTTP routes: POST /predict, GET /health, GET /info, GET /metrics, GET / (the page), behind the gate
+(`access.Gate`: the token, the metrics of every request, the JSON access log).
 
 Uploads are read here, not by the framework, so the size limit is enforced while the body arrives
 (413 before the rest is read) and a client that stops sending gets 408 after `read_timeout_s`.
@@ -14,12 +15,15 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from cnnexp.inference.several import NO_FACE
+from cnnexp.serve.access import IMAGES, Gate
 from cnnexp.serve.batcher import MicroBatcher
+from cnnexp.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import named_runs
 
@@ -40,6 +44,7 @@ class Service:
         self.batchers: dict[str | None, MicroBatcher] = {}
         self.failure: BaseException | None = None
         self.tasks: list[asyncio.Task] = []
+        self.metrics = ServiceMetrics()
 
     async def load(self) -> None:
         """Restore the run in a thread (torch is imported there), then start batching. A failure is
@@ -58,9 +63,11 @@ class Service:
         gc.freeze()
         served = self.model.models if self.several else {None: self.model}
         for name, model in served.items():
-            self.batchers[name] = MicroBatcher(model.classify, int(self.cfg.max_batch), float(self.cfg.max_wait_ms) / 1000)
+            self.batchers[name] = MicroBatcher(model.classify, int(self.cfg.max_batch), float(self.cfg.max_wait_ms) / 1000,
+                                               self.metrics.forward_passes(name))
             self.tasks.append(asyncio.create_task(self.batchers[name].run()))
             info = model.info()
+            self.metrics.describe(name, info)
             log.info("loaded %s%s (%s, %s, %d CPU threads): ready on /predict", f"run.{name}: " if name else "",
                      info["checkpoint"], info["model"], info["device"], info["threads"])
 
@@ -86,7 +93,8 @@ def load_model(cfg):
 
 def create_app(cfg, load_first: bool = False) -> FastAPI:
     """The app; it loads the model after it starts answering (/health 503 meanwhile), or with
-    `load_first` before (a worker among several then takes connections only once it can serve them)."""
+    `load_first` before (a worker among several then takes connections only once it can serve them).
+    `cfg.token` is the resolved token (`access.service_token`): a string, or None for an open service."""
     service = Service(cfg)
     page = resources.files("cnnexp.serve").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -102,6 +110,7 @@ def create_app(cfg, load_first: bool = False) -> FastAPI:
     limit, timeout, detect_face = int(cfg.max_upload_mb * 1024 * 1024), float(cfg.read_timeout_s), bool(cfg.detect_face)
     app = FastAPI(title="cnnexp serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
+    app.add_middleware(Gate, token=cfg.token, metrics=service.metrics, json_log=cfg.access_log == "json")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -126,14 +135,26 @@ def create_app(cfg, load_first: bool = False) -> FastAPI:
     async def info() -> dict:
         return service.require_model().info()
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE)
+
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
         model = service.require_model()
-        uploads = await read_images(request, limit, timeout)
-        prepared = [await decode(model, data, name) for name, data in uploads]
+        try:
+            uploads = await read_images(request, limit, timeout)
+            request.scope[IMAGES] = len(uploads)
+            prepared = [await decode(model, data, name) for name, data in uploads]
+        except RefusedImage as exc:
+            service.metrics.refuse(exc.reason)
+            raise
         respond = answer_runs if service.several else answer
         answers = await asyncio.gather(*(respond(service.batchers, name, item, detect_face)
                                          for (name, _), item in zip(uploads, prepared)))
+        for row in answers:
+            if row.get("reason") == NO_FACE:
+                service.metrics.refuse("no_face")
         return JSONResponse({"images": list(answers)})
 
     return app
@@ -149,7 +170,15 @@ async def decode(model, data: bytes, name: str):
             return model.prepare(data, name)
         return await asyncio.to_thread(model.prepare, data, name)
     except UnreadableImage as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+        raise RefusedImage(exc.status, str(exc), "too_large" if exc.status == 413 else "not_an_image") from exc
+
+
+class RefusedImage(HTTPException):
+    """An upload refused for what it is (a metrics reason: too_large or not_an_image), not for how it was sent."""
+
+    def __init__(self, status: int, detail: str, reason: str, headers: dict | None = None):
+        super().__init__(status, detail, headers)
+        self.reason = reason
 
 
 async def answer(batchers: dict, name: str, prepared, detect_face: bool) -> dict:
@@ -159,7 +188,7 @@ async def answer(batchers: dict, name: str, prepared, detect_face: bool) -> dict
     if detect_face:
         row["face"] = [int(v) for v in box] if box is not None else None
     if tensor is None:
-        row["reason"] = "no face found"
+        row["reason"] = NO_FACE
         return row
     row["top"], seconds, batch_size = await batchers[None].submit(tensor)
     row |= {"model_ms": round(seconds * 1000, 3), "batch": batch_size}
@@ -200,7 +229,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     the limit is refused before reading), 408 when no data arrives for `timeout` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, too_large(limit))
+        raise RefusedImage(413, too_large(limit), "too_large")
     body = bytearray()
     chunks = request.stream().__aiter__()
     while True:
@@ -213,7 +242,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
                                 headers={"Connection": "close"}) from None
         body += chunk
         if len(body) > limit:
-            raise HTTPException(413, too_large(limit), headers={"Connection": "close"})
+            raise RefusedImage(413, too_large(limit), "too_large", headers={"Connection": "close"})
 
 
 def too_large(limit: int) -> str:

@@ -11,9 +11,11 @@ log = logging.getLogger("uvicorn.error")  # uvicorn's own log: one format for it
 
 
 class MicroBatcher:
-    def __init__(self, classify: Callable[[list], tuple[list, float]], max_batch: int, max_wait_s: float):
-        """`classify(items) -> (one result per item, seconds)` runs a forward pass over a list of items."""
-        self.classify, self.max_batch, self.max_wait_s = classify, max_batch, max_wait_s
+    def __init__(self, classify: Callable[[list], tuple[list, float]], max_batch: int, max_wait_s: float,
+                 observe: Callable[[float, int], None] = lambda seconds, size: None):
+        """`classify(items) -> (one result per item, seconds)` runs a forward pass over a list of items;
+        `observe(seconds, size)` is told of each one that succeeds (the service's metrics)."""
+        self.classify, self.max_batch, self.max_wait_s, self.observe = classify, max_batch, max_wait_s, observe
         self.queue: asyncio.Queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnexp-forward")
 
@@ -62,6 +64,7 @@ class MicroBatcher:
             for single in batch:
                 await self.dispatch([single])
             return
+        self.observe(seconds, len(batch))
         for (_, future), result in zip(batch, results):
             settle(future, (result, seconds, len(batch)))
 

@@ -343,7 +343,8 @@ ERROR_EXAMPLES = [
     ["train", "optimizer.lr=-0.1"], ["train", "device.precision=fp8"], ["train", "trainer.resume=/no/such/run"],
     ["eval", "split=holdout"], ["eval", "run=/no/such/run"], ["predict", "run=/no/such/run", "image=face.png"],
     ["predict", "run={}", "image=face.png"], ["serve", "run={age:/no/such/run,gender:/no/such/run2}"],
-    ["serve", "port=-1"], ["sweep", "seeds=0"], ["viz", "sparkles"], ["data", "unpack"], ["frobnicate"],
+    ["serve", "port=-1"], ["serve", "token="], ["serve", "tls_key=key.pem"], ["serve", "tls_cert=/no/such/cert.pem"],
+    ["sweep", "seeds=0"], ["viz", "sparkles"], ["data", "unpack"], ["frobnicate"],
 ]
 
 
