@@ -120,3 +120,15 @@ def only_run(base: Path) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def gender_run(tmp_path_factory):
+    """A colour run of another input size and normalisation than the tests' Olivetti LeNet: 32x32 RGB
+    UTKFace faces, F or M (predict's and serve's tests of several named runs)."""
+    from cnnexp.cli import main
+
+    root = utkface_genders(tmp_path_factory.mktemp("utkface") / "genders")
+    folder = tmp_path_factory.mktemp("runs") / "gender"
+    assert main(["train", *GENDER_RUN, f"dataset.root={root}", f"hydra.run.dir={folder}"]) == 0
+    return folder

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from cnnexp.cli import main
-from conftest import GENDER_RUN, photo_with_face, utkface_genders
+from conftest import photo_with_face
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.models import create_model, model_kwargs
 
@@ -27,15 +27,6 @@ PASTED_AT = (200, 100, 188, 228)  # x, y, w, h of the face pasted on the backgro
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("runs") / "faces"
     assert main(["train", *TINY, f"hydra.run.dir={folder}"]) == 0
-    return folder
-
-
-@pytest.fixture(scope="module")
-def gender_run(tmp_path_factory):
-    """A colour run of another size than `run`: 32x32 RGB UTKFace faces, F or M."""
-    root = utkface_genders(tmp_path_factory.mktemp("utkface") / "genders")
-    folder = tmp_path_factory.mktemp("runs") / "gender"
-    assert main(["train", *GENDER_RUN, f"dataset.root={root}", f"hydra.run.dir={folder}"]) == 0
     return folder
 
 

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from cnnexp.cli import main
-from conftest import GENDER_RUN, photo_with_face, utkface_genders
+from conftest import photo_with_face
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.serve.batcher import MicroBatcher
 
@@ -134,15 +134,6 @@ def images(tmp_path_factory):
     background.paste(Image.fromarray(FACES[123]).resize((w, h), Image.Resampling.BILINEAR), (x, y))
     background.save(folder / "pasted.jpg", quality=95)
     Image.new("RGB", (300, 200), (200, 200, 200)).save(folder / "blank.png")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def gender_run(tmp_path_factory):
-    """A colour run of another input size and normalisation than `run`: 32x32 RGB UTKFace faces, F or M."""
-    root = utkface_genders(tmp_path_factory.mktemp("utkface") / "genders")
-    folder = tmp_path_factory.mktemp("runs") / "gender"
-    assert main(["train", *GENDER_RUN, f"dataset.root={root}", f"hydra.run.dir={folder}"]) == 0
     return folder
 
 
