@@ -280,7 +280,9 @@ def test_utkface_age_run_by_race_and_gender(cnnexp, workdir):
     assert cnnexp("train", "dataset=utkface", "dataset.root=faces", "dataset.target=age", "dataset.size=32",
                   "model.nkerns=[4,8]", "model.hidden=32", "trainer.epochs=2", "trainer.batch_size=20",
                   "hydra.run.dir=run").code == 0
-    split = create_dataset(OmegaConf.load(workdir / "run" / "config.yaml").dataset, seed=0).split("test")
+    dataset_cfg = OmegaConf.load(workdir / "run" / "config.yaml").dataset
+    dataset_cfg.root = str(workdir / "faces")  # outside a command, a relative root would read Hydra's last job's folder
+    split = create_dataset(dataset_cfg, seed=0).split("test")
 
     for field in ("race", "gender"):
         result = cnnexp("eval", "run=run", f"by={field}")
