@@ -145,7 +145,7 @@ def serve_job(side: Side, scratch: Path, args) -> dict:
     try:
         serve_load.wait_healthy(server, port)
         payload = serve_load.request_bytes(port, serve_load.face_png())
-        load = serve_load.run_loop(serve_load.load(port, server.pid, payload, CLIENTS, args.serve_seconds))
+        load = serve_load.run_loop(serve_load.load([(port, payload)], [server.pid], CLIENTS, args.serve_seconds))
     finally:
         serve_load.stop(server)
     answered = max(len(load["latencies"]), 1)
