@@ -33,6 +33,7 @@ def run(cfg) -> dict:
 
 
 def evaluate_run(cfg, out: Path) -> dict:
+    from cnnexp.engine.evaluation import eval_batch_size
     from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
     from cnnexp.inference.scoring import plain_scores, require_crops, require_field, tencrop_scores
 
@@ -44,7 +45,9 @@ def evaluate_run(cfg, out: Path) -> dict:
     if cfg.by is not None:
         require_field(split.fields, cfg.by)
     ordered = bool(data.meta.get("ordered"))
-    batch_size = int(cfg.trainer.batch_size or restored.config.trainer.eval_batch_size)
+    run_trainer = restored.config.trainer
+    batch_size = eval_batch_size(cfg.trainer.batch_size or run_trainer.eval_batch_size, float(run_trainer.eval_memory_mb),
+                                 restored.model, restored.image_shape, restored.pipeline.augmentation.out_shape)
     plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)
     tencrop = None
     if cfg.eval.tencrop:

@@ -73,18 +73,19 @@ class _Attempt(FileImages):
 
 def decode_all(files: FileImages, keep_pixels: bool) -> tuple[torch.Tensor | None, list[int], list[str]]:
     """Decode (or, without keep_pixels, check) every file in the workers: (images, readable positions,
-    reasons for the unreadable ones)."""
+    reasons for the unreadable ones). The images are written into one tensor allocated once, in
+    order; the rows of unreadable files are closed up in place."""
     attempt = _Attempt(files, probe=not keep_pixels)
     n = len(files)
     chunks = [np.arange(i, min(i + 32, n)) for i in range(0, n, 32)]
-    images, good, bad = [], [], []
+    pixels = torch.empty(files.shape, dtype=torch.uint8) if keep_pixels else None
+    good, bad = [], []
     for chunk_images, chunk_good, chunk_bad in attempt.reads(chunks):
+        if chunk_images is not None:
+            pixels[len(good) : len(good) + len(chunk_good)] = chunk_images
         good += chunk_good
         bad += [reason for _, reason in chunk_bad]
-        if chunk_images is not None:
-            images.append(chunk_images)
-    pixels = torch.cat(images) if images else torch.empty((0, *files.shape[1:]), dtype=torch.uint8)
-    return (pixels if keep_pixels else None), good, bad
+    return (pixels[: len(good)] if keep_pixels else None), good, bad
 
 
 def report_unreadable(bad: list[str], root: Path, strict: bool, key: str = "dataset.strict") -> None:
