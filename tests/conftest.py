@@ -42,7 +42,7 @@ def need(path: Path, what: str) -> Path:
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Folder indexes (cnnexp/data/index.py) go to a cache folder of the test's own, never the user's."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("CNNEXP_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 MNIST_ROOT = SHARED / "mnist"

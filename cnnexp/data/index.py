@@ -6,8 +6,8 @@ file is found before training starts rather than in the middle of an epoch; 25,0
 a minute on two cores. The index keeps, per file, its size, modification time, width and height
 (from the header) and whether it is readable (or why not); the next run on the same folder stats
 the files, re-checks only those whose size or modification time differ or that are new, and drops
-the entries of files that are gone. The index lives in the user's cache folder
-($XDG_CACHE_HOME/cnnexp/index, else ~/.cache/cnnexp/index), one JSON file per folder and pixel
+the entries of files that are gone. The index lives in the user's cache folder ($CNNEXP_CACHE/index,
+else $XDG_CACHE_HOME/cnnexp/index, else ~/.cache/cnnexp/index), one JSON file per folder and pixel
 limit, never in the data folder (it may be read-only or shared). A cache that cannot be written
 costs the next run a full check, nothing else.
 """
@@ -31,6 +31,8 @@ CHUNK = 64  # files per task handed to a worker
 
 
 def cache_folder() -> Path:
+    if os.environ.get("CNNEXP_CACHE"):
+        return Path(os.environ["CNNEXP_CACHE"]) / "index"
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cnnexp" / "index"
 
