@@ -11,7 +11,7 @@ import sys
 
 from cnnexp.commands import COMMANDS
 from cnnexp.config.app import DEBUG, describe
-from cnnexp.utils.errors import Diverged, UserError
+from cnnexp.errors import CnnexpError
 from cnnexp.utils.text import fold
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"unknown command '{name}'; choose one of: {', '.join(COMMANDS)}", 2)
     try:
         return importlib.import_module(COMMANDS[name]).main(args)
-    except (UserError, Diverged) as exc:
+    except CnnexpError as exc:  # bad input (exit code 2) or an outcome with its own code
         return fail(str(exc), exc.exit_code)
     except SystemExit as exc:  # raised inside a Hydra job (guarded) or by Hydra itself
         return exc.code if isinstance(exc.code, int) else 1
