@@ -15,5 +15,7 @@ def run(cfg, on_evaluation=None) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
     from cnnexp.apis.training import train_config
+    from cnnexp.utils import tunings
 
+    tunings.training_start()
     return train_config(cfg, current_run_dir(), list(HydraConfig.get().overrides.task), on_evaluation)

@@ -10,7 +10,7 @@ from pathlib import Path
 from cnnexp.config.compose import compose_config, conf_dir
 from cnnexp.schemas import typed
 from cnnexp.schemas.keys import check_added, flat_keys
-from cnnexp.utils.allocator import keep_freed_memory
+from cnnexp.utils import tunings
 from cnnexp.utils.errors import CnnexpError, ConfigError, Interrupted
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
@@ -66,7 +66,7 @@ def guarded(run, cfg):
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     out = Path(HydraConfig.get().runtime.output_dir)
-    keep_freed_memory()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
+    tunings.job_start()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
     try:
         # a job of a multirun (not composed up front) meets the checks here
         # (`++key`, which may only override a key, needs a second composition: checked up front alone)
