@@ -31,6 +31,13 @@ MISSING_DATA_HINT = ("data outside the repository: set CNNEXP_TEST_DATA to a fol
                      "cats_and_dogs_small/, cats_and_dogs/ and utkface/ to run it")
 
 
+def slow_writes(seconds: float) -> dict:
+    """Environment for a child process whose checkpoint writes take `seconds` each (tests/fixtures/slow_writes
+    replaces cnnexp.utils.checkpoint.serialize at its start-up), so a test can kill it inside one."""
+    path = [str(ROOT / "tests" / "fixtures" / "slow_writes"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return {"CNNEXP_TEST_SLOW_WRITES": str(seconds), "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
 def need(path: Path, what: str) -> Path:
     """`path`, test data outside the repository; when it is absent the test is skipped, naming the data
     and where it was looked for (a fixture that calls this skips the tests that use it)."""

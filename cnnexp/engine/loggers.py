@@ -10,30 +10,16 @@ import threading
 import time
 from pathlib import Path
 
-import crc32c
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from tensorboard.summary.writer import record_writer
 from torch.utils.tensorboard import SummaryWriter
 
 from cnnexp.engine.curves import draw_curves
 from cnnexp.utils.files import display_path
 from cnnexp.utils.text import plural
 
-
-def masked_crc32c(data: bytes) -> int:
-    """The checksum of an event record (CRC-32C, masked as TFRecord files mask it), computed in C.
-
-    Without TensorFlow, tensorboard computes it in pure Python (about 0.25 s a megabyte) on its writer
-    thread, while the first training steps run: the input grid of a 227x227 dataset is several MB, which
-    cost AlexNet-sized runs 1-2 s of CPU in their first steps."""
-    crc = crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-record_writer.masked_crc32c = masked_crc32c  # the name tensorboard's RecordWriter calls
 
 REDRAW_SECONDS = 5.0  # curves.png is redrawn at most this often while a run goes (and always at its end)
 NICENESS = 10  # the drawing process runs this much below the run's priority
