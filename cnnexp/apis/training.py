@@ -222,7 +222,8 @@ def memory_line(parts: TrainingParts) -> str:
     source = "set" if trainer_cfg.eval_batch_size is not None else f"budget {trainer_cfg.eval_memory_mb:g} MB"
     streamed = any(isinstance(split.images, LazyImages) for split in splits)
     decoded = sum(split.images.numel() for split in splits)
-    return f"eval batch {parts.eval_batch_size} ({source})  images {megabytes(decoded)} {'streamed' if streamed else 'in memory'}"
+    held = "streamed" if streamed else "in memory"
+    return f"eval batch {parts.eval_batch_size} ({source})  images {megabytes(decoded)} {held}"
 
 
 def megabytes(n_bytes: int) -> str:
