@@ -25,6 +25,7 @@ from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import FreezeReport, apply_freeze, parameter_groups
 from cnnexp.models.weights import LoadReport, choose_normalization, start_weights
 from cnnexp.schemas import upgrade
+from cnnexp.schemas.datasets import RESIZE, check_source
 from cnnexp.schemas.keys import check_dataset_keys
 from cnnexp.utils.checkpoint import Checkpoint
 from cnnexp.utils.errors import UserError
@@ -56,7 +57,7 @@ class Restored(InferenceParts):
     checkpoint_path: Path
     epoch: int = 0
     step: int = 0
-    resize: str = "aspect"  # how user images are brought to `image_shape`
+    resize: str = RESIZE  # how user images are brought to `image_shape`
 
     def load_data(self) -> ImageData:
         """The run's dataset (with overrides), checked against what the model was trained on."""
@@ -104,11 +105,15 @@ def load_trained(run, path: Path, dataset_overrides: dict | None = None) -> tupl
 
 
 def apply_dataset_overrides(config: DictConfig, overrides: dict) -> None:
-    """`{"root": "../data"}` -> config.dataset.root, adding keys the saved config lacks (those its source reads)."""
+    """`{"root": "../data"}` -> config.dataset.root, adding keys the saved config lacks (those its source reads),
+    checked against the source's schema as training checked them."""
+    if not overrides:
+        return
     check_dataset_keys(config.dataset, [key for key in overrides if key.split(".", 1)[0] not in config.dataset])
     with open_dict(config):
         for key, value in overrides.items():
             OmegaConf.update(config, f"dataset.{key}", value, merge=False, force_add=True)
+    check_source(config.dataset)
 
 
 def trained_model(model_cfg, in_shape, ckpt: Checkpoint, path: Path) -> torch.nn.Module:

@@ -1,7 +1,7 @@
 """The schemas of a training run's config (train, sweep, data show): the trainer, device and augmentation
-keys typed and range-checked beside their fields; dataset, optimizer and scheduler are free-form groups
-(each choice has its own keys, checked by the source or by torch's constructor), whose shared keys
-`TrainSchema.check` checks."""
+keys typed and range-checked beside their fields; each dataset source has its own schema
+(schemas/datasets.py); optimizer and scheduler are free-form groups (each choice has its own keys, passed
+to torch's constructor), whose shared keys `TrainSchema.check` checks."""
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -12,6 +12,7 @@ from cnnexp.schemas.checks import Checked, at_least, fraction, one_of
 from cnnexp.utils.errors import UserError
 
 BEST_BY = ("val_error", "val_loss", "val_error_then_loss")  # trainer.best_by: what makes a checkpoint best.pt
+EARLY_STOPPING = ("none", "epochs", "tutorial")  # trainer.early_stopping (cnnexp.engine.early_stopping's rules)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # device.precision (cnnexp.engine.precision reads the same)
 
 
@@ -52,6 +53,11 @@ class TrainerSchema(Checked):
         at_least("trainer.diverge_loss", self.diverge_loss, 0, integer=False)
         fraction("trainer.label_smoothing", self.label_smoothing)
         one_of("trainer.best_by", self.best_by, BEST_BY)
+        one_of("trainer.early_stopping", self.early_stopping, EARLY_STOPPING)
+        at_least("trainer.patience", self.patience, 1)
+        at_least("trainer.patience_iterations", self.patience_iterations, 0)
+        at_least("trainer.patience_increase", self.patience_increase, 1, integer=False)
+        at_least("trainer.improvement_threshold", self.improvement_threshold, 0, integer=False)
         fraction("trainer.ema_decay", self.ema_decay, optional=True)
 
 
@@ -99,7 +105,6 @@ class TrainSchema(Checked):
         """The keys of the free-form groups (each choice of dataset, optimizer, scheduler has its own keys)
         that every choice has."""
         at_least("seed", self.seed, 0)
-        at_least("dataset.limit", self.dataset.get("limit"), 1, optional=True)
         at_least("optimizer.lr", self.optimizer["lr"], 0, integer=False)
         at_least("optimizer.weight_decay", self.optimizer.get("weight_decay"), 0, integer=False, optional=True)
         at_least("scheduler.warmup_epochs", self.scheduler["warmup_epochs"], 0)

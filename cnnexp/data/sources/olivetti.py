@@ -66,9 +66,9 @@ def resized(faces: np.ndarray, size) -> np.ndarray:
 
 @register_dataset
 def olivetti(cfg, seed: int = 0) -> ImageData:
-    path = Path(cfg.root) if cfg.get("root") else embedded_gif()
+    path = Path(cfg.root) if cfg.root else embedded_gif()
     if not path.exists():
         raise UserError(f"Olivetti GIF not found at {path}; remove dataset.root to use the embedded copy")
-    faces = resized(read_faces(path), cfg.get("size"))
+    faces = resized(read_faces(path), cfg.size)
     splits = split_per_person(faces, list(cfg.per_person))
     return ImageData(splits, person_names(len(faces) // FACES_PER_PERSON), meta={"source": str(path)})
