@@ -63,7 +63,7 @@ def source_from_model(cfg, data) -> Source:
     pipeline = Pipeline(Augmentation({}, image_shape), model_normalizer(cfg, data, weights_stats),
                         bool(cfg.device.channels_last))
     record = {"model": model_cfg["name"], "model_config": model_cfg,
-              "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),
+              "weights": str(model_cfg["weights"] or "none (random initialisation from seed)"),
               "weights_loaded": loaded.summary() if loaded is not None else "",
               "source_run": "", "checkpoint": "", "seed": int(cfg.seed), "augmentation": {}}
     return Source(**ready(model, pipeline, image_shape, cfg.device).parts(), dataset_cfg=cfg.dataset, record=record)
@@ -71,7 +71,7 @@ def source_from_model(cfg, data) -> Source:
 
 def absolute_weights(model_cfg: dict) -> dict:
     """A `model.weights` file or run folder by its absolute path, so a probe run finds it from anywhere."""
-    weights = model_cfg.get("weights")
+    weights = model_cfg["weights"]
     if isinstance(weights, str) and weights and Path(weights).expanduser().exists():
         model_cfg = {**model_cfg, "weights": str(Path(weights).expanduser().resolve())}
     return model_cfg

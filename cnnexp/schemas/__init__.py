@@ -14,8 +14,10 @@ so that the engine, the data sources and the commands read the same typed fields
 
 from omegaconf import OmegaConf, open_dict
 
+from cnnexp.models import COMMON_MODEL_KEYS
 from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, ExportSchema, FeaturesSchema, PredictSchema,
                                      ServeSchema, SweepSummarizeSchema)
+from cnnexp.models import COMMON_MODEL_KEYS
 from cnnexp.schemas.commands import BuildHdf5Schema, FromVideoSchema, ProbeSchema
 from cnnexp.schemas.datasets import MAX_PIXELS, SOURCE_SCHEMAS
 from cnnexp.schemas.models import model_schemas
@@ -35,7 +37,8 @@ ADDED_KEYS = {
     "optimizer": {"weight_decay": 0.0, "head_lr_mult": 1.0, "decay_norm_bias": True},
     "scheduler": {"warmup_epochs": 0},
     "dataset": {"limit": None},
-    "model": {"weights": None, "download": True, "preprocess": "weights", "freeze": [], "trainable": None},
+    "model": {key: list(default) if isinstance(default, tuple) else default  # the defaults reproduce old runs
+              for key, (_, default, _) in COMMON_MODEL_KEYS.items()},
 }
 # The same for one dataset source's keys.
 ADDED_SOURCE_KEYS = {

@@ -10,7 +10,7 @@ from omegaconf import MISSING
 from cnnexp.schemas.checks import Checked, at_least, one_of, positive
 from cnnexp.schemas.datasets import (RESIZES, check_channels, check_max_pixels, check_size, check_split,
                                      max_pixels_field, resize_field)
-from cnnexp.schemas.run import DeviceSchema
+from cnnexp.schemas.run import DeviceSchema, check_model
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.jobdirs import SPLITS
 
@@ -277,6 +277,8 @@ class FeaturesSchema(RunChoice, Checked):
         if self.model is not None and not self.dataset.get("name"):
             raise UserError(f"model={self.model.name} needs a dataset: dataset=folder dataset.root=<images> "
                             "(or dataset=mnist, hdf5, olivetti)")
+        if self.model is not None:
+            check_model(self.model)
         if self.model is None and (self.mean is not None or self.std is not None):
             raise UserError("mean=/std= apply to model=<name>; a run uses the normalisation it trained with")
 

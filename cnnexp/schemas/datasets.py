@@ -159,9 +159,8 @@ class OlivettiSchema(SourceSchema):
     def check(self) -> None:
         super().check()
         check_size("dataset.size", self.size, optional=True)
-        if len(self.per_person) != 3 or min(self.per_person) < 0 or sum(self.per_person) > 10:
-            raise UserError(f"dataset.per_person={self.per_person} must be three counts [train, val, test] of a "
-                            "person's 10 faces, e.g. [8, 1, 1]")
+        if len(self.per_person) != 3 or sum(self.per_person) != 10 or min(self.per_person) < 0:
+            raise UserError(f"dataset.per_person={self.per_person} must be three counts summing to 10, e.g. [8,1,1]")
 
 
 @dataclass
@@ -233,3 +232,15 @@ def check_source(dataset_cfg) -> None:
     except Exception as exc:  # OmegaConf's type errors: the key and the value that does not fit
         key = getattr(exc, "full_key", "") or "?"
         raise UserError(f"dataset.{key}: {str(exc).splitlines()[0]}") from None
+
+
+def source_config(name: str, **values):
+    """Source `name`'s config as `dataset=<name>` composes it (its YAML over its schema, then `values`),
+    checked; for code and tests that build a dataset without composing a whole config."""
+    from cnnexp.utils.files import conf_dir
+
+    yaml_values = OmegaConf.load(f"{conf_dir()}/dataset/{name}.yaml")
+    yaml_values.pop("defaults", None)
+    config = OmegaConf.merge(OmegaConf.structured(SOURCE_SCHEMAS[name]), yaml_values, values)
+    OmegaConf.to_object(config)
+    return config
