@@ -81,7 +81,7 @@ def test_rotation_keeps_the_centre_and_fill_nearest_has_no_black():
 
 @pytest.mark.parametrize("override, message", [
     ("augmentation.zoom=1.5", "zoom=1.5 must be a number in"), ("augmentation.fill=wrap", "fill=wrap is not one of"),
-    ("augmentation.rotation=-5", "rotation=-5.0 must be"), ("augmentation.crop_size=[0,9]", "crop_size=[0, 9] must"),
+    ("augmentation.rotation=-5", "rotation=-5.0 must be"), ("augmentation.crop_size=[0,9]", r"crop_size=\[0, 9\] must"),
 ])
 def test_bad_augmentation_values_are_refused_by_the_schema(override, message):
     """Checked when the composed config becomes typed, before any data is read."""

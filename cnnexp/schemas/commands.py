@@ -274,7 +274,8 @@ class FeaturesSchema(RunChoice, Checked):
                             "with dataset=<name> (e.g. model=resnet18 model.weights=IMAGENET1K_V1 dataset=folder)")
         for key in ("batch_size", "write_buffer", "max_features"):
             at_least(key, getattr(self, key), 1)
-        if self.model is not None and not self.dataset.get("name"):
+        dataset_name = self.dataset.get("name") if isinstance(self.dataset, dict) else self.dataset.name  # typed by its schema
+        if self.model is not None and not dataset_name:
             raise UserError(f"model={self.model.name} needs a dataset: dataset=folder dataset.root=<images> "
                             "(or dataset=mnist, hdf5, olivetti)")
         if self.model is not None:

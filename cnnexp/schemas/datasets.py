@@ -136,7 +136,7 @@ class Hdf5Schema(SourceSchema):
 @dataclass
 class MnistSchema(SourceSchema):
     name: str = MISSING
-    root: str = MISSING
+    root: Optional[str] = MISSING  # null only while composing: a command's `dataset: {root: null}` of overrides
     download: bool = MISSING
     val_size: int = MISSING
     normalize: str = MISSING
@@ -144,6 +144,9 @@ class MnistSchema(SourceSchema):
 
     def check(self) -> None:
         super().check()
+        if self.root is None:
+            raise UserError("dataset.root=null: give the folder that holds (or will hold) MNIST/raw, "
+                            "e.g. dataset.root=data/mnist")
         at_least("dataset.val_size", self.val_size, 0)
 
 
