@@ -19,7 +19,7 @@ from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, ExportSchema, 
                                      ServeSchema, SweepSummarizeSchema)
 from cnnexp.models import COMMON_MODEL_KEYS
 from cnnexp.schemas.commands import BuildHdf5Schema, FromVideoSchema, ProbeSchema
-from cnnexp.schemas.datasets import MAX_PIXELS, SOURCE_SCHEMAS
+from cnnexp.schemas.datasets import MAX_PIXELS, SOURCE_SCHEMAS, field_help
 from cnnexp.schemas.models import model_schemas
 from cnnexp.schemas.run import DataShowSchema, SweepSchema, TrainSchema
 
@@ -70,6 +70,16 @@ def upgrade(saved):
     return config
 
 
+def schema_comments(config_name: str, choices: dict) -> dict[str, str]:
+    """{dotted key: help} of a command's keys whose default (and so whose explanation) lives in a schema
+    field rather than in a YAML file: max_pixels and resize, shared by several configs."""
+    comments = field_help(PRIMARY_SCHEMAS[f"{config_name}_schema"]) if f"{config_name}_schema" in PRIMARY_SCHEMAS else {}
+    source = SOURCE_SCHEMAS.get(str(choices.get("dataset")))
+    if source is not None:
+        comments |= {f"dataset.{key}": help_text for key, help_text in field_help(source).items()}
+    return comments
+
+
 def register_schemas() -> None:
     """Put the schemas in Hydra's ConfigStore (once per process; launchers' processes do it on import)."""
     from hydra.core.config_store import ConfigStore
@@ -83,4 +93,4 @@ def register_schemas() -> None:
         store.store(group="dataset_schema", name=name, node=schema)
 
 
-__all__ = ["PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "typed", "upgrade"]
+__all__ = ["PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "schema_comments", "typed", "upgrade"]

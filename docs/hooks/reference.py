@@ -137,6 +137,13 @@ def parent_comment(path: str, comments: dict[str, str]) -> str:
     return comments.get(parent, "") if parent else ""
 
 
+def schema_comments(config_name: str, choices: dict) -> dict[str, str]:
+    """The help of the keys whose default lives in a schema, not in a YAML file (max_pixels, resize)."""
+    from cnnexp.schemas import schema_comments as from_schemas
+
+    return from_schemas(config_name, choices)
+
+
 def model_comments(model: str | None) -> dict[str, str]:
     """The model group has no YAML: its common keys' help, and for the factory's own keys a pointer to
     its docstring."""
@@ -219,6 +226,7 @@ def command_keys(config_name: str, overrides: list[str]) -> tuple[list[Key], dic
     cfg, groups = compose_with_groups(config_name, overrides)
     choices = dict(cfg.hydra.runtime.choices)
     comments = key_comments(config_name, choices) | model_comments(choices.get("model"))
+    comments = schema_comments(config_name, choices) | comments
     keys = [Key(path, kind, shown(value), comments.get(path) or parent_comment(path, comments)) for path, kind, value in config_keys(typed_view(cfg))]
     return keys, {g: (choices.get(g), options) for g, options in groups.items()}, cfg
 
