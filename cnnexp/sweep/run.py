@@ -155,7 +155,7 @@ def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run) -> Non
 
 def summarize_run(cfg) -> None:
     """`cnnexp sweep summarize dir=<folder>`: the table, files and plot rebuilt from the run folders."""
-    folder = Path(str(cfg.dir)).expanduser() if cfg.dir is not None else None
+    folder = Path(cfg.dir).expanduser() if cfg.dir is not None else None
     if folder is None or not folder.is_dir():
         raise UserError(f"dir={cfg.dir} is not a folder; give a sweep folder (outputs/sweep/<timestamp>)")
     saved = read_json(folder / "sweep.json") or {}

@@ -81,7 +81,7 @@ def override_text(value) -> str:
 def sampler_and_pruner(settings):
     import optuna
 
-    startup = int(settings.startup_trials)
+    startup = settings.startup_trials
     sampler = optuna.samplers.TPESampler(n_startup_trials=startup) if settings.sampler == "tpe" \
         else optuna.samplers.RandomSampler()
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup) if settings.pruner == "median" \
@@ -138,16 +138,16 @@ def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], s
     from cnnexp.sweep.study import Heartbeat, counted, next_trial, open_study, storage_url
 
     study, lock, storage = open_study(settings, sweep_dir, *sampler_and_pruner(settings))
-    target = int(settings.trials)
+    target = settings.trials
     write_json_atomic({"grid": {key: [] for key in space}, "seeds": [], "overrides": fixed, "metric": settings.sweep.metric,
-                       "search": {"kind": "optuna", "study": str(settings.study), "objective": OBJECTIVE,
+                       "search": {"kind": "optuna", "study": settings.study, "objective": OBJECTIVE,
                                   "sampler": settings.sampler, "pruner": settings.pruner, "trials": target}},
                       sweep_dir / "sweep.json")
     print(f"search: Optuna study '{settings.study}' ({settings.sampler} sampler, {settings.pruner} pruner) over "
           f"{', '.join(space)} in {storage_url(settings, sweep_dir)}; {counted(study)} of {target} trials done or "
           f"running; this worker runs trials until the study has {target}, in {sweep_dir}", flush=True)
     objective, ran = Objective(fixed, space, sweep_dir, hydra_args, train_run), 0
-    while (trial := next_trial(study, lock, target, poll=min(float(settings.heartbeat), 5.0))) is not None:
+    while (trial := next_trial(study, lock, target, poll=min(settings.heartbeat, 5.0))) is not None:
         with Heartbeat(storage, trial._trial_id):
             outcome = run_guarded(objective, study, trial, storage)
         finish(study, trial, *outcome)
