@@ -51,6 +51,17 @@ def test_olivetti_run_folder(cnnexp, workdir):
 
     assert "Best validation error " in result.out and "), test error " in result.out
     assert str(run.name) in result.out
+    assert_log_is_the_console(run / "train.log", result.out, rows=3)
+
+
+def assert_log_is_the_console(log_path, console: str, rows: int) -> None:
+    """train.log holds what the console printed, plain: the header, the evaluation rows, the closing lines."""
+    log = log_path.read_text()
+    assert "\x1b" not in log and "cnnexp train" in log and "run folder" in log
+    evaluations = [line for line in log.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert len(evaluations) == rows
+    for line in [*evaluations, *log.splitlines()[-2:]]:
+        assert line.rstrip() in console
 
 
 @pytest.mark.parametrize("when", ["epoch", "every 2 steps"])
@@ -152,6 +163,7 @@ def test_divergence_stops_with_exit_3(cnnexp, workdir):
                     "model.activation=relu", "model.init=pytorch", "hydra.run.dir=run")
     assert result.code == 3
     assert "Model diverged with loss = nan at epoch 1, step" in result.err
+    assert (workdir / "run" / "train.log").read_text().splitlines()[-1] in result.err
     metrics = read_json(workdir / "run" / "metrics.json")
     assert metrics["diverged"] is True
     assert (workdir / "run" / "checkpoints" / "best.pt").exists()

@@ -27,6 +27,7 @@ HELP = "train a model into outputs/train/<run>: checkpoints, curves, metrics"
 main = app_main("train", __name__)  # cnnexp train ... -> this module's Hydra app
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
 AUTO = "auto"  # trainer.resume=auto: continue this run folder's own last.pt when there is one
+LOG = "train.log"  # the run's console output, plain (conf/train.yaml turns Hydra's own log file off)
 DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
 
 
@@ -55,7 +56,7 @@ def run(cfg, on_evaluation=None) -> dict:
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.limit)
     if main_process:
         save_config(cfg, run_dir)
-    reporter = ConsoleReporter() if main_process else ConsoleReporter(Console(quiet=True))
+    reporter = ConsoleReporter(log=run_dir / LOG) if main_process else ConsoleReporter(Console(quiet=True))
     parts = assemble_training(cfg, data, resuming=checkpoint is not None)
     trainer = Trainer(parts, run_dir, reporter)
     if checkpoint is not None:

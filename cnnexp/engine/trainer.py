@@ -118,6 +118,9 @@ class Trainer:
                         self._stop_if_requested()
                         self.train_one_epoch()
                     return self.finish(diverged=False)
+            except (Diverged, Interrupted) as exc:
+                self.reporter.log_only(str(exc), highlight=False, soft_wrap=True)
+                raise
             finally:
                 self.loggers.close()
 
