@@ -1,6 +1,7 @@
 """cnnexp train end to end: the run folder, TensorBoard, checkpoints, resume, divergence."""
 
 import csv
+import re
 
 import pytest
 import torch
@@ -58,7 +59,7 @@ def assert_log_is_the_console(log_path, console: str, rows: int) -> None:
     """train.log holds what the console printed, plain: the header, the evaluation rows, the closing lines."""
     log = log_path.read_text()
     assert "\x1b" not in log and "cnnexp train" in log and "run folder" in log
-    evaluations = [line for line in log.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    evaluations = [line for line in log.splitlines() if re.match(r"\s+\d+\s+\d+\s", line)]
     assert len(evaluations) == rows
     for line in [*evaluations, *log.splitlines()[-2:]]:
         assert line.rstrip() in console
@@ -205,6 +206,17 @@ def test_multirun_makes_one_folder_per_job(cnnexp, workdir):
                  torch.load(sweep / job / "checkpoints/last.pt", weights_only=True)["config"]["optimizer"]["lr"]
                  for job in ("0", "1"))
     assert lrs == [0.01, 0.1]
+    summary = result.out[result.out.index("cnnexp train -m: 2 runs in outputs/multirun/"):].splitlines()
+    assert summary[1] == "every run: trainer.epochs=1 dataset.limit=80 trainer.batch_size=20"
+    rows = [line.split() for line in summary[2:5]]
+    assert rows[0][:2] == ["job", "overrides"]
+    assert [row[:2] for row in rows[1:]] == [["0", "optimizer.lr=0.1"], ["1", "optimizer.lr=0.01"]]
+    for job, row in zip(("0", "1"), rows[1:]):
+        metrics = read_json(sweep / job / "metrics.json")
+        assert row[2:] == [f"{100 * metrics['best_val_error']:.2f}", "%", f"{100 * metrics['test_error']:.2f}", "%",
+                           "done"]
+    assert summary[5].startswith("lowest validation error: job ")
+    assert max(map(len, summary)) <= 80
 
 
 def test_cfg_job_prints_config_and_writes_nothing(cnnexp, workdir):

@@ -8,6 +8,7 @@ that apply. The pictures themselves are drawn by cnnexp/viz/ (one module per kin
 from __future__ import annotations
 
 import glob
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -268,6 +269,7 @@ def gradcam(cfg) -> None:
     maps = layer_maps(restored)
     layer_name = str(cfg.layer) if cfg.layer is not None else last_spatial_map(maps)
     layer = find_layers(restored.model, [layer_name], maps)[layer_name]
+    where = layer_description(layer_name, layer, maps[layer_name])
     target = target_class(cfg, restored.class_names)
     alpha, topk = float(cfg.alpha), cfg.topk
     pictures = pick_images(cfg.image, restored)
@@ -282,10 +284,23 @@ def gradcam(cfg) -> None:
             for i, picked in enumerate(chunk):
                 explained = restored.class_names[result.classes[i]]
                 guesses = top_guesses(result.probs[i], restored.class_names, topk)
-                title = f"{picked.name}: Grad-CAM of '{explained}' at {layer_name} ({described(restored)})"
+                title = f"{picked.name}: Grad-CAM of '{explained}' at {where} ({described(restored)})"
                 figure = gradcam_figure(views[i], result.maps[i], title, guesses, alpha)
-                wrote(save_picture(figure, out_dir(cfg, home) / f"gradcam-{picked.name}.png", tensorboard,
-                                   f"viz/gradcam/{picked.name}"), f"  {guesses}")
+                name = f"{picked.name}-{file_part(explained)}"  # one picture per image and explained class
+                wrote(save_picture(figure, out_dir(cfg, home) / f"gradcam-{name}.png", tensorboard,
+                                   f"viz/gradcam/{name}"), f"  {guesses}")
+
+
+def layer_description(name: str, module, shape) -> str:
+    """A layer as a person reads it: `features.5 (Tanh, 50x11x8 maps)`, not a bare module index."""
+    label = f"layer {name}" if name.isdigit() else name
+    return f"{label} ({type(module).__name__}, {'x'.join(map(str, shape))} maps)"
+
+
+def file_part(text: str) -> str:
+    """A class name as part of a file name: runs of characters other than letters, digits, `.`, `_` and
+    `-` become one `_`, none at the ends (an age group `(38, 43)` -> `38_43`)."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "class"
 
 
 def target_class(cfg, class_names: list[str]) -> int | None:

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
 from cnnexp.sweep.folders import finished_runs, read_json, write_sweep_json
 from cnnexp.sweep.plan import Plan, check_plan, make_plan, parse_overrides
 from cnnexp.sweep.summary import summarize
@@ -147,6 +148,7 @@ def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run) -> Non
         f"hydra.sweep.dir='{sweep_dir}'",
         "hydra.sweep.subdir=${hydra.job.override_dirname}",
         f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
+        SUMMARY_OFF,
         *hydra_args,
     ]
     job = SimpleNamespace(CONFIG_NAME="train", run=partial(run_point, train_run=train_run))

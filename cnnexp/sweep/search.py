@@ -199,6 +199,7 @@ class Objective:
         from optuna.trial import TrialState
 
         from cnnexp.config.app import launch
+        from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
 
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         folder = self.sweep_dir / f"trial-{system_attrs.get('failed_trial', trial.number):04d}"
@@ -207,7 +208,7 @@ class Objective:
             overrides.append("seed=0")
         job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run))
         launch("sweep", job, ["--multirun", *overrides, f"hydra.sweep.dir='{self.sweep_dir}'",
-                              f"hydra.sweep.subdir={folder.name}", *self.hydra_args])
+                              f"hydra.sweep.subdir={folder.name}", SUMMARY_OFF, *self.hydra_args])
         metrics, failed = read_json(folder / "metrics.json"), read_json(folder / "failed.json")
         if isinstance(metrics, dict) and metrics.get("pruned"):
             return TrialState.PRUNED, None
