@@ -30,6 +30,32 @@ def test_help_and_cfg_job(cnnexp, workdir, app):
     assert not any(workdir.iterdir()), "--help and --cfg write nothing"
 
 
+@pytest.mark.parametrize("app", APPS, ids=" ".join)
+def test_help_explains_every_key_as_the_reference_does(cnnexp, app):
+    """Every key `--help` lists has its comment under it, the same text the site's reference shows (both
+    read it from conf/ through cnnexp.config.comments), within 80 columns."""
+    from cnnexp.config.app import compose_with_groups
+    from cnnexp.config.comments import commented_keys
+
+    config_name = {"sweep summarize": "sweep_summarize"}.get(" ".join(app[:2]), app[0].replace("-", "_"))
+    if app[0] == "data":
+        config_name = f"data_{app[1].replace('-', '_')}"
+    overrides = [f"viz={app[1]}"] if app[0] == "viz" else []
+    lines = cnnexp(*app, "--help").out.splitlines()
+    listed = lines[lines.index("== Config (key=value) ==") + 2:]
+    keys = commented_keys(config_name, compose_with_groups(config_name, overrides)[0])
+    assert keys and all(key.comment for key in keys)
+    for key in keys:
+        at = listed.index(f"{key.path}={key.default}")
+        below = []
+        for line in listed[at + 1:]:
+            if not line.startswith("    "):
+                break
+            below.append(line.strip())
+        assert " ".join(below) == " ".join(key.comment.split()), key.path
+    assert max(map(len, lines)) <= 80
+
+
 def test_help_lists_only_the_groups_the_command_uses(cnnexp):
     train = cnnexp("train", "--help").out
     assert "model: " in train and "lenet5" in train and "\nsweep: " not in train

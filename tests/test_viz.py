@@ -433,7 +433,7 @@ def test_viz_help_and_cfg(cnnexp):
     result = cnnexp("viz", "--help")
     assert result.code == 0 and all(name in result.out for name in ("curves", "activations", "filters", "gradcam"))
     result = cnnexp("viz", "gradcam", "--help")
-    assert result.code == 0 and "Grad-CAM" in result.out and "target: top" in result.out
+    assert result.code == 0 and "Grad-CAM" in result.out and "\ntarget=top\n    top (each image" in result.out
     result = cnnexp("viz", "filters", "--cfg", "job", "channels=1,2")
     assert result.code == 0 and "picture: filters" in result.out and "- '1'" in result.out
 

@@ -180,18 +180,19 @@ def shared_run_dir(config_name: str, args: list[str]) -> list[str]:
 
 
 def help_text(config_name: str, overrides: list[str]) -> str:
-    """The command's header, the config groups its defaults list uses (with their options), its
-    composed config and its footer (examples)."""
-    from omegaconf import OmegaConf
+    """The command's header, the config groups its defaults list uses (with their options), its keys
+    with their defaults and comments (the comments beside them in conf/, as the site's reference shows
+    them) and its footer (examples)."""
+    from cnnexp.config.comments import commented_keys, keys_help
 
     cfg, options = compose_with_groups(config_name, [a for a in overrides if not a.startswith("hydra")])
     help_cfg = cfg.hydra.help
     groups = [f"{group}: {', '.join(choices)}" for group, choices in options.items()]
-    job_cfg = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}).rstrip()
     parts = [reflow(str(help_cfg.header))]
     if groups:
         parts += ["== Config groups (group=choice) ==", "\n".join(groups)]
-    parts += ["== Config (key=value) ==", job_cfg, str(help_cfg.footer)]
+    parts += ["== Config (key=value) ==", keys_help(commented_keys(config_name, cfg)),
+              str(help_cfg.footer)]
     return fold("\n\n".join(parts))
 
 
