@@ -5,6 +5,26 @@ import pytest
 from conftest import MNIST_ROOT, need, read_json
 
 
+def test_olivetti_lenet_is_the_tutorials_recipe_whatever_the_defaults():
+    """experiment=olivetti_lenet sets every knob the tutorial turns, so better defaults for the first run
+    (conf/train_base.yaml) never leak into the reproduction."""
+    from cnnexp.config.compose import compose_config
+
+    cfg = compose_config("train", ["experiment=olivetti_lenet"])
+    assert dict(cfg.optimizer) == {"_target_": "torch.optim.SGD", "lr": 0.05, "weight_decay": 0.0,
+                                   "head_lr_mult": 1.0, "decay_norm_bias": True}
+    assert cfg.scheduler._target_ is None and cfg.augmentation.name == "none"
+    assert {k: cfg.model[k] for k in ("name", "nkerns", "kernel_size", "pool", "hidden", "activation", "init",
+                                      "dropout")} == {"name": "lenet", "nkerns": [20, 50], "kernel_size": 5,
+                                                      "pool": 2, "hidden": 2000, "activation": "tanh",
+                                                      "init": "theano", "dropout": 0.0}
+    trainer = cfg.trainer
+    assert (trainer.epochs, trainer.batch_size, trainer.shuffle, trainer.early_stopping) == (200, 40, False, "none")
+    assert (trainer.label_smoothing, trainer.ema_decay, trainer.grad_clip, trainer.best_by) == (
+        0.0, None, None, "val_error")
+    assert dict(cfg.dataset) == dict(compose_config("train", ["dataset=olivetti"]).dataset)
+
+
 @pytest.mark.slow
 def test_olivetti_lenet_reaches_the_published_errors(cnnexp, workdir):
     """Published: best validation error 2.5 %, test error 5 %, at epoch 36. Seed 2 reproduced it
