@@ -70,7 +70,7 @@ def test_cfg_job_shows_overrides_and_model_defaults_from_the_signature(cnnexp):
                               "weights": None, "download": True, "preprocess": "weights", "freeze": [],
                               "trainable": None}
     swept = yaml.safe_load(cnnexp("sweep", "optimizer.lr=0.1,0.01", "seeds=3", "--cfg", "job").out)
-    assert swept["seeds"] == 3 and swept["optimizer"]["lr"] == 0.05  # the grid is not part of the base config
+    assert swept["seeds"] == 3 and swept["optimizer"]["lr"] == 0.001  # the grid is not part of the base config
 
 
 LAYERS = {"cli": 6, "commands": 5, "config": 4, "serve": 3.5, "export": 3.45, "viz": 3.4, "inference": 3.3, "features": 3.2,

@@ -113,7 +113,7 @@ def test_a_saved_config_from_before_a_key_existed_is_upgraded():
 
 # ---- keys a user adds or mistypes (cnnexp/schemas/keys.py) -------------------------------------------
 @pytest.mark.parametrize("overrides", [
-    ("+optimizer.momentum=0.9",),  # a constructor argument of torch.optim.SGD
+    ("optimizer=sgd", "+optimizer.momentum=0.9"),  # a constructor argument of torch.optim.SGD
     ("scheduler=step", "+scheduler.last_epoch=-1"),
     ("dataset=utkface", "dataset.root=/faces", "dataset.target=age", "++dataset.bins=null"),
     ("dataset=table", "dataset.file=/t.csv", "dataset.fields=[age]", "dataset.path='{user_id}/{face_id}'"),

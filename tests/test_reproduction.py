@@ -2,7 +2,17 @@
 minute each for Olivetti, 12 minutes for MNIST; `pytest -m slow`)."""
 
 import pytest
-from conftest import MNIST_ROOT, need, read_json
+from conftest import MNIST_ROOT, need, only_run, read_json
+
+
+def test_the_first_run_reaches_the_tutorials_test_error(cnnexp, workdir):
+    """The README's first command as typed: the defaults (Adam, 30 epochs) reach the tutorial's published
+    5 % test error (of the best-validation model). About 10 s of training alone on a 2-core CPU."""
+    result = cnnexp("train", "dataset=olivetti", "model=lenet")
+    assert result.code == 0, result.err
+    metrics = read_json(only_run(workdir / "outputs" / "train") / "metrics.json")
+    assert metrics["test_error"] <= 0.05 and metrics["best_val_error"] <= 0.05
+    assert metrics["epochs_run"] == 30 and " nan" not in result.out
 
 
 def test_olivetti_lenet_is_the_tutorials_recipe_whatever_the_defaults():
