@@ -199,7 +199,7 @@ def test_tutorial_rule_extends_patience_only_on_significant_improvement():
 
 
 def test_multirun_makes_one_folder_per_job(cnnexp, workdir):
-    result = cnnexp("train", "-m", "optimizer.lr=0.1,0.01", "trainer.epochs=1", *QUICK)
+    result = cnnexp("train", "-m", "optimizer=sgd", "optimizer.lr=0.1,0.01", "trainer.epochs=1", *QUICK)
     assert result.code == 0, result.err
     sweep = only_run(workdir / "outputs" / "multirun")
     lrs = sorted(read_json(sweep / job / "metrics.json")["params"] and
@@ -207,7 +207,7 @@ def test_multirun_makes_one_folder_per_job(cnnexp, workdir):
                  for job in ("0", "1"))
     assert lrs == [0.01, 0.1]
     summary = result.out[result.out.index("cnnexp train -m: 2 runs in outputs/multirun/"):].splitlines()
-    assert summary[1] == "every run: trainer.epochs=1 dataset.limit=80 trainer.batch_size=20"
+    assert summary[1] == "every run: optimizer=sgd trainer.epochs=1 dataset.limit=80 trainer.batch_size=20"
     rows = [line.split() for line in summary[2:5]]
     assert rows[0][:2] == ["job", "overrides"]
     assert [row[:2] for row in rows[1:]] == [["0", "optimizer.lr=0.1"], ["1", "optimizer.lr=0.01"]]

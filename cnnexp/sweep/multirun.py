@@ -45,8 +45,8 @@ def print_summary(sweep_dir: Path) -> None:
     done = [run for run in runs if run.ok and run.metrics.get("best_val_error") is not None]
     if done:
         best = min(done, key=lambda run: run.metrics["best_val_error"])
-        console.print(fold(f"lowest validation error: job {best.folder.name} "
-                           f"({display_path(best.folder)}), test error {error_text(best, 'test_error')}"))
+        console.print(fold(f"lowest validation error: job {best.folder.name}, test error "
+                           f"{error_text(best, 'test_error')}"))
 
 
 def job_order(name: str):
