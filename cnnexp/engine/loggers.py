@@ -21,7 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from cnnexp.engine.curves import draw_curves
 from cnnexp.utils.files import display_path
-from cnnexp.utils.text import WIDTH, plural
+from cnnexp.utils.text import WIDTH, fold, plural
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -290,7 +290,7 @@ class ConsoleReporter:
                 f"(step {metrics['best_step']}), test error {percent(metrics['test_error'])}",
                 style="bold green", highlight=False, soft_wrap=True,
             )
-        self.print(
+        self.print(fold(
             f"{plural(metrics['epochs_run'], 'epoch')} in {metrics['train_seconds']:.1f} s "
-            f"({metrics['images_per_second']:.0f} img/s); run folder: {display_path(run_dir)}", highlight=False, soft_wrap=True,
+            f"({metrics['images_per_second']:.0f} img/s); run folder: {display_path(run_dir)}"), highlight=False, soft_wrap=True,
         )
