@@ -31,12 +31,25 @@ MISSING_DATA_HINT = ("data outside the repository: set CNNEXP_TEST_DATA to a fol
                      "cats_and_dogs_small/, cats_and_dogs/ and utkface/ to run it")
 
 
+def slow_writes(seconds: float) -> dict:
+    """Environment for a child process whose checkpoint writes take `seconds` each (tests/fixtures/slow_writes
+    replaces cnnexp.utils.checkpoint.serialize at its start-up), so a test can kill it inside one."""
+    path = [str(ROOT / "tests" / "fixtures" / "slow_writes"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    return {"CNNEXP_TEST_SLOW_WRITES": str(seconds), "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
 def need(path: Path, what: str) -> Path:
     """`path`, test data outside the repository; when it is absent the test is skipped, naming the data
     and where it was looked for (a fixture that calls this skips the tests that use it)."""
     if not path.exists():
         pytest.skip(f"needs {what}, not found at {path} ({MISSING_DATA_HINT})")
     return path
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Folder indexes (cnnexp/data/index.py) go to a cache folder of the test's own, never the user's."""
+    monkeypatch.setenv("CNNEXP_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
 MNIST_ROOT = SHARED / "mnist"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_json
+from conftest import read_json, slow_writes
 from test_distributed import JOB, assert_same_weights, env, rank_pids, weights
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # torchrun's own module: no script needed in the venv
@@ -78,7 +78,7 @@ def test_torchrun_restarts_a_job_whose_worker_was_killed_and_it_resumes_from_las
     folder = tmp_path / "run"
     command = [*TORCHRUN, "--standalone", "--nproc_per_node=2", "--max-restarts=1", "--monitor-interval=0.5",
                *train_args(folder, "trainer.resume=auto")]
-    launcher = subprocess.Popen(command, cwd=tmp_path, env={**env(), "CNNEXP_TEST_SLOW_WRITES": "1"},
+    launcher = subprocess.Popen(command, cwd=tmp_path, env={**env(), **slow_writes(1)},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import only_run, read_json
+from conftest import only_run, read_json, slow_writes
 
-from cnnexp.utils.checkpoint import SLOW_WRITES, Checkpoint
+from cnnexp.utils.checkpoint import Checkpoint
 from cnnexp.utils.errors import UserError
 
 # a small, fast run that still uses every random state a checkpoint must carry (shuffle, dropout,
@@ -126,7 +126,7 @@ def test_sigterm_stops_with_143(workdir):
 def test_second_ctrl_c_exits_at_once_leaving_complete_checkpoints(workdir):
     """The first Ctrl-C makes the trainer write last.pt (slowed to 4 s here); a second one during that
     write exits at once, and every checkpoint on disk still loads."""
-    proc = start(workdir, "train", *TINY, "trainer.epochs=50", "hydra.run.dir=run", env={SLOW_WRITES: "4"})
+    proc = start(workdir, "train", *TINY, "trainer.epochs=50", "hydra.run.dir=run", env=slow_writes(4))
     wait_for(lambda: (workdir / "run" / "history.csv").exists(), what="training to start")
     proc.send_signal(signal.SIGINT)
     wait_for(lambda: (workdir / "run" / "checkpoints" / ".last.pt.tmp").exists(), timeout=30, what="the write")
@@ -195,7 +195,7 @@ class KillHarness:
             attempt += 1
             folder = self.workdir / "chain" / str(attempt)
             args = [f"trainer.resume={latest}"] if latest else [*TINY, f"trainer.epochs={self.epochs}"]
-            slow = {SLOW_WRITES: "0.3"} if self.kills < self.kills_wanted else {}  # the last run is not killed
+            slow = slow_writes(0.3) if self.kills < self.kills_wanted else {}  # the last run is not killed
             proc = start(self.workdir, "train", *args, f"hydra.run.dir={folder}", env=slow)
             if not slow or not self.kill_at_random(proc, folder):
                 out, err = proc.communicate(timeout=600)

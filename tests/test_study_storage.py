@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_json
+from conftest import read_json, slow_writes
 from test_elastic import free_port
 
 optuna = pytest.importorskip("optuna")
@@ -84,7 +84,7 @@ def test_four_workers_on_the_journal_end_with_exactly_n_trials_and_a_killed_ones
     study ends with exactly 6 finished trials, 6 run folders, one summary; no lock error anywhere."""
     sweep_dir = tmp_path / "shared"
     args = ("trials=6", "trainer.epochs=3", f"sweep.dir={sweep_dir}")
-    workers = [start_worker(tmp_path, *args, **({"CNNEXP_TEST_SLOW_WRITES": "1.5"} if i == 0 else {}))
+    workers = [start_worker(tmp_path, *args, **(slow_writes(1.5) if i == 0 else {}))
                for i in range(4)]
     killed = kill_mid_trial(workers[0], sweep_dir, sweep_dir / "optuna.journal")
     outputs = finish(workers[1:])

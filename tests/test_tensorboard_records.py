@@ -8,7 +8,8 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as tensorboard_crc
 from tensorboard.compat.proto.event_pb2 import Event
 
-from cnnexp.engine.loggers import TensorBoardLogger, masked_crc32c
+from cnnexp.engine.loggers import TensorBoardLogger
+from cnnexp.utils.tunings import masked_crc32c, training_start
 
 
 def test_checksum_is_tensorboards():
@@ -19,6 +20,7 @@ def test_checksum_is_tensorboards():
 def test_an_input_grid_reads_back_with_checked_records(tmp_path):
     """A grid of noise (PNG cannot shrink it: MBs, the case the C checksum is for) and a scalar; tensorboard's
     reader checks every record's checksum and raises DataLossError on a wrong one."""
+    training_start()  # what `cnnexp train` does: the records checksummed in C
     logger = TensorBoardLogger(tmp_path)
     images = torch.randint(0, 256, (16, 3, 227, 227), generator=torch.Generator().manual_seed(0)).float()
     logger.image_grid("inputs/train", images)

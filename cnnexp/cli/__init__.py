@@ -5,13 +5,13 @@ Every command module (see cnnexp/commands/__init__.py) has `main(argv)`: most ar
 their first arguments themselves before they launch Hydra apps.
 """
 
-import gc
 import importlib
 import sys
 
 from cnnexp.commands import COMMANDS
 from cnnexp.config.app import DEBUG, describe
-from cnnexp.utils.errors import Diverged, UserError
+from cnnexp.errors import CnnexpError
+from cnnexp.utils import tunings
 from cnnexp.utils.text import fold
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"unknown command '{name}'; choose one of: {', '.join(COMMANDS)}", 2)
     try:
         return importlib.import_module(COMMANDS[name]).main(args)
-    except (UserError, Diverged) as exc:
+    except CnnexpError as exc:  # bad input (exit code 2) or an outcome with its own code
         return fail(str(exc), exc.exit_code)
     except SystemExit as exc:  # raised inside a Hydra job (guarded) or by Hydra itself
         return exc.code if isinstance(exc.code, int) else 1
@@ -56,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `cnnexp` program (and `python -m cnnexp`): `main`, then exit. Before the interpreter shuts down,
-    every object is moved out of the garbage collector's reach (`gc.freeze`): its final collections walk
-    the millions of objects torch and its imports made, which cost each command 0.6-0.8 s of CPU (and of
-    wall time) after its work was done; the process's memory goes back to the system whole anyway."""
+    """The `cnnexp` program (and `python -m cnnexp`): `main`, then exit (after `tunings.before_exit`: the
+    process-wide settings are the command line's alone, see utils/tunings.py)."""
     code = main()
-    gc.freeze()
+    tunings.before_exit()
     sys.exit(code)

@@ -10,8 +10,8 @@ from pathlib import Path
 from cnnexp.config.compose import compose_config, conf_dir
 from cnnexp.schemas import typed
 from cnnexp.schemas.keys import check_added, flat_keys
-from cnnexp.utils.allocator import keep_freed_memory
-from cnnexp.utils.errors import Diverged, Interrupted, PeerLost, UserError
+from cnnexp.utils import tunings
+from cnnexp.utils.errors import CnnexpError, ConfigError, Interrupted
 from cnnexp.utils.jobdirs import is_scratch, prune_empty
 from cnnexp.utils.runs import claimed_run_dirs
 from cnnexp.utils.text import fold, reflow
@@ -49,11 +49,11 @@ def dotted_prefixes(key: str) -> list[str]:
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
-    """The one line a user sees for a failure, and the exit code."""
-    if isinstance(exc, UserError):
-        return f"error: {exc}", exc.exit_code
-    if isinstance(exc, (Diverged, Interrupted, PeerLost)):
-        return str(exc), exc.exit_code
+    """The one line a user sees for a failure, and the exit code: a `CnnexpError` says what to fix
+    (`error: ...` for bad input, exit code 2) or what happened (diverged, lost a peer); anything else is
+    a bug in cnnexp or a library under it: an internal error (its traceback under CNNEXP_DEBUG=1)."""
+    if isinstance(exc, CnnexpError):
+        return (f"error: {exc}" if exc.exit_code == 2 else str(exc)), exc.exit_code
     if os.environ.get(DEBUG):
         traceback.print_exception(exc)
     return f"internal error: {exc.__class__.__name__}: {exc} (set {DEBUG}=1 for the traceback)", 1
@@ -66,7 +66,7 @@ def guarded(run, cfg):
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     out = Path(HydraConfig.get().runtime.output_dir)
-    keep_freed_memory()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
+    tunings.job_start()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
     try:
         # a job of a multirun (not composed up front) meets the checks here
         # (`++key`, which may only override a key, needs a second composition: checked up front alone)
@@ -154,7 +154,7 @@ def tools_main(name: str, tools: dict):
             print(fold("\n".join([*lines, "", f"`cnnexp {name} <tool> --help` lists its keys and defaults."])))
             return 0
         if argv[0] not in tools:
-            raise UserError(f"unknown {name} tool '{argv[0]}'; choose one of: {', '.join(tools)}")
+            raise ConfigError(f"unknown {name} tool '{argv[0]}'; choose one of: {', '.join(tools)}")
         return launch(f"{name} {argv[0]}", tools[argv[0]], argv[1:])
     return main
 
@@ -214,4 +214,4 @@ def compose_with_groups(config_name: str, overrides: list[str]):
             groups = [g for g in cfg.hydra.runtime.choices if not g.startswith("hydra")]
             return cfg, {g: repository.get_group_options(g) for g in sorted(groups)}
     except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(one_line(exc).replace("<command>", config_name)) from exc
+        raise ConfigError(one_line(exc).replace("<command>", config_name)) from exc

@@ -1,6 +1,6 @@
 """Where the config tree is, and composing it with Hydra's compose API (one-line errors)."""
 
-from cnnexp.utils.errors import UserError
+from cnnexp.utils.errors import ConfigError, UserError
 from cnnexp.utils.files import conf_dir  # noqa: F401 (where the config tree is; imported from here by the commands)
 
 
@@ -56,7 +56,7 @@ def compose_config(config_name: str, overrides: list[str]):
     except (HydraException, OmegaConfBaseException) as exc:
         key = unknown_override(exc)
         if key:
-            raise UserError(unknown_key(key, known_keys(config_name, overrides, key), config_name)) from exc
-        raise UserError(one_line(exc).replace("<command>", command_line(config_name))) from exc
+            raise ConfigError(unknown_key(key, known_keys(config_name, overrides, key), config_name)) from exc
+        raise ConfigError(one_line(exc).replace("<command>", command_line(config_name))) from exc
 
 

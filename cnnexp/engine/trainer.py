@@ -39,7 +39,7 @@ class Trainer:
         self.optimizer, self.scheduler, self.stopper = parts.optimizer, parts.scheduler, parts.stopper
         self.train_batches, self.generator = parts.train_batches, parts.generator
         self.label_smoothing = float(self.cfg.trainer.label_smoothing)  # read once, not every step
-        self.eval_batch_size = int(self.cfg.trainer.eval_batch_size)
+        self.eval_batch_size = parts.eval_batch_size
         self.log_every = int(self.cfg.trainer.log_every)
         self.pending_losses: list[torch.Tensor] = []  # on the device, read every log_every steps
         self.global_batch = 0  # images in the current step over all processes
@@ -52,6 +52,7 @@ class Trainer:
         self.stop_requests = StopRequests()
         self.saved_step: int | None = None  # the step of the last.pt this run wrote
         self.best_due = False  # an evaluation found a new best that best.pt does not hold yet
+        self.from_python = False  # started by cnnexp.train(): say how to resume in Python
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -125,7 +126,11 @@ class Trainer:
                 self.loggers.close()
 
     def resume_command(self) -> str:
-        return f"cnnexp train trainer.resume={shlex.quote(str(self.run_dir.resolve()))}"
+        """How to continue this run: the command line's, or the Python call's when started from Python."""
+        folder = str(self.run_dir.resolve())
+        if self.from_python:
+            return f"cnnexp.train({'trainer.resume=' + folder!r})"
+        return f"cnnexp train trainer.resume={shlex.quote(folder)}"
 
     def kept(self) -> str:
         if self.saved_step is None:

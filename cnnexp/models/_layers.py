@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnexp.utils.errors import UserError
+from cnnexp.utils.errors import ConfigError, UserError
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "elu": nn.ELU}
 
@@ -13,6 +13,26 @@ def make_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise UserError(f"model.activation={name} is not one of: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+def check_sizes(model: str, **sizes) -> None:
+    """Layer sizes (a number or a list of numbers: units, kernels, pools) must be whole numbers >= 1:
+    checked before any layer is made, so torch's own complaint about a negative size (the same
+    RuntimeError a bug would raise) never has to be read as bad input."""
+    for key, value in sizes.items():
+        numbers = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in numbers):
+            raise ConfigError(f"cannot build model '{model}' with {key}={value}: model.{key} must be "
+                              f"{'whole numbers' if isinstance(value, (list, tuple)) else 'a whole number'} >= 1; "
+                              "check the model.* values")
+
+
+def check_fractions(model: str, **rates) -> None:
+    """Dropout-like rates must lie in [0, 1)."""
+    for key, value in rates.items():
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+            raise ConfigError(f"cannot build model '{model}' with {key}={value}: model.{key} must be a number in "
+                              "[0, 1); check the model.* values")
 
 
 def flat_size(features: nn.Module, in_shape: tuple, model: str) -> int:

@@ -5,7 +5,7 @@ with Python) writes it in Keras: each conv and dense layer is followed by ReLU t
 from torch import nn
 
 from cnnexp.models import register_model
-from cnnexp.models._layers import check_lengths, flat_size
+from cnnexp.models._layers import check_fractions, check_lengths, check_sizes, flat_size
 from cnnexp.models.lenet import LeNet
 
 
@@ -18,6 +18,8 @@ def alexnet_bn(in_shape, num_classes, *, convs: list[int] = (96, 256, 384, 384, 
     -> ReLU -> BN; after the convs numbered in `pool_after` (1-based) a max-pool `pool`/`pool_stride`
     and dropout `conv_dropout`; then dense layers -> ReLU -> BN -> dropout `dropout`; output."""
     check_lengths("alexnet_bn", convs=convs, kernels=kernels)
+    check_sizes("alexnet_bn", stride=stride, pool=pool, pool_stride=pool_stride, dense=dense)
+    check_fractions("alexnet_bn", conv_dropout=conv_dropout, dropout=dropout)
     layers, channels = [], in_shape[0]
     for i, (width, kernel) in enumerate(zip(convs, kernels), start=1):
         layers += [nn.Conv2d(channels, width, kernel, stride if i == 1 else 1, padding=kernel // 2),

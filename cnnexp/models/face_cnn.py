@@ -5,7 +5,7 @@ from torch import nn
 
 from cnnexp.utils.errors import UserError
 from cnnexp.models import register_model
-from cnnexp.models._layers import flat_size
+from cnnexp.models._layers import check_fractions, check_sizes, flat_size
 from cnnexp.models.lenet import LeNet
 
 
@@ -17,6 +17,8 @@ def face_cnn(in_shape, num_classes, *, convs: list[int] = (32, 64, 128), kernel_
     flatten; dense layers -> ReLU -> dropout; a `bottleneck` dense layer with ReLU (0: none); output."""
     if padding not in ("same", "valid"):
         raise UserError(f"model.padding={padding} is not one of: same, valid")
+    check_sizes("face_cnn", convs=convs, kernel_size=kernel_size, pool=pool, dense=dense)
+    check_fractions("face_cnn", dropout=dropout)
     layers, channels = [], in_shape[0]
     for width in convs:
         layers += [nn.Conv2d(channels, width, kernel_size, padding=padding), nn.ReLU(inplace=True), nn.MaxPool2d(pool)]

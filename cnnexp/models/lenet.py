@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnexp.utils.errors import UserError
 from cnnexp.models import register_model
-from cnnexp.models._layers import flat_size, make_activation
+from cnnexp.models._layers import check_fractions, check_sizes, flat_size, make_activation
 
 
 class LeNet(nn.Module):
@@ -54,6 +54,8 @@ def lenet(in_shape, num_classes, nkerns: list[int] = (20, 50), kernel_size: int 
     nkerns = list(nkerns)
     if not nkerns or min(nkerns) < 1:
         raise UserError(f"model.nkerns={nkerns} must list at least one positive kernel count, e.g. [20,50]")
+    check_sizes("lenet", kernel_size=kernel_size, pool=pool, hidden=hidden)
+    check_fractions("lenet", dropout=dropout)
     layers, channels = [], in_shape[0]
     for width in nkerns:
         layers += [nn.Conv2d(channels, width, kernel_size), nn.MaxPool2d(pool), make_activation(activation)]
@@ -78,6 +80,7 @@ def lenet5(in_shape, num_classes, activation: str = "tanh", pool_type: str = "av
     pooling = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
     if pool_type not in pooling:
         raise UserError(f"model.pool_type={pool_type} is not one of: avg, max")
+    check_fractions("lenet5", dropout=dropout)
     features = nn.Sequential(
         nn.Conv2d(in_shape[0], 6, 5, padding=2), make_activation(activation), pooling[pool_type](2),
         nn.Conv2d(6, 16, 5), make_activation(activation), pooling[pool_type](2),

@@ -5,7 +5,7 @@ two dense layers with dropout, for 227x227 RGB faces."""
 from torch import nn
 
 from cnnexp.models import register_model
-from cnnexp.models._layers import LocalResponseNorm, check_lengths, flat_size
+from cnnexp.models._layers import LocalResponseNorm, check_fractions, check_lengths, check_sizes, flat_size
 from cnnexp.models.lenet import LeNet
 
 
@@ -21,6 +21,8 @@ def levi_hassner(in_shape, num_classes, *, convs: list[int] = (96, 256, 384), ke
     `dense_std` for the hidden dense layers, `output_std` for the output; biases 0, except 1 for conv2
     and the hidden dense layers as the original (`bias_one=false`: all 0)."""
     check_lengths("levi_hassner", convs=convs, kernels=kernels)
+    check_sizes("levi_hassner", stride=stride, pool=pool, pool_stride=pool_stride, lrn_size=lrn_size, dense=dense)
+    check_fractions("levi_hassner", dropout=dropout)
     layers, channels = [], in_shape[0]
     for i, (width, kernel) in enumerate(zip(convs, kernels)):
         conv = nn.Conv2d(channels, width, kernel, stride if i == 0 else 1, padding=0 if i == 0 else kernel // 2)

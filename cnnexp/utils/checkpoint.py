@@ -7,12 +7,10 @@ with a one-line error (a new format number goes with code here that reads the ol
 """
 
 import errno
-import io
 import os
 import shutil
 import random
 import re
-import time
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
@@ -26,7 +24,6 @@ from cnnexp.utils.safe_load import safe_torch_load
 VERSION = 1
 FORMAT = f"cnnexp-checkpoint-{VERSION}"
 MARKER = re.compile(r"cnnexp-checkpoint-(\d+)$")
-SLOW_WRITES = "CNNEXP_TEST_SLOW_WRITES"  # seconds one checkpoint write takes: lets fault tests kill inside it
 FULL_DISK_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 
@@ -120,10 +117,7 @@ def save_atomic(obj, path: Path, also: tuple[Path, ...] = ()) -> None:
     tmp = temporary_name(path)
     try:
         with open(tmp, "wb") as handle:
-            if os.environ.get(SLOW_WRITES):
-                write_slowly(obj, handle, float(os.environ[SLOW_WRITES]))
-            else:
-                torch.save(obj, handle)
+            serialize(obj, handle)
         for other in also:
             link_or_copy(tmp, temporary_name(other))
             os.replace(temporary_name(other), other)
@@ -158,16 +152,9 @@ def write_failure(exc: Exception, folder: Path) -> str:
     return str(exc).splitlines()[0]
 
 
-def write_slowly(obj, handle, seconds: float, pieces: int = 10) -> None:
-    """The serialised checkpoint written in pieces over `seconds` (the fault-injection hook)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = buffer.getvalue()
-    size = -(-len(data) // pieces)
-    for start in range(0, len(data), size):
-        handle.write(data[start:start + size])
-        handle.flush()
-        time.sleep(seconds / pieces)
+def serialize(obj, handle) -> None:
+    """The checkpoint's bytes into an open file (the fault tests replace this to write slowly)."""
+    torch.save(obj, handle)
 
 
 def rng_state(generator: torch.Generator) -> dict:

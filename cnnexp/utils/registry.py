@@ -5,7 +5,7 @@ import inspect
 import pkgutil
 from typing import Callable
 
-from cnnexp.utils.errors import UserError
+from cnnexp.utils.errors import ConfigError
 
 
 class Registry:
@@ -41,18 +41,16 @@ class Registry:
     def get(self, name: str) -> Callable:
         self._import_all()
         if name not in self._factories:
-            raise UserError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")
+            raise ConfigError(f"unknown {self.kind} '{name}'; choose one of: {', '.join(self.names())}")
         return self._factories[name]
 
     def create(self, name: str, **kwargs):
+        """The factory's result. A value the factory refuses is a `ConfigError` it raises itself (see
+        models/_layers.py `check_sizes`); any other exception inside it is a bug and propagates as it is,
+        never reworded as advice about config values."""
         factory = self.get(name)
         try:
             inspect.signature(factory).bind(**kwargs)
         except TypeError as exc:
-            raise UserError(f"{self.kind} '{name}' got a wrong config key ({exc}); check the {self.kind}.* overrides")
-        try:
-            return factory(**kwargs)
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. a negative width or an empty list
-            settings = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("in_shape", "num_classes", "cfg"))
-            raise UserError(f"cannot build {self.kind} '{name}' with {settings}: {str(exc).splitlines()[0]}; "
-                            f"check the {self.kind}.* values") from exc
+            raise ConfigError(f"{self.kind} '{name}' got a wrong config key ({exc}); check the {self.kind}.* overrides")
+        return factory(**kwargs)
