@@ -33,11 +33,12 @@ def evaluate_run(cfg, out: Path, dataset_overrides: dict | None = None, restored
         require_field(split.fields, cfg.by)
     ordered = bool(data.meta.get("ordered"))
     batch_size = int(cfg.trainer.batch_size or restored.config.trainer.eval_batch_size)
-    plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)
     tencrop = None
-    if cfg.eval.tencrop:
-        tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
-                                 cfg.eval.tencrop_reduce, cfg.eval.tencrop_mirror)
+    with restored.precision.autocast():
+        plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)
+        if cfg.eval.tencrop:
+            tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
+                                     cfg.eval.tencrop_reduce, cfg.eval.tencrop_mirror)
     return report(cfg, restored, split, plain, tencrop, out, ordered)
 
 

@@ -202,7 +202,8 @@ def activations(cfg) -> None:
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         for picked in pictures:
-            caught = layer_activations(restored.model, model_input(restored, picked.image[None]), layers)
+            with restored.precision.autocast():
+                caught = layer_activations(restored.model, model_input(restored, picked.image[None]), layers)
             for name, feature_map in caught.items():
                 c, h, w = feature_map.shape
                 title = f"{picked.name}: {name}, {c} channels of {h}x{w} ({described(restored)})"
@@ -233,8 +234,9 @@ def filters(cfg) -> None:
         kernels = kernels_figure(conv, f"{conv_name}: {conv.out_channels} kernels of {size} ({described(restored)})")
         wrote(save_picture(kernels, out_dir(cfg, home) / f"kernels-{conv_name}.png", tensorboard,
                            f"viz/kernels/{conv_name}"))
-        ascent = gradient_ascent(model, layer, channels, pipeline.augmentation.out_shape, normalised(pipeline),
-                                 restored.device, settings)
+        with restored.precision.autocast():
+            ascent = gradient_ascent(model, layer, channels, pipeline.augmentation.out_shape, normalised(pipeline),
+                                     restored.device, settings)
         title = (f"{layer_name}: input patterns maximising each channel's mean activation "
                  f"({settings.steps} steps, {described(restored)})")
         path = save_picture(patterns_figure(ascent, channels, title), out_dir(cfg, home) / f"patterns-{layer_name}.png",
@@ -277,7 +279,8 @@ def gradcam(cfg) -> None:
             chunk = pictures[start:start + BATCH]
             images = torch.stack([p.image for p in chunk])
             classes = None if target is None else torch.full((len(chunk),), target)
-            result = grad_cam(restored.model, model_input(restored, images), layer, classes)
+            with restored.precision.autocast():
+                result = grad_cam(restored.model, model_input(restored, images), layer, classes)
             views = restored.pipeline.views(images, train=False).round().clamp(0, 255).to(torch.uint8)
             for i, picked in enumerate(chunk):
                 explained = restored.class_names[result.classes[i]]
