@@ -42,6 +42,14 @@ def evaluate_run(cfg, out: Path, dataset_overrides: dict | None = None, restored
     return report(cfg, restored, split, plain, tencrop, out, ordered)
 
 
+def report_folder(cfg) -> Path:
+    """Where an eval config's report goes: <run>/eval/<split>[-tencrop|-fivecrop[-vote]][-<checkpoint>]."""
+    from cnnexp.utils.jobdirs import eval_dir
+
+    return Path(eval_dir(cfg.run, cfg.checkpoint, cfg.which, cfg.split, cfg.eval.tencrop, cfg.eval.tencrop_reduce,
+                         cfg.eval.tencrop_mirror))
+
+
 def report(cfg, restored: Restored, split, plain, tencrop, out: Path, ordered: bool = False) -> dict:
     """Print and write everything; the per-class report, the subgroups and pictures use the ten-crop
     predictions when there are any (the better-informed answer), else the centre view's."""
@@ -71,6 +79,7 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
     names = restored.class_names
     title = f"{restored.config.model.name} on {restored.config.dataset.name} {cfg.split}" + (
         f", {views_label(cfg)}" if result["tencrop"] else "")
+    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, out / "eval.json")
     write_per_class_csv(result["per_class"], out / "per_class.csv")
     write_confusion_csv(matrix, names, out / "confusion_matrix.csv")

@@ -56,12 +56,13 @@ def output_path(cfg) -> Path:
 
 def load_source(cfg):
     from cnnexp.features.extract import load_dataset, source_from_model, source_from_run
-    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
+    from cnnexp.inference.open_run import dataset_overrides, open_run
+    from cnnexp.utils.runs import current_overrides
 
     if cfg.model is not None:
         data = load_dataset(cfg.dataset, int(cfg.seed))
         return source_from_model(cfg, data), data
-    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides(cfg, current_overrides()))
     source = source_from_run(restored, cfg.dataset, cfg.run)
     return source, load_dataset(source.dataset_cfg, int(cfg.seed), source.image_shape)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from cnnexp.config.app import launch
 from cnnexp.utils import jobdirs
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import claim_run_dir, current_run_dir
+from cnnexp.utils.runs import claim_run_dir
 from cnnexp.utils.text import fold
 
 if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--help` and `--cfg job` go without
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--h
     from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "viz"
+READ_ONLY = True  # composed once, run without a Hydra job (see config/app.py)
 HELP = "pictures of a trained run: curves, activations, filters, gradcam"
 PICTURES = {
     "curves": "loss and error by epoch of one or more runs (run=<run>,<run>)",
@@ -83,21 +84,20 @@ def check(cfg) -> None:
     typed(settings)
 
 
-def run(cfg) -> None:
-    out = current_run_dir()
-    try:
-        check(cfg)
-        {"curves": curves, "activations": activations, "filters": filters, "gradcam": gradcam}[cfg.picture](cfg)
-    finally:
-        if jobdirs.is_scratch(out):
-            jobdirs.prune_empty(out, levels=1)
+def run(cfg, overrides: list[str]) -> None:
+    check(cfg)
+    if cfg.picture == "curves":
+        curves(cfg)
+        return
+    restored = restored_run(cfg, overrides)
+    {"activations": activations, "filters": filters, "gradcam": gradcam}[cfg.picture](cfg, restored)
 
 
 # ---- shared ------------------------------------------------------------------------------------
-def restored_run(cfg) -> Restored:
-    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
+def restored_run(cfg, overrides: list[str]) -> Restored:
+    from cnnexp.inference.open_run import dataset_overrides, open_run
 
-    return open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg), cfg.get("resize"))
+    return open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides(cfg, overrides), cfg.get("resize"))
 
 
 def run_home(cfg, restored: Restored) -> Path:
@@ -186,12 +186,11 @@ def expand_runs(text: str) -> list[Path]:
     return [path]
 
 
-def activations(cfg) -> None:
+def activations(cfg, restored: Restored) -> None:
     from cnnexp.viz.activations import activations_figure, layer_activations
     from cnnexp.viz.common import conv_layers, find_layers, save_picture
     from cnnexp.viz.sources import pick_images
 
-    restored = restored_run(cfg)
     maps = layer_maps(restored)
     layers = find_layers(restored.model, [str(n) for n in names(cfg.layers, "layers")] or conv_layers(restored.model),
                          maps)
@@ -212,11 +211,10 @@ def activations(cfg) -> None:
                                    f"viz/activations/{picked.name}/{name}"))
 
 
-def filters(cfg) -> None:
+def filters(cfg, restored: Restored) -> None:
     from cnnexp.viz.common import conv_layers, find_layers, save_picture
     from cnnexp.viz.filters import AscentSettings, first_conv, gradient_ascent, kernels_figure, patterns_figure
 
-    restored = restored_run(cfg)
     model, pipeline = restored.model, restored.pipeline
     convs = conv_layers(model)
     if not convs:
@@ -259,14 +257,13 @@ def chosen_channels(cfg, count: int) -> list[int]:
     return [int(c) for c in wanted]
 
 
-def gradcam(cfg) -> None:
+def gradcam(cfg, restored: Restored) -> None:
     import torch
 
     from cnnexp.viz.common import find_layers, last_spatial_map, save_picture
     from cnnexp.viz.gradcam import grad_cam, gradcam_figure, top_guesses
     from cnnexp.viz.sources import pick_images
 
-    restored = restored_run(cfg)
     maps = layer_maps(restored)
     layer_name = str(cfg.layer) if cfg.layer is not None else last_spatial_map(maps)
     layer = find_layers(restored.model, [layer_name], maps)[layer_name]

@@ -1,5 +1,9 @@
 """Running a command as a Hydra app: compose up front (one-line errors), then `hydra.main` over the
-command's primary config, with every failure inside the job turned into one line and an exit code."""
+command's primary config, with every failure inside the job turned into one line and an exit code.
+
+A read-only command (`READ_ONLY = True`: eval, predict, export, viz; `run(cfg, overrides)`) is not a
+Hydra job when it runs once: the config composed up front is the one it runs with, and no job folder
+is made. Its multiruns (`-m`) and Hydra's own flags (`--cfg`, `--info`) still go through `hydra.main`."""
 
 import os
 import shutil
@@ -59,7 +63,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     return f"internal error: {exc.__class__.__name__}: {exc} (set {DEBUG}=1 for the traceback)", 1
 
 
-def guarded(run, cfg):
+def guarded(command, cfg):
     """Run a command's job; in a multirun, a failed job is recorded in its folder and the sweep goes on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -73,7 +77,9 @@ def guarded(run, cfg):
         check_added(cfg, [o for o in HydraConfig.get().overrides.task if not o.startswith("++")],
                     HydraConfig.get().job.config_name)
         typed(cfg)
-        return run(cfg)
+        if getattr(command, "READ_ONLY", False):
+            return command.run(cfg, list(HydraConfig.get().overrides.task))
+        return command.run(cfg)
     except Interrupted as exc:  # saved and stopped on a signal: a sweep stops too, and is continued by re-running it
         if multirun:
             sys.stderr.write(f"{exc.message}; to finish the sweep, run it again with sweep.dir={out.parent}\n")
@@ -120,6 +126,10 @@ def launch(name: str, command, args: list[str]) -> int:
     data_parallel = False
     if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
         cfg = check_composes(command.CONFIG_NAME, args, getattr(command, "check", None))
+        if getattr(command, "READ_ONLY", False):
+            tunings.job_start()
+            command.run(cfg, [a for a in args if not a.startswith("hydra")])
+            return 0
         data_parallel = getattr(command, "DATA_PARALLEL", False) and int(os.environ.get("WORLD_SIZE", "1")) > 1
         if data_parallel:  # started by torchrun: join the other processes before Hydra makes a folder
             from cnnexp.engine import distributed
@@ -129,7 +139,7 @@ def launch(name: str, command, args: list[str]) -> int:
 
     @hydra.main(config_path=str(conf_dir()), config_name=command.CONFIG_NAME, version_base=None)
     def job(cfg):
-        return guarded(command.run, cfg)
+        return guarded(command, cfg)
 
     sys.argv = [f"cnnexp {name}", *args]
     try:
