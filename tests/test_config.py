@@ -58,7 +58,7 @@ def test_a_new_key_in_a_schema_and_the_yaml_reaches_the_engine_typed(tmp_path, m
     from hydra.core.config_store import ConfigStore
     from omegaconf import MISSING
 
-    from cnnexp.config import compose
+    from cnnexp.runner import compose
     from cnnexp.engine.assemble import assemble_training
     from cnnexp.engine.trainer import Trainer
     from cnnexp.schemas import register_schemas, typed
@@ -122,7 +122,7 @@ def test_a_saved_config_from_before_a_key_existed_is_upgraded():
     ("++trainer.epochs=3", "++seed=2"),  # `++` of a key the config has only overrides it
 ])
 def test_keys_a_source_or_constructor_reads_compose(overrides):
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
 
     check_composes("train", list(overrides))
 
@@ -135,7 +135,7 @@ def test_keys_a_source_or_constructor_reads_compose(overrides):
     (("++trainer.epoch=3",), "++trainer.epoch=3 adds a key that no part of cnnexp reads; did you mean trainer.epochs=3?"),
 ])
 def test_a_key_nothing_reads_is_refused(overrides, message):
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
     from cnnexp.utils.errors import UserError
 
     with pytest.raises(UserError, match=re.escape(message)):
@@ -143,8 +143,8 @@ def test_a_key_nothing_reads_is_refused(overrides, message):
 
 
 def test_every_experiment_composes_with_the_key_checks():
-    from cnnexp.config.app import check_composes
-    from cnnexp.config.compose import conf_dir
+    from cnnexp.runner.app import check_composes
+    from cnnexp.runner.compose import conf_dir
 
     for path in sorted((conf_dir() / "experiment").glob("*.yaml")):
         check_composes("train", [f"experiment={path.stem}"])

@@ -73,7 +73,7 @@ def report(cfg, restored: Restored, split, plain, tencrop, out: Path, ordered: b
 
 
 def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path) -> None:
-    from cnnexp.inference.reports import (percent, plot_confusion, plot_image_grid, write_confusion_csv,
+    from cnnexp.inference.reports import (plot_confusion, plot_image_grid, write_confusion_csv,
                                           write_per_class_csv, write_subgroup_csv)
 
     names = restored.class_names

@@ -19,7 +19,7 @@ def open_run(path: str | Path, device: str = "cpu", which: str = "best", checkpo
     """A train run folder (its `which` checkpoint, or `checkpoint`) or a checkpoint file, on `device`
     (cpu, cuda, auto); `overrides`: further predict keys (e.g. "resize=simple"). Raises RunError and
     ConfigError for a path or setting it cannot use."""
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
     from cnnexp.inference.open_run import open_run as restore
 
     run, file = (path, checkpoint) if Path(str(path)).expanduser().is_dir() else (None, path)
@@ -87,7 +87,7 @@ class Predictor:
         """What `cnnexp eval` does (`run=... split=... [--tencrop] <overrides>`): prints the report, writes
         it to <run>/eval/<split>[-tencrop] and returns eval.json's record."""
         from cnnexp.apis.evaluation import evaluate_run, report_folder
-        from cnnexp.config.app import check_composes
+        from cnnexp.runner.app import check_composes
         from cnnexp.inference.open_run import dataset_overrides
 
         cfg = check_composes("eval", [*self.run_settings, f"split={split}", f"eval.tencrop={bool(tencrop)}",

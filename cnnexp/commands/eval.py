@@ -1,13 +1,13 @@
 """`cnnexp eval`: a read-only command over `cnnexp.apis.evaluation` (the dataset.* overrides are the
 command line's; the report goes to <run>/eval/<split>...)."""
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 from cnnexp.utils import jobdirs
 
 CONFIG_NAME = "eval"
 HELP = "score a run: rank-1/5, per class, confusion matrix, --tencrop, by="
 FLAGS = {"--tencrop": "eval.tencrop=true"}
-READ_ONLY = True  # composed once, run without a Hydra job (see config/app.py)
+READ_ONLY = True  # composed once, run without a Hydra job (see runner/app.py)
 main = app_main("eval", __name__)  # cnnexp eval ... -> this module's app
 
 

@@ -3,11 +3,11 @@ checked against the PyTorch model before it is kept."""
 
 from pathlib import Path
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 
 CONFIG_NAME = "export"
 HELP = "a trained run as ONNX or TorchScript with its preprocessing, checked"
-READ_ONLY = True  # composed once, run without a Hydra job (see config/app.py)
+READ_ONLY = True  # composed once, run without a Hydra job (see runner/app.py)
 main = app_main("export", __name__)  # cnnexp export ... -> this module's app
 DEVICE = {"type": "cpu", "channels_last": False, "threads": None, "precision": "fp32", "compile": False}
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 from cnnexp.utils.errors import UserError
 
 # torch, the data, features and inference layers are imported where used: `--help` and `--cfg job` go without.
@@ -68,7 +68,7 @@ def load_source(cfg):
 
 
 def chosen_splits(cfg, data) -> list[str]:
-    from cnnexp.data.image_data import SPLITS
+    from cnnexp.utils.choices import SPLITS
 
     asked = [str(s) for s in cfg.splits]
     unknown = [s for s in asked if s not in SPLITS]

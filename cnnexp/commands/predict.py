@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 from cnnexp.utils.errors import UserError
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--h
 CONFIG_NAME = "predict"
 HELP = "a run's best guesses for images (topk=, --json) or image=olivetti"
 FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
-READ_ONLY = True  # composed once, run without a Hydra job (see config/app.py)
+READ_ONLY = True  # composed once, run without a Hydra job (see runner/app.py)
 main = app_main("predict", __name__)  # cnnexp predict ... -> this module's app
 
 

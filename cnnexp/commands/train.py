@@ -1,13 +1,13 @@
 """`cnnexp train`: the Hydra app over `cnnexp.apis.training` (the run folder is Hydra's, the overrides
 those of the command line)."""
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 from cnnexp.utils.runs import current_overrides, current_run_dir
 
 CONFIG_NAME = "train"
 HELP = "train a model into outputs/train/<run>: checkpoints, curves, metrics"
 main = app_main("train", __name__)  # cnnexp train ... -> this module's Hydra app
-DATA_PARALLEL = True  # under torchrun, one run over all processes (see config.app.shared_run_dir)
+DATA_PARALLEL = True  # under torchrun, one run over all processes (see runner.app.shared_run_dir)
 
 
 def run(cfg, on_evaluation=None) -> dict:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnexp.config.app import launch
+from cnnexp.runner.app import launch
 from cnnexp.utils import jobdirs
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--h
     from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "viz"
-READ_ONLY = True  # composed once, run without a Hydra job (see config/app.py)
+READ_ONLY = True  # composed once, run without a Hydra job (see runner/app.py)
 HELP = "pictures of a trained run: curves, activations, filters, gradcam"
 PICTURES = {
     "curves": "loss and error by epoch of one or more runs (run=<run>,<run>)",
@@ -72,7 +72,7 @@ def check(cfg) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnnexp.config.compose import one_line
+    from cnnexp.runner.compose import one_line
     from cnnexp.schemas import PICTURE_SCHEMAS, typed
 
     if cfg.picture not in PICTURES:

@@ -71,8 +71,8 @@ def efficientnet_lite0(in_shape, num_classes, *, dropout: float = 0.2):
     return model
 
 
-@register_model
-def timm(in_shape, num_classes, *, arch: str = "resnet18", dropout: float = 0.0, drop_path: float = 0.0):
+@register_model(name="timm")  # model=timm; the function is not named timm, which would hide the library
+def timm_model(in_shape, num_classes, *, arch: str = "resnet18", dropout: float = 0.0, drop_path: float = 0.0):
     """Any timm architecture (`arch`, e.g. resnet50, convnext_tiny, efficientnet_b0; timm's pretrained tag
     may follow a dot: convnext_tiny.fb_in1k), its head made for the class count; `dropout` before the
     head, `drop_path` stochastic depth where the architecture has it."""

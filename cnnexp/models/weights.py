@@ -30,6 +30,7 @@ from cnnexp.models.timm_models import named_weights
 from cnnexp.utils.checkpoint import Checkpoint, format_version
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import find_checkpoint
+from cnnexp.utils.text import listing
 
 SHOWN = 4  # names listed per kind in a report line
 
@@ -55,16 +56,11 @@ class LoadReport:
         for label, names in (("summed RGB->grey", self.summed_to_grey), ("dropped (shape differs)", self.dropped),
                              ("not in the file", self.missing), ("unused", self.unused)):
             if names:
-                parts.append(f"{label} {listing(names)}")
+                parts.append(f"{label} {listing(names, SHOWN)}")
         return "; ".join(parts)
 
     def record(self) -> dict:
         return asdict(self)
-
-
-def listing(names: list[str]) -> str:
-    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-    return ", ".join(names[:SHOWN]) + more
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -188,7 +184,7 @@ def load_weights(model: torch.nn.Module, weights: Weights, model_name: str) -> L
     report.unused = sorted(weights.tensors.keys() - state.keys())
     if not report.loaded and not report.summed_to_grey:
         raise UserError(f"no tensor of {weights.source} fits model {model_name} (the file has "
-                        f"{listing(sorted(weights.tensors))}; the model wants {listing(list(state))}); "
+                        f"{listing(sorted(weights.tensors), SHOWN)}; the model wants {listing(list(state), SHOWN)}); "
                         "use weights of the same architecture")
     model.load_state_dict(state)
     return report

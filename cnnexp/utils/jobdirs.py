@@ -12,7 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-SPLITS = ("train", "val", "test")
+from cnnexp.utils.choices import SPLITS
+
 SCRATCH_PREFIX = "cnnexp-"
 
 
@@ -59,7 +60,7 @@ def prune_empty(path: Path, levels: int) -> None:
 
 
 def register() -> None:
-    """Called once when cnnexp.config is imported (see cnnexp/config/__init__.py)."""
+    """Called once when cnnexp.runner is imported (see cnnexp/runner/__init__.py)."""
     for name, fn in (("cnnexp_eval_dir", eval_dir), ("cnnexp_scratch_dir", scratch_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)

@@ -212,7 +212,7 @@ def typed_view(cfg):
 def command_keys(config_name: str, overrides: list[str]) -> tuple[list[Key], dict, object]:
     """Every key of a command's composed config (as `cnnexp <command> --cfg job` prints them), the
     config groups it uses with their options, and the composed config (its `hydra.help`)."""
-    from cnnexp.config.app import compose_with_groups
+    from cnnexp.runner.app import compose_with_groups
     from cnnexp.schemas import register_schemas
 
     register_schemas()

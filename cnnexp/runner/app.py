@@ -11,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from cnnexp.config.compose import compose_config, conf_dir
+from cnnexp.runner.compose import compose_config, conf_dir
 from cnnexp.schemas import typed
 from cnnexp.schemas.keys import check_added, flat_keys
 from cnnexp.utils import tunings
@@ -212,7 +212,7 @@ def compose_with_groups(config_name: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnnexp.config.compose import one_line
+    from cnnexp.runner.compose import one_line
 
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name=config_name):
