@@ -274,12 +274,9 @@ def group_choice_keys(group: str, choice: str, default_comments: dict[str, str])
 
 def model_docs() -> dict[str, str]:
     """{model name: the factory's docstring}, read with ast (no torch import)."""
-    docs = {}
-    for path in sorted((ROOT / "cnnexp" / "models").glob("*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and any("register_model" in ast.unparse(d) for d in node.decorator_list):
-                docs[node.name] = " ".join((ast.get_docstring(node) or "").split())
-    return docs
+    from cnnexp.schemas.models import registered_factories
+
+    return {name: " ".join((ast.get_docstring(node) or "").split()) for name, node in registered_factories()}
 
 
 def model_section() -> list[str]:
