@@ -2,6 +2,7 @@
 package's imports only point downwards."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,14 @@ def cycles() -> list[list[str]]:
 
 def test_no_import_cycle_between_modules():
     assert not cycles(), cycles()
+
+
+def test_the_readme_and_the_layout_page_describe_one_layout():
+    root = PACKAGE.parent
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Layout\n") + len("## Layout\n"):]
+    page = (root / "docs" / "reference" / "layout.md").read_text()
+    body = page[page.index("Where the code lives.\n") + len("Where the code lives.\n"):]
+    assert section.startswith(body), "docs/reference/layout.md is README's Layout section, word for word"
+    listed = set(re.findall(r"^    cnnexp/(\w+)/", body, re.M))
+    assert listed == {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
