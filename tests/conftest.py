@@ -46,6 +46,12 @@ def need(path: Path, what: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Folder indexes (cnnexp/data/index.py) go to a cache folder of the test's own, never the user's."""
+    monkeypatch.setenv("CNNEXP_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 MNIST_ROOT = SHARED / "mnist"
 OLIVETTI_GIF = SHARED / "olivetti" / "olivettifaces.gif"
 CATS_DOGS = SHARED / "cats_and_dogs_small"

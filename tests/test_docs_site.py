@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"home": "", "tutorial": "tutorials/olivetti/"}
+PAGES = {"home": "", "tutorial": "tutorials/olivetti/", "notebook": "notebooks/olivetti/"}
 WIDTH, HEIGHT = 1280, 900
 
 

@@ -125,3 +125,19 @@ def test_the_command_line_applies_the_tunings(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"crc": "cnnexp.utils.tunings", "mallopt": ["mallopt"]}
+
+
+def test_the_python_api_pages_examples_run(tmp_path):
+    """docs/reference/python-api.md's python blocks, in order, in one fresh process and empty folder."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "reference" / "python-api.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M)
+    assert len(blocks) >= 4
+    env = {k: v for k, v in os.environ.items() if k != "CNNEXP_DEBUG"}
+    proc = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "unknown dataset 'cifar'" in proc.stdout.splitlines()[-1]
+    assert (tmp_path / "runs" / "first" / "eval" / "test-tencrop" / "eval.json").is_file()

@@ -20,6 +20,7 @@ LISTED = 10  # misclassified images named on the console
 def evaluate_run(cfg, out: Path, dataset_overrides: dict | None = None, restored: Restored | None = None) -> dict:
     """The eval config `cfg`'s report, written to `out` and printed; `restored`: the run already opened
     (else opened from cfg.run/checkpoint/which with `dataset_overrides`, e.g. {"root": "../data"})."""
+    from cnnexp.engine.evaluation import eval_batch_size
     from cnnexp.inference.open_run import open_run
     from cnnexp.inference.scoring import plain_scores, require_crops, require_field, tencrop_scores
 
@@ -32,7 +33,9 @@ def evaluate_run(cfg, out: Path, dataset_overrides: dict | None = None, restored
     if cfg.by is not None:
         require_field(split.fields, cfg.by)
     ordered = bool(data.meta.get("ordered"))
-    batch_size = int(cfg.trainer.batch_size or restored.config.trainer.eval_batch_size)
+    run_trainer = restored.config.trainer
+    batch_size = eval_batch_size(cfg.trainer.batch_size or run_trainer.eval_batch_size, float(run_trainer.eval_memory_mb),
+                                 restored.model, restored.image_shape, restored.pipeline.augmentation.out_shape)
     tencrop = None
     with restored.precision.autocast():
         plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)

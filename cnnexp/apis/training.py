@@ -192,6 +192,7 @@ def run_summary(parts: TrainingParts, run_dir, resumed: tuple | None = None) -> 
                    f"early stopping {cfg.trainer.early_stopping}{regularisers_line(cfg.trainer)}",
         "device": f"{parts.device}  precision {parts.precision.describe()}  "
                   f"compile {cfg.device.compile}  seed {cfg.seed}",
+        "memory": memory_line(parts),
         "run folder": display_path(run_dir),
     }
     if resumed is not None:
@@ -210,6 +211,23 @@ def run_summary(parts: TrainingParts, run_dir, resumed: tuple | None = None) -> 
     if parts.weights is not None:
         summary["weights"] = weights_line(parts.weights, parts)
     return summary
+
+
+def memory_line(parts: TrainingParts) -> str:
+    """The evaluation batch (set by the user, or sized to the budget); the decoded images' size and
+    whether they are held in memory or streamed from their files."""
+    from cnnexp.data.stream import LazyImages
+
+    trainer_cfg, splits = parts.config.trainer, parts.data.splits.values()
+    source = "set" if trainer_cfg.eval_batch_size is not None else f"budget {trainer_cfg.eval_memory_mb:g} MB"
+    streamed = any(isinstance(split.images, LazyImages) for split in splits)
+    decoded = sum(split.images.numel() for split in splits)
+    held = "streamed" if streamed else "in memory"
+    return f"eval batch {parts.eval_batch_size} ({source})  images {megabytes(decoded)} {held}"
+
+
+def megabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{max(1, round(n_bytes / 2**20))} MB"
 
 
 def schedule_line(scheduler) -> str:

@@ -27,7 +27,8 @@ class Split:
     def limit(self, n: int | None) -> "Split":
         if n is None:
             return self
-        return Split(self.images[:n], self.labels[:n], {k: v[:n] for k, v in self.fields.items()},
+        images = self.images.limit(n) if hasattr(self.images, "limit") else self.images[:n]  # LazyImages stay lazy
+        return Split(images, self.labels[:n], {k: v[:n] for k, v in self.fields.items()},
                      None if self.paths is None else self.paths[:n])
 
 

@@ -63,6 +63,12 @@ class LazyImages:
         clone.__dict__.update(self.__dict__, device=torch.device(device))
         return clone
 
+    def limit(self, n: int) -> "LazyImages":
+        """The first n images, still in their files (slicing would read them)."""
+        clone = self.to(self.device)
+        clone._shape = torch.Size((min(int(n), len(self)), *self._shape[1:]))
+        return clone
+
     def __getitem__(self, key) -> torch.Tensor:
         index = np.arange(len(self))[key] if isinstance(key, slice) else torch.as_tensor(key).cpu().numpy()
         return self.read(np.atleast_1d(index)).to(self.device)

@@ -26,7 +26,7 @@ class Normalizer:
     @classmethod
     def fit(cls, mode: str, train_images, stats: tuple[list, list] | None = None) -> "Normalizer":
         """Channel mean and std (in 0..255 units) of the uint8 N x C x H x W training images, read in
-        chunks of about 16M values (so streamed images are never all in memory); `stats` given
+        chunks of about 4M values (so streamed images are never all in memory); `stats` given
         (e.g. the mean stored in an HDF5 file) skips the pass."""
         channels = train_images.shape[1]
         if stats is not None:
@@ -35,7 +35,7 @@ class Normalizer:
             return cls(mode, [0.0] * channels, [1.0] * channels)  # streamed: no pass for unused statistics
         total = torch.zeros(channels, dtype=torch.float64)
         total_sq = torch.zeros(channels, dtype=torch.float64)
-        for chunk in train_images.split(max(1, 2**24 // math.prod(train_images.shape[1:]))):
+        for chunk in train_images.split(max(1, 2**22 // math.prod(train_images.shape[1:]))):
             values = chunk.to(torch.float64).transpose(0, 1).reshape(channels, -1)
             total += values.sum(1).cpu()
             total_sq += (values**2).sum(1).cpu()

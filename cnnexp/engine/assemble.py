@@ -18,6 +18,7 @@ from cnnexp.engine.build import build_optimizer, build_scheduler, seed_everythin
 from cnnexp.engine.distributed import Group
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.ema import WeightAverage
+from cnnexp.engine.evaluation import eval_batch_size
 from cnnexp.engine.precision import (Precision, compile_model, prepare_for_inference,
                                      resolve_precision)
 from cnnexp.models import create_model, model_kwargs
@@ -169,6 +170,7 @@ class TrainingParts:
     generator: torch.Generator  # the epochs' orders
     augment_generator: torch.Generator  # the augmentations' draws (this rank's own in a data-parallel run)
     stopper: object  # engine.early_stopping rule
+    eval_batch_size: int  # images per evaluation forward pass (given, or sized to trainer.eval_memory_mb)
 
     @property
     def input_shape(self) -> tuple:
@@ -190,6 +192,8 @@ def assemble_training(cfg, data: ImageData, resuming: bool = False) -> TrainingP
     model = create_model(cfg.model.name, augmentation.out_shape, data.num_classes, **model_kwargs(cfg.model))
     weights = None if resuming else start_weights(model, cfg.model)
     freezing = apply_freeze(model, cfg.model.freeze, cfg.model.trainable, cfg.model.name)
+    eval_batch = eval_batch_size(cfg.trainer.eval_batch_size, float(cfg.trainer.eval_memory_mb), model,
+                                 data.image_shape, augmentation.out_shape)
     normalizer = choose_normalizer(cfg, weights, augmentation.out_shape[0], train_split, data.meta.get("channel_stats"))
     channels_last = bool(cfg.device.channels_last)
     pipeline = Pipeline(augmentation, normalizer, channels_last)
@@ -208,7 +212,8 @@ def assemble_training(cfg, data: ImageData, resuming: bool = False) -> TrainingP
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     return TrainingParts(cfg, data, group, device, precision, model, train_model, batchnorm, weights, freezing,
                          pipeline, ema, optimizer, scheduler, scaler, train_batches, generator,
-                         augment_generator(generator, group, int(cfg.seed), device), make_early_stopping(cfg.trainer))
+                         augment_generator(generator, group, int(cfg.seed), device), make_early_stopping(cfg.trainer),
+                         eval_batch)
 
 
 def check_batch_size(batch_size: int, n_train: int) -> None:

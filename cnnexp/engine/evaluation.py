@@ -1,10 +1,53 @@
-"""Running a model over a whole split without gradients."""
+"""Running a model over a whole split without gradients, in batches sized to a memory budget."""
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from cnnexp.data.image_data import Split
 from cnnexp.data.transforms import Pipeline
+
+
+MAX_EVAL_BATCH = 1000  # small images: more per forward pass saves little
+FLOAT_COPIES = 3  # an evaluation batch as float: the centre view, normalised, in the memory format
+LIVE_ACTIVATIONS = 3  # a layer's input and output, and a skip connection's tensor, alive at once
+
+
+@torch.no_grad()
+def largest_activation(model: torch.nn.Module, in_shape: tuple) -> int:
+    """The most elements any layer outputs for one image of `in_shape` (one forward pass, on the
+    model's device, in evaluation mode)."""
+    sizes = [math.prod(in_shape)]
+
+    def note(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output[0].numel())
+
+    leaves = [module for module in model.modules() if next(module.children(), None) is None]
+    hooks = [module.register_forward_hook(note) for module in leaves]
+    was_training = model.training
+    parameter = next(model.parameters(), None)
+    model.eval()
+    try:
+        model(torch.zeros(1, *in_shape, device=parameter.device if parameter is not None else "cpu"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return max(sizes)
+
+
+def eval_batch_size(given: int | None, budget_mb: float, model: torch.nn.Module, image_shape: tuple,
+                    in_shape: tuple) -> int:
+    """`trainer.eval_batch_size` when the user gave one; otherwise as many images as fit `budget_mb`:
+    per image its uint8 pixels, their float copies and the live activations of the largest layer
+    (float32; at most MAX_EVAL_BATCH)."""
+    if given is not None:
+        return int(given)
+    pixels = math.prod(image_shape)
+    per_image = pixels + 4 * FLOAT_COPIES * pixels + 4 * LIVE_ACTIVATIONS * largest_activation(model, in_shape)
+    return max(1, min(MAX_EVAL_BATCH, int(budget_mb * 2**20 // per_image)))
 
 
 @torch.no_grad()

@@ -216,6 +216,7 @@ class ConsoleReporter:
     def __init__(self, console: Console | None = None):
         self.console = console or Console()
         self.header_printed = False
+        self.notebook_line: NotebookProgress | None = None
 
     def start(self, summary: dict) -> None:
         table = Table(title="cnnexp train", show_header=False, box=None)
@@ -223,7 +224,13 @@ class ConsoleReporter:
             table.add_row(f"[bold]{key}[/]", str(value))
         self.console.print(table)
 
-    def progress(self) -> Progress:
+    def progress(self):
+        """The epoch's progress bar: rich's in a terminal, a line updated in place in a Jupyter notebook
+        (rich's own live display there needs ipywidgets), none when output goes to a file or pipe."""
+        if self.console.is_jupyter:
+            if self.notebook_line is None:
+                self.notebook_line = NotebookProgress()
+            return self.notebook_line
         return Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[ips]:.0f} img/s"),
@@ -254,3 +261,53 @@ class ConsoleReporter:
             f"{plural(metrics['epochs_run'], 'epoch')} in {metrics['train_seconds']:.1f} s "
             f"({metrics['images_per_second']:.0f} img/s); run folder: {display_path(run_dir)}", highlight=False, soft_wrap=True,
         )
+
+
+class NotebookProgress:
+    """The epoch's progress in a notebook: one output line (an HTML progress bar, plain text beside it)
+    shown once per run and updated in place through IPython's display handles, which every Jupyter
+    front end supports without widgets. The part of rich's Progress the trainer uses: a context per
+    epoch, add_task, update."""
+
+    REFRESH_SECONDS = 0.25  # the line is redrawn at most this often (and at the end of each epoch)
+
+    def __init__(self):
+        self.handle = None  # IPython's DisplayHandle of the line, made at the first draw
+        self.fields: dict = {}
+        self.started = self.shown = 0.0
+
+    def __enter__(self) -> "NotebookProgress":
+        self.started, self.shown = time.perf_counter(), 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.draw()
+
+    def add_task(self, description: str, total: int, completed: int = 0, **fields) -> int:
+        self.fields = {"total": total, "completed": completed, **fields}
+        self.draw()
+        return 0
+
+    def update(self, task: int, **fields) -> None:
+        self.fields.update(fields)
+        if time.perf_counter() - self.shown >= self.REFRESH_SECONDS:
+            self.draw()
+
+    def draw(self) -> None:
+        from IPython.display import display
+
+        self.shown = time.perf_counter()
+        line = self.bundle(self.fields, self.shown - self.started)
+        if self.handle is None:
+            self.handle = display(line, raw=True, display_id=True)
+        else:
+            self.handle.update(line, raw=True)
+
+    @staticmethod
+    def bundle(fields: dict, seconds: float) -> dict:
+        """The line as text and as HTML (a <progress> element), for whichever the front end shows."""
+        done, total = fields["completed"], fields["total"]
+        speed = f"{fields['ips']:.0f} img/s  " if fields["ips"] else ""  # 0 until the loss is first read
+        text = f"epoch {fields['epoch']}  {done}/{total} batches  loss {fields['loss']}  {speed}{seconds:.0f} s"
+        return {"text/plain": text,
+                "text/html": f'<progress value="{done}" max="{max(total, 1)}"></progress> <code>{text}</code>'}

@@ -39,7 +39,7 @@ class Trainer:
         self.optimizer, self.scheduler, self.stopper = parts.optimizer, parts.scheduler, parts.stopper
         self.train_batches, self.generator = parts.train_batches, parts.generator
         self.label_smoothing = float(self.cfg.trainer.label_smoothing)  # read once, not every step
-        self.eval_batch_size = int(self.cfg.trainer.eval_batch_size)
+        self.eval_batch_size = parts.eval_batch_size
         self.log_every = int(self.cfg.trainer.log_every)
         self.pending_losses: list[torch.Tensor] = []  # on the device, read every log_every steps
         self.global_batch = 0  # images in the current step over all processes

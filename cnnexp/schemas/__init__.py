@@ -28,7 +28,8 @@ PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSche
 
 # Keys added to cnnexp after runs were made, with the value that reproduces how those runs behaved.
 ADDED_KEYS = {
-    "trainer": {"label_smoothing": 0.0, "ema_decay": None, "best_by": "val_error", "log_every": 1, "sync_bn": False},
+    "trainer": {"label_smoothing": 0.0, "ema_decay": None, "best_by": "val_error", "log_every": 1, "sync_bn": False,
+                "eval_memory_mb": 512},
     "device": {"threads": None, "precision": "fp32", "compile": False, "channels_last": False},
     "optimizer": {"weight_decay": 0.0, "head_lr_mult": 1.0, "decay_norm_bias": True},
     "scheduler": {"warmup_epochs": 0},

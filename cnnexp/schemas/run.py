@@ -19,7 +19,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # device.precision (cnnexp.engine
 class TrainerSchema(Checked):
     epochs: int = MISSING
     batch_size: int = MISSING
-    eval_batch_size: int = MISSING
+    eval_batch_size: Optional[int] = MISSING
+    eval_memory_mb: float = MISSING
     shuffle: bool = MISSING
     eval_every: Optional[int] = MISSING
     early_stopping: str = MISSING
@@ -41,7 +42,8 @@ class TrainerSchema(Checked):
     def check(self) -> None:
         at_least("trainer.epochs", self.epochs, 1)
         at_least("trainer.batch_size", self.batch_size, 1)
-        at_least("trainer.eval_batch_size", self.eval_batch_size, 1)
+        at_least("trainer.eval_batch_size", self.eval_batch_size, 1, optional=True)
+        at_least("trainer.eval_memory_mb", self.eval_memory_mb, 1, integer=False)
         at_least("trainer.eval_every", self.eval_every, 1, optional=True)
         at_least("trainer.checkpoint_every", self.checkpoint_every, 0)
         at_least("trainer.log_every", self.log_every, 1)

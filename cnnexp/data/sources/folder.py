@@ -1,9 +1,10 @@
 """`dataset=folder`: a folder of class folders (or of train/ validation/ test/ class folders).
 
-Every file is decoded once up front, in worker processes: into memory when the decoded images fit
-(`dataset.in_memory=auto`), otherwise only to check it, and the training loop then streams from the
-files. Either way an unreadable file is found before training starts, skipped with one warning that
-counts them (or, with `dataset.strict=true`, reported by name), and never fails mid-epoch.
+Every file is checked before training starts, once: the folder's index (cnnexp/data/index.py)
+remembers which files are readable, and later runs re-check only the files that changed or are new
+(`dataset.check=false` skips the check). An unreadable file is skipped with one warning that counts
+them (or, with `dataset.strict=true`, reported by name). The readable files are then decoded into
+memory when they fit (`dataset.in_memory=auto`), otherwise the training loop streams from them.
 """
 
 import sys
@@ -14,6 +15,7 @@ import torch
 
 from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
+from cnnexp.data.index import check_files
 from cnnexp.data.images import (DEFAULT_MAX_PIXELS, UnreadableImage, assign_splits, check_options, image_size,
                                 pixel_limit, read_image, scan_folder)
 from cnnexp.data.stream import LazyImages, fits_in_memory
@@ -73,18 +75,19 @@ class _Attempt(FileImages):
 
 def decode_all(files: FileImages, keep_pixels: bool) -> tuple[torch.Tensor | None, list[int], list[str]]:
     """Decode (or, without keep_pixels, check) every file in the workers: (images, readable positions,
-    reasons for the unreadable ones)."""
+    reasons for the unreadable ones). The images are written into one tensor allocated once, in
+    order; the rows of unreadable files are closed up in place."""
     attempt = _Attempt(files, probe=not keep_pixels)
     n = len(files)
     chunks = [np.arange(i, min(i + 32, n)) for i in range(0, n, 32)]
-    images, good, bad = [], [], []
+    pixels = torch.empty(files.shape, dtype=torch.uint8) if keep_pixels else None
+    good, bad = [], []
     for chunk_images, chunk_good, chunk_bad in attempt.reads(chunks):
+        if chunk_images is not None:
+            pixels[len(good) : len(good) + len(chunk_good)] = chunk_images
         good += chunk_good
         bad += [reason for _, reason in chunk_bad]
-        if chunk_images is not None:
-            images.append(chunk_images)
-    pixels = torch.cat(images) if images else torch.empty((0, *files.shape[1:]), dtype=torch.uint8)
-    return (pixels if keep_pixels else None), good, bad
+    return (pixels[: len(good)] if keep_pixels else None), good, bad
 
 
 def report_unreadable(bad: list[str], root: Path, strict: bool, key: str = "dataset.strict") -> None:
@@ -107,10 +110,23 @@ def user_path(value, key: str) -> Path:
 
 
 def load_split(files: FileImages, labels: list[int], in_memory: bool, bad: list[str]) -> Split:
-    pixels, good, unreadable = decode_all(files, keep_pixels=in_memory)
-    bad += unreadable
+    """The split's images decoded into memory, or left in their files to stream."""
+    if not in_memory:
+        return Split(files, torch.tensor(labels, dtype=torch.int64), paths=files.paths)
+    pixels, good, unreadable = decode_all(files, keep_pixels=True)
+    bad += unreadable  # files that changed since they were checked
     kept, kept_files = torch.tensor([labels[i] for i in good], dtype=torch.int64), files.subset(good)
-    return Split(pixels if in_memory else kept_files, kept, paths=kept_files.paths)
+    return Split(pixels, kept, paths=kept_files.paths)
+
+
+def readable_samples(root: Path, samples: dict[str, list], cfg, max_pixels: int, bad: list[str]) -> dict[str, list]:
+    """The samples of the files found readable (by the index, or by checking them); the reasons for
+    the others are added to `bad`. Unchecked with dataset.check=false."""
+    if not cfg.get("check", True):
+        return samples
+    reasons = check_files(root, [path for items in samples.values() for path, _ in items], max_pixels, cfg.workers)
+    bad += [reasons[path] for items in samples.values() for path, _ in items if reasons[path]]
+    return {split: [(path, label) for path, label in items if not reasons[path]] for split, items in samples.items()}
 
 
 @register_dataset
@@ -120,10 +136,11 @@ def folder(cfg, seed: int = 0) -> ImageData:
     check_options(channels, resize)
     max_pixels = pixel_limit(cfg.get("max_pixels", DEFAULT_MAX_PIXELS), "dataset.max_pixels")
     names, found = scan_folder(root)
-    samples = assign_splits(found, cfg.split, seed)
+    bad = []
+    samples = readable_samples(root, assign_splits(found, cfg.split, seed), cfg, max_pixels, bad)
     n_bytes = sum(map(len, samples.values())) * channels * size[0] * size[1]
     in_memory = fits_in_memory(cfg.in_memory, n_bytes, cfg.memory_limit_mb)
-    splits, bad = {}, []
+    splits = {}
     for name, items in samples.items():
         files = FileImages([path for path, _ in items], channels, size, resize, cfg.workers, max_pixels)
         splits[name] = load_split(files, [label for _, label in items], in_memory, bad)

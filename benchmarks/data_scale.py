@@ -1,0 +1,178 @@
+"""Data at scale: cnnexp training from a folder of photos against the plain torchvision script of the
+same job, each in a fresh process: time to the first training step, training images per second and
+the peak memory of the process tree (the job and its DataLoader workers).
+
+    python benchmarks/make_photos.py --n 25000 --out /work/bigdata/photos25k
+    python benchmarks/data_scale.py --photos /work/bigdata/photos25k --size 224 --in-memory false
+    python benchmarks/data_scale.py --photos /work/bigdata/photos25k --size 128 --in-memory true --epochs 2
+
+Both train `small_cnn` (batch 64, SGD, 2 DataLoader workers) on CPU. cnnexp is `cnnexp train
+dataset=folder` with its 0.8/0.1/0.1 split and its evaluations; the plain script is what a PyTorch
+user writes: torchvision `ImageFolder` (Resize of the short side + CenterCrop + ToTensor) and a
+shuffling `DataLoader` over the same training files, no evaluation. `--jobs cnnexp,cnnexp,plain`
+runs cnnexp twice (the second run shows what a folder checked before costs). Peak memory is sampled
+every 0.1 s from /proc: RSS summed over the tree (shared pages counted in every process, as `top`
+adds them up) and PSS (shared pages divided among the processes that share them: what the tree
+really holds). img/s needs a machine that runs nothing else; memory does not.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- memory of a process tree ---------------------------------------------------------------------
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc/<pid>/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in kB; (0, 0) once it is gone."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
+    except (OSError, ValueError):
+        return 0, 0
+    return int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0])
+
+
+class PeakMemory(threading.Thread):
+    """Samples the tree's summed RSS and PSS until stopped; keeps the peaks (MB)."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.rss_mb, self.pss_mb = pid, every, 0.0, 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            samples = [memory_kb(pid) for pid in tree(self.pid)]
+            self.rss_mb = max(self.rss_mb, sum(r for r, _ in samples) / 1024)
+            self.pss_mb = max(self.pss_mb, sum(p for _, p in samples) / 1024)
+            self.done.wait(self.every)
+
+
+def measured(argv: list[str], report: Path) -> dict:
+    """Run one job; its report (first step time, img/s) with the wall time and peak memory."""
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sampler = PeakMemory(proc.pid)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(argv[:3])} ... failed ({proc.returncode}): {stderr.strip()[-2000:]}")
+    result = json.loads(report.read_text())
+    return {"first step s": result["first_step"] - start, "img/s": result["images_per_second"],
+            "wall s": time.time() - start, "peak RSS MB": sampler.rss_mb, "peak PSS MB": sampler.pss_mb}
+
+
+# ---- the jobs (each runs in a child process: `--child cnnexp|plain`) ------------------------------------
+def cnnexp_child(args, report: Path) -> None:
+    """`cnnexp train` in this process, noting the time of its first training step."""
+    from cnnexp.cli import main
+    from cnnexp.engine.trainer import Trainer
+
+    first: list[float] = []
+    step = Trainer.train_step
+
+    def noted(self, inputs, labels):
+        if not first:
+            first.append(time.time())
+        return step(self, inputs, labels)
+
+    Trainer.train_step = noted
+    with tempfile.TemporaryDirectory() as run_dir:
+        code = main(["train", "dataset=folder", f"dataset.root={args.photos}", f"dataset.size={args.size}",
+                     f"dataset.in_memory={args.in_memory}", "model=small_cnn", "trainer.batch_size=64",
+                     f"trainer.epochs={args.epochs}", "device=cpu", f"hydra.run.dir={run_dir}/run", *args.override])
+        if code:
+            raise SystemExit(code)
+        metrics = json.loads((Path(run_dir) / "run" / "metrics.json").read_text())
+    report.write_text(json.dumps({"first_step": first[0], "images_per_second": metrics["images_per_second"]}))
+
+
+def plain_child(args, report: Path) -> None:
+    """The tutorial script: ImageFolder + DataLoader, the same network, no evaluation."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from cnnexp.models import create_model
+
+    torch.manual_seed(0)
+    prepare = transforms.Compose([transforms.Resize(args.size), transforms.CenterCrop(args.size), transforms.ToTensor()])
+    dataset = datasets.ImageFolder(str(args.photos), transform=prepare)
+    loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
+    model = create_model("small_cnn", (3, args.size, args.size), len(dataset.classes))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    first, images, start = None, 0, None
+    for _ in range(args.epochs):
+        for x, y in loader:
+            if first is None:
+                first = start = time.time()
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            images += len(y)
+    report.write_text(json.dumps({"first_step": first, "images_per_second": images / (time.time() - start)}))
+
+
+CHILDREN = {"cnnexp": cnnexp_child, "plain": plain_child}
+
+
+def table(rows: list[tuple[str, dict]]) -> str:
+    keys = list(rows[0][1])
+    lines = ["| job | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{value:.1f}" for value in result.values()) + " |" for name, result in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, required=True, help="a folder of class folders (make_photos.py)")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--in-memory", default="false", choices=("true", "false", "auto"), help="cnnexp's choice")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--jobs", default="cnnexp,plain", help="comma-separated: cnnexp, plain (in this order)")
+    parser.add_argument("--override", action="append", default=[], help="another cnnexp key=value (repeatable)")
+    parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--report", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.photos = args.photos.resolve()
+    if args.child:
+        CHILDREN[args.child](args, args.report)
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, job in enumerate(args.jobs.split(",")):
+            report = Path(scratch) / f"{i}.json"
+            argv = [__file__, "--child", job, "--report", str(report), *sys.argv[1:]]
+            rows.append((job, measured(argv, report)))
+            print(f"{job}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[-1][1].items()), flush=True)
+    print(f"\n{args.photos} at {args.size} px, {args.epochs} epoch(s), cnnexp in_memory={args.in_memory}, "
+          f"{os.cpu_count()} CPUs\n" + table(rows))
+
+
+if __name__ == "__main__":
+    main()
