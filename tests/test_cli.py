@@ -80,8 +80,8 @@ def family(package: str) -> list[str]:
 
 def imported_modules(name: str) -> set[str]:
     """Every cnnexp module `name` loads: `import`s anywhere in it (inside functions and packages too,
-    relative ones resolved), a module named in a string (what importlib.import_module and the commands'
-    table load) and, for `<registry>.discover("pkg")`, every module of that package."""
+    relative ones resolved), a submodule named in a string (what importlib.import_module and the
+    commands' table load) and, for `<registry>.discover("pkg")`, every module of that package."""
     found, tree = set(), ast.parse(MODULES[name].read_text())
     file_anchors = {id(node.args[0]) for node in ast.walk(tree)  # resources.files("pkg"): where data files are
                     if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "files" and node.args}
@@ -94,7 +94,8 @@ def imported_modules(name: str) -> set[str]:
             found |= {known(f"{base}.{alias.name}") for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {known(alias.name) for alias in node.names}
-        elif isinstance(node, ast.Constant) and node.value in MODULES and id(node) not in file_anchors:
+        elif isinstance(node, ast.Constant) and node.value in MODULES and "." in node.value \
+                and id(node) not in file_anchors:
             found.add(node.value)
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "discover":
             found |= set(family(node.args[0].value))
