@@ -18,7 +18,7 @@ def test_the_first_run_reaches_the_tutorials_test_error(cnnexp, workdir):
 def test_olivetti_lenet_is_the_tutorials_recipe_whatever_the_defaults():
     """experiment=olivetti_lenet sets every knob the tutorial turns, so better defaults for the first run
     (conf/train_base.yaml) never leak into the reproduction."""
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
 
     cfg = compose_config("train", ["experiment=olivetti_lenet"])
     assert dict(cfg.optimizer) == {"_target_": "torch.optim.SGD", "lr": 0.05, "weight_decay": 0.0,

@@ -23,7 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from cnnexp.cli import main
-from cnnexp.config.compose import compose_config
+from cnnexp.runner.compose import compose_config
 from cnnexp.data import create_dataset
 from cnnexp.engine import loggers
 from cnnexp.engine.curves import draw_curves

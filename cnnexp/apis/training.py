@@ -38,7 +38,7 @@ def train(*overrides: str, run_dir: str | Path | None = None, on_evaluation: Cal
     `on_evaluation(row)`: called after each evaluation with its history row. Raises a `cnnexp.errors`
     exception for bad input (ConfigError before anything is written), `Diverged`, or `Interrupted` when
     the kernel or process was interrupted (last.pt is saved; its message says how to resume)."""
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
 
     overrides = [str(o) for o in overrides]
     if any(o.lstrip("+~").startswith("hydra") for o in overrides):

@@ -19,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from cnnexp.engine.curves import draw_curves
 from cnnexp.utils.files import display_path
-from cnnexp.utils.text import WIDTH, fold, plural
+from cnnexp.utils.text import WIDTH, fold, percent, plural
 
 
 REDRAW_SECONDS = 5.0  # curves.png is redrawn at most this often while a run goes (and always at its end)
@@ -202,10 +202,6 @@ class TensorBoardLogger:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def percent(fraction) -> str:
-    return "-" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 def loss_text(loss: float | None) -> str:

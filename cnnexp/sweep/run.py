@@ -24,7 +24,7 @@ from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
 from cnnexp.sweep.folders import finished_runs, read_json, write_sweep_json
 from cnnexp.sweep.plan import Plan, check_plan, make_plan, parse_overrides
 from cnnexp.sweep.summary import summarize
-from cnnexp.config.app import launch as launch_app
+from cnnexp.runner.app import launch as launch_app
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
 from cnnexp.utils.text import plural
@@ -62,7 +62,7 @@ def is_swept(arg: str) -> bool:
 
 
 def compose_settings(args: list[str]):
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
 
     return compose_config(CONFIG_NAME, args)
 

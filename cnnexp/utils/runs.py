@@ -63,6 +63,13 @@ def current_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+def current_overrides() -> list[str]:
+    """The key=value overrides of the running Hydra job (its command line's, or a multirun's job's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
 def refuse_used_run_dir(run_dir: Path) -> None:
     """A run folder that already holds a run's results is never written into again."""
     for name in ("metrics.json", "checkpoints", "history.csv"):

@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from cnnexp.config.comments import (SKIPPED_ROOTS, Key, config_keys, key_comments, model_comments, parent_comment,
+from cnnexp.runner.comments import (SKIPPED_ROOTS, Key, config_keys, key_comments, model_comments, parent_comment,
                                     shown, type_name, yaml_comments)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ def typed_view(cfg):
 def command_keys(config_name: str, overrides: list[str]) -> tuple[list[Key], dict, object]:
     """Every key of a command's composed config (as `cnnexp <command> --cfg job` prints them), the
     config groups it uses with their options, and the composed config (its `hydra.help`)."""
-    from cnnexp.config.app import compose_with_groups
+    from cnnexp.runner.app import compose_with_groups
     from cnnexp.schemas import register_schemas
 
     register_schemas()
@@ -115,12 +115,9 @@ def group_choice_keys(group: str, choice: str, default_comments: dict[str, str])
 
 def model_docs() -> dict[str, str]:
     """{model name: the factory's docstring}, read with ast (no torch import)."""
-    docs = {}
-    for path in sorted((ROOT / "cnnexp" / "models").glob("*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and any("register_model" in ast.unparse(d) for d in node.decorator_list):
-                docs[node.name] = " ".join((ast.get_docstring(node) or "").split())
-    return docs
+    from cnnexp.schemas.models import registered_factories
+
+    return {name: " ".join((ast.get_docstring(node) or "").split()) for name, node in registered_factories()}
 
 
 def model_section() -> list[str]:

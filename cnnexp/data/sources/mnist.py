@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cnnexp.data import register_dataset
+from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.utils.errors import UserError
 
