@@ -8,11 +8,11 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from cnnexp.schemas.checks import Checked, at_least, one_of, positive
-from cnnexp.schemas.datasets import (RESIZES, check_channels, check_max_pixels, check_size, check_split,
-                                     max_pixels_field, resize_field)
+from cnnexp.schemas.datasets import (check_channels, check_max_pixels, check_size, check_split, max_pixels_field,
+                                     resize_field)
 from cnnexp.schemas.run import DeviceSchema, check_model
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.jobdirs import SPLITS
+from cnnexp.utils.choices import RESIZES, SPLITS
 
 TENCROP_REDUCTIONS = ("mean", "vote")  # eval.tencrop_reduce: average the ten views' softmax, or let them vote
 BACKENDS = ("torch", "onnxruntime")  # what runs the served model's forward pass

@@ -11,11 +11,11 @@ from typing import Any, Optional
 from omegaconf import MISSING, OmegaConf
 
 from cnnexp.schemas.checks import Checked, at_least, one_of, positive
+from cnnexp.utils.choices import RESIZES
 from cnnexp.utils.errors import UserError
 
 MAX_PIXELS = 50_000_000  # width x height; a 50-megapixel camera's photos pass
-RESIZES = ("aspect", "simple")  # how an image is brought to a size: scale the short side and centre-crop | stretch
-RESIZE = "aspect"
+RESIZE = "aspect"  # the default of every resize key (one of cnnexp.utils.choices.RESIZES)
 NORMALIZATIONS = ("none", "scale", "mean", "standardize")
 HDF5_MEANS = ("stored", "train")
 

@@ -13,7 +13,7 @@ from cnnexp.inference.inputs import fit, image_files, load
 from cnnexp.engine.assemble import Restored
 from cnnexp.schemas.datasets import MAX_PIXELS
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.jobdirs import SPLITS
+from cnnexp.utils.choices import SPLITS
 
 
 @dataclass
