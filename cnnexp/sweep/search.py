@@ -132,7 +132,8 @@ def sample_values(dist) -> list:
     return list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
 
 
-def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path, train_run) -> int:
+def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path, train_run,
+               tuned: bool = True) -> int:
     """Run trials of the study (joined or continued) until it has `trials` finished ones, then its plots;
     returns how many this worker ran."""
     from cnnexp.sweep.study import Heartbeat, counted, next_trial, open_study, storage_url
@@ -146,7 +147,7 @@ def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], s
     print(f"search: Optuna study '{settings.study}' ({settings.sampler} sampler, {settings.pruner} pruner) over "
           f"{', '.join(space)} in {storage_url(settings, sweep_dir)}; {counted(study)} of {target} trials done or "
           f"running; this worker runs trials until the study has {target}, in {sweep_dir}", flush=True)
-    objective, ran = Objective(fixed, space, sweep_dir, hydra_args, train_run), 0
+    objective, ran = Objective(fixed, space, sweep_dir, hydra_args, train_run, tuned), 0
     while (trial := next_trial(study, lock, target, poll=min(settings.heartbeat, 5.0))) is not None:
         with Heartbeat(storage, trial._trial_id):
             outcome = run_guarded(objective, study, trial, storage)
@@ -191,9 +192,10 @@ class Objective:
     error to the pruner; (COMPLETE, the run's best validation error), (PRUNED, None) or (FAIL, why).
     A retry of a trial whose worker died runs in that trial's folder and continues from its last.pt."""
 
-    def __init__(self, fixed, space, sweep_dir: Path, hydra_args, train_run):
+    def __init__(self, fixed, space, sweep_dir: Path, hydra_args, train_run, tuned: bool):
         self.fixed, self.space, self.sweep_dir, self.hydra_args = fixed, space, sweep_dir, hydra_args
         self.train_run = train_run  # the train command's run(cfg, on_evaluation)
+        self.tuned = tuned  # whether the jobs apply the command line's process-wide tunings
 
     def __call__(self, trial, system_attrs: dict) -> tuple:
         from optuna.trial import TrialState
@@ -206,7 +208,8 @@ class Objective:
         overrides = [*self.fixed, *(f"{key}={override_text(v)}" for key, v in params.items())]
         if not any(o.split("=", 1)[0] == "seed" for o in overrides):
             overrides.append("seed=0")
-        job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run))
+        job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run),
+                              TUNED=self.tuned)
         launch("sweep", job, ["--multirun", *overrides, f"hydra.sweep.dir='{self.sweep_dir}'",
                               f"hydra.sweep.subdir={folder.name}", SUMMARY_OFF, *self.hydra_args])
         metrics, failed = read_json(folder / "metrics.json"), read_json(folder / "failed.json")
