@@ -11,7 +11,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def space_of(*args):
-    from cnnexp.sweep.search import split_space
+    from cnnexp.sweeps.search import split_space
 
     return split_space(list(args))
 
@@ -31,7 +31,7 @@ def test_search_space_is_read_with_hydras_override_grammar():
 
 
 def test_plain_lists_stay_a_grid_sweep_and_intervals_need_optuna(cnnexp):
-    from cnnexp.sweep.run import compose_settings, make_plan
+    from cnnexp.sweeps.run import compose_settings, make_plan
 
     plan = make_plan(compose_settings([]), ["optimizer.lr=0.1,0.01"])
     assert plan.grid == {"optimizer.lr": ["0.1", "0.01"]}

@@ -5,7 +5,7 @@ import math
 
 import pytest
 from conftest import only_run, read_json
-from cnnexp.sweep.run import Plan, write_sweep_json
+from cnnexp.sweeps.run import Plan, write_sweep_json
 from PIL import Image
 
 QUICK = ("dataset.limit=40", "trainer.batch_size=20")  # 40 training faces, 2 steps an epoch
@@ -13,7 +13,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def plan_for(*args):
-    from cnnexp.sweep.run import compose_settings, make_plan, split_args
+    from cnnexp.sweeps.run import compose_settings, make_plan, split_args
 
     settings_args, _, train_args = split_args(list(args))
     return make_plan(compose_settings(settings_args), train_args)
@@ -170,9 +170,9 @@ def test_numeric_keys_are_on_a_numeric_axis_in_numeric_order(workdir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cnnexp.sweep.folders import load_runs
-    from cnnexp.sweep.plot import place
-    from cnnexp.sweep.summary import point_keys
+    from cnnexp.sweeps.folders import load_runs
+    from cnnexp.sweeps.plot import place
+    from cnnexp.sweeps.summary import point_keys
 
     sweep_dir = workdir / "sweep"
     sweep_dir.mkdir()

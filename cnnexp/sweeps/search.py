@@ -22,8 +22,8 @@ from types import SimpleNamespace
 
 from omegaconf import open_dict
 
-from cnnexp.sweep.folders import read_json
-from cnnexp.sweep.plan import parse_overrides
+from cnnexp.sweeps.folders import read_json
+from cnnexp.sweeps.plan import parse_overrides
 from cnnexp.utils.errors import Pruned, UserError
 from cnnexp.utils.files import write_json_atomic
 
@@ -115,7 +115,7 @@ def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
     if not hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
         raise UserError(f"search=optuna needs Optuna 4.9 or newer (this is {optuna.__version__}): "
                         f"pip install -U 'cnnexp[search]'")
-    from cnnexp.sweep.study import check_storage
+    from cnnexp.sweeps.study import check_storage
 
     check_storage(settings.storage)
     fixed, space = split_space(train_args)
@@ -136,7 +136,7 @@ def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], s
                tuned: bool = True) -> int:
     """Run trials of the study (joined or continued) until it has `trials` finished ones, then its plots;
     returns how many this worker ran."""
-    from cnnexp.sweep.study import Heartbeat, counted, next_trial, open_study, storage_url
+    from cnnexp.sweeps.study import Heartbeat, counted, next_trial, open_study, storage_url
 
     study, lock, storage = open_study(settings, sweep_dir, *sampler_and_pruner(settings))
     target = settings.trials
@@ -175,7 +175,7 @@ def finish(study, trial, state, result) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from cnnexp.sweep.study import RUN_FAILED
+    from cnnexp.sweeps.study import RUN_FAILED
 
     try:
         if state == TrialState.FAIL:
@@ -201,7 +201,7 @@ class Objective:
         from optuna.trial import TrialState
 
         from cnnexp.runner.app import launch
-        from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
+        from cnnexp.sweeps.multirun import OFF as SUMMARY_OFF
 
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         folder = self.sweep_dir / f"trial-{system_attrs.get('failed_trial', trial.number):04d}"

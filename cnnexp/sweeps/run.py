@@ -20,10 +20,10 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
-from cnnexp.sweep.folders import finished_runs, read_json, write_sweep_json
-from cnnexp.sweep.plan import Plan, check_plan, make_plan, parse_overrides
-from cnnexp.sweep.summary import summarize
+from cnnexp.sweeps.multirun import OFF as SUMMARY_OFF
+from cnnexp.sweeps.folders import finished_runs, read_json, write_sweep_json
+from cnnexp.sweeps.plan import Plan, check_plan, make_plan, parse_overrides
+from cnnexp.sweeps.summary import summarize
 from cnnexp.runner.app import launch as launch_app
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
@@ -119,7 +119,7 @@ def grid_search(settings, train_args: list[str], hydra_args: list[str], metric: 
 
 def optuna_search(settings, train_args: list[str], hydra_args: list[str], train_run, tuned: bool) -> Path:
     """`search=optuna`: trials of an Optuna study instead of a grid (see sweep/search.py); the sweep folder."""
-    from cnnexp.sweep.search import prepare, run_search
+    from cnnexp.sweeps.search import prepare, run_search
 
     fixed, space = prepare(settings, train_args)
     sweep_dir = sweep_folder(settings.sweep.dir)
@@ -154,7 +154,7 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
 
 def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run, tuned: bool) -> None:
     """Hand the grid to Hydra's multirun; each job folder is named by its swept values and seed."""
-    from cnnexp.sweep.job import run_point
+    from cnnexp.sweeps.job import run_point
 
     exclude = ",".join(key.lstrip("+~") for key in plan.fixed)
     hydra_overrides = [
