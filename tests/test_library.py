@@ -123,7 +123,7 @@ def test_sweep_returns_its_folder_and_summary_and_continues_a_sweep(tmp_path, mo
     study = cnnexp.sweep(*args)
     assert study.folder.resolve() == (tmp_path / "lr").resolve() and study.plot.is_file()
     assert study.summary == read_json(tmp_path / "lr" / "summary.json")
-    assert sorted(row["values"]["optimizer.lr"] for row in study.summary["points"]) == [0.05, 0.1]
+    assert sorted(row["values"]["optimizer.lr"] for row in study.summary["points"]) == ["0.05", "0.1"]
     assert all(row["runs_ok"] == 1 for row in study.summary["points"])
     capsys.readouterr()
     assert cnnexp.sweep(*args).summary == study.summary

@@ -167,7 +167,23 @@ class OlivettiSchema(SourceSchema):
 
 
 @dataclass
-class TableSchema(SourceSchema):
+class LabelledFiles:
+    """The keys of the image-file sources labelled by a table or by file names, after their own."""
+    size: Any = MISSING
+    channels: int = MISSING
+    resize: str = resize_field()
+    split: list[float] = MISSING
+    strict: bool = MISSING
+    max_pixels: int = max_pixels_field()
+    normalize: str = MISSING
+    in_memory: Any = MISSING
+    memory_limit_mb: float = MISSING
+    workers: int = MISSING
+    limit: Optional[int] = MISSING
+
+
+@dataclass
+class TableKeys:
     name: str = MISSING
     file: Optional[str] = MISSING
     root: Optional[str] = MISSING
@@ -176,42 +192,26 @@ class TableSchema(SourceSchema):
     target: str = MISSING
     bins: Any = MISSING  # null | [[label, low, high], ...]
     fields: Optional[list[str]] = MISSING
-    size: Any = MISSING
-    channels: int = MISSING
-    resize: str = resize_field()
-    split: list[float] = MISSING
-    strict: bool = MISSING
-    max_pixels: int = max_pixels_field()
-    normalize: str = MISSING
-    in_memory: Any = MISSING
-    memory_limit_mb: float = MISSING
-    workers: int = MISSING
-    limit: Optional[int] = MISSING
 
+
+@dataclass
+class UtkfaceKeys:
+    name: str = MISSING
+    root: Optional[str] = MISSING
+    target: str = MISSING
+    bins: Any = MISSING
+    pattern: str = MISSING
+
+
+@dataclass
+class TableSchema(SourceSchema, LabelledFiles, TableKeys):  # fields: TableKeys' then LabelledFiles'
     def check(self) -> None:
         super().check()
         check_image_files(self)
 
 
 @dataclass
-class UtkfaceSchema(SourceSchema):
-    name: str = MISSING
-    root: Optional[str] = MISSING
-    target: str = MISSING
-    bins: Any = MISSING
-    pattern: str = MISSING
-    size: Any = MISSING
-    channels: int = MISSING
-    resize: str = resize_field()
-    split: list[float] = MISSING
-    strict: bool = MISSING
-    max_pixels: int = max_pixels_field()
-    normalize: str = MISSING
-    in_memory: Any = MISSING
-    memory_limit_mb: float = MISSING
-    workers: int = MISSING
-    limit: Optional[int] = MISSING
-
+class UtkfaceSchema(SourceSchema, LabelledFiles, UtkfaceKeys):
     def check(self) -> None:
         super().check()
         check_image_files(self)
