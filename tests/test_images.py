@@ -538,8 +538,9 @@ def test_viz_draws_each_case_as_its_reference(cnnexp, trained, corpus):
         outputs[folder] = result.out
     for case in READABLE:
         stem = Path(case.name).stem
-        drawn = [np.asarray(Image.open(Path(f"{folder}-cam") / f"gradcam-{stem}.png").convert("RGB")).astype(int)
-                 for folder in ("readable", "references")]
+        pictures = [sorted(Path(f"{folder}-cam").glob(f"gradcam-{stem}-*.png")) for folder in ("readable", "references")]
+        assert [len(found) for found in pictures] == [1, 1], stem  # gradcam-<image>-<class>.png, the same class
+        drawn = [np.asarray(Image.open(found[0]).convert("RGB")).astype(int) for found in pictures]
         assert drawn[0].shape == drawn[1].shape and np.abs(drawn[0] - drawn[1]).mean() < 2, stem
 
 

@@ -13,14 +13,14 @@ from cnnexp.cli import main
 from cnnexp.engine import precision as precision_module
 from cnnexp.engine.precision import resolve_precision
 
-TINY = ("model.nkerns=[4,8]", "model.hidden=32", "optimizer.lr=0.1", "trainer.batch_size=20", "dataset.limit=80")
+TINY = ("model.nkerns=[4,8]", "model.hidden=32", "optimizer=sgd", "optimizer.lr=0.1", "trainer.batch_size=20", "dataset.limit=80")
 
 
 @pytest.fixture(scope="module")
 def fp32_run(tmp_path_factory):
     """A LeNet trained in float32 long enough to be right about most faces."""
     folder = tmp_path_factory.mktemp("runs") / "fp32"
-    assert main(["train", "model.nkerns=[8,16]", "model.hidden=64", "optimizer.lr=0.1", "trainer.batch_size=40",
+    assert main(["train", "model.nkerns=[8,16]", "model.hidden=64", "optimizer=sgd", "optimizer.lr=0.1", "trainer.batch_size=40",
                  "trainer.epochs=25", f"hydra.run.dir={folder}"]) == 0
     return folder
 

@@ -95,7 +95,7 @@ def test_eval_reads_the_averaged_weights(cnnexp, workdir):
 
 
 def test_warmup_raises_the_learning_rate_linearly(cnnexp, workdir):
-    result = cnnexp("train", *QUICK, "optimizer.lr=0.3", "scheduler.warmup_epochs=2", "trainer.epochs=4",
+    result = cnnexp("train", *QUICK, "optimizer=sgd", "optimizer.lr=0.3", "scheduler.warmup_epochs=2", "trainer.epochs=4",
                     "hydra.run.dir=run")
     assert result.code == 0, result.err
     lrs = [float(row["lr"]) for row in history_rows(workdir / "run")]

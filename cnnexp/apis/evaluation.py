@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnexp.utils.files import display_path, short_names, write_json_atomic
-from cnnexp.utils.text import fold
+from cnnexp.utils.text import fold, percent
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
     from cnnexp.engine.assemble import Restored

@@ -44,9 +44,9 @@ def run(cfg) -> dict | None:
 def output_path(cfg) -> Path:
     if not cfg.out:
         raise UserError("say where to write the features: out=<file.h5>")
-    from hydra.utils import to_absolute_path
+    from cnnexp.data.sources.folder import user_path
 
-    path = Path(to_absolute_path(str(Path(cfg.out).expanduser())))
+    path = user_path(cfg.out, "out")
     if path.exists() and not cfg.overwrite:
         raise UserError(f"out={cfg.out} exists; choose another file name, or add overwrite=true to replace it")
     if path.is_dir():

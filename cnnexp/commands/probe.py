@@ -24,9 +24,9 @@ def run(cfg) -> dict:
 
     check_options(cfg)
     require_sklearn()
-    from hydra.utils import to_absolute_path
+    from cnnexp.data.sources.folder import user_path
 
-    features = read_features(Path(to_absolute_path(str(Path(cfg.features).expanduser()))))
+    features = read_features(user_path(cfg.features, "features"))
     if cfg.split not in features.splits:
         raise UserError(f"{features.path} has no {cfg.split} split to score on; it has {', '.join(features.splits)} "
                         "(split=val scores on the val split)")

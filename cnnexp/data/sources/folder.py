@@ -100,12 +100,12 @@ def report_unreadable(bad: list[str], root: Path, strict: bool, key: str = "data
 
 
 def user_path(value, key: str) -> Path:
-    """A path from the command line, relative to where the user ran cnnexp."""
+    """A path from the command line, relative to where the user ran cnnexp (no command changes the
+    working folder: hydra.job.chdir is false, and a Hydra job earlier in the same process, as in a
+    notebook, must not leave its folder behind as the base)."""
     if not value:
         raise UserError(f"{key} is not set; give {key}=<path>")
-    from hydra.utils import to_absolute_path
-
-    return Path(to_absolute_path(str(Path(str(value)).expanduser())))
+    return Path(str(value)).expanduser().absolute()
 
 
 def load_split(files: FileImages, labels: list[int], in_memory: bool, bad: list[str]) -> Split:
