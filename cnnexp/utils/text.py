@@ -31,7 +31,7 @@ def plural(count: int, word: str) -> str:
     """`1 epoch`, `2 epochs`, `2 batches`: a count with its noun (regular plurals)."""
     if count == 1:
         return f"{count} {word}"
-    return f"{count} {word}{'es' if word.endswith(('s', 'sh', 'ch', 'x', 'z')) else 's'}"
+    return f"{count} {word}{'es' if word.endswith(('s', 'sh', 'tch', 'x', 'z')) else 's'}"
 
 
 WIDTH = 80  # the console width every command's plain output fits, on a terminal or in a pipe
