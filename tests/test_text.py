@@ -11,3 +11,16 @@ from cnnexp.utils.text import plural
 ])
 def test_plural(count, word, text):
     assert plural(count, word) == text
+
+
+def test_hydras_lines_fold_to_80_columns():
+    """A multirun's `#i : overrides` line, as Hydra logs it, within cnnexp's console width."""
+    import logging
+
+    from cnnexp.runner.logs import FoldedFormatter
+
+    overrides = " ".join(f"model.key{i}={i}" for i in range(12))
+    record = logging.LogRecord("hydra", logging.INFO, __file__, 1, "\t#0 : " + overrides, None, None)
+    text = FoldedFormatter(fmt="[%(asctime)s][HYDRA] %(message)s").format(record)
+    assert max(len(line) for line in text.splitlines()) <= 80 and "\t" not in text
+    assert " ".join(text.split()).endswith("#0 : " + overrides)
