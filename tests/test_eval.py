@@ -210,3 +210,18 @@ def test_per_class_matches_sklearn():
 def test_usage_lists_commands(cnnexp):
     result = cnnexp("--help")
     assert "eval " in result.out and "predict " in result.out
+
+
+def test_a_narrow_grid_keeps_its_whole_title(tmp_path, monkeypatch):
+    """One misclassified image makes a grid one picture wide: its title is folded onto lines that fit."""
+    from cnnexp.inference import reports
+
+    drawn = []
+    monkeypatch.setattr(reports, "save_figure", lambda fig, path: drawn.append(fig))
+    title = "small_cnn on folder test: 1 of 2 misclassified (ten-crop, last checkpoint)"
+    reports.plot_image_grid(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), ["cats.1.jpg"], tmp_path / "m.png", title)
+    (fig,) = drawn
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+    assert fig._suptitle.get_text().replace("\n", " ") == title

@@ -69,6 +69,17 @@ def test_the_notebooks_numbers_are_the_command_lines(executed):
         assert ours[key] == theirs[key], key
 
 
+def test_each_line_shows_once_and_goes_to_train_log(executed):
+    """The run's lines are shown once each in the notebook, and train.log holds them as in a terminal."""
+    notebook, run, _ = executed
+    training = next(c for c in notebook.cells if c.cell_type == "code" and "cnnexp.train(" in c.source)
+    shown = [o["data"]["text/plain"] for o in training.outputs if o["output_type"] == "display_data"]
+    rows = [text for text in shown if "img/s" not in text and "batches" not in text]
+    assert len(rows) == len(set(rows))
+    log = (run / "train.log").read_text()
+    assert "cnnexp train" in log and "Best validation error" in log
+
+
 def test_the_stored_outputs_are_what_the_notebook_gives_now(executed):
     """What the site shows: the stored results (metrics, predictions, errors) equal a fresh run's."""
     notebook, _, _ = executed

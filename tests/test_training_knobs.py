@@ -220,8 +220,9 @@ def test_the_progress_bar_shows_the_loss_and_count_whatever_log_every(tmp_path, 
                                    "device=cpu", "trainer.batch_size=8", "trainer.epochs=3",
                                    f"trainer.log_every={log_every}"])
     Trainer(assemble_training(cfg, tiny_data()), tmp_path, ConsoleReporter(console)).fit()
-    bars = re.findall(r"epoch (\d) \S+ (\d)/2 loss (\S+)", console.export_text())
-    assert bars[0] == ("1", "0", "-")  # nothing read before the first step
+    bars = re.findall(r"epoch (\d) \S+ (\d)/2 loss (\S+) (\d+) img/s", console.export_text())
+    assert bars[0] == ("1", "0", "-", "0")  # nothing read before the first step
     assert "nan" not in console.export_text()
-    assert all(math.isfinite(float(loss)) for epoch, done, loss in bars if (epoch, done) != ("1", "0")), bars
-    assert {(epoch, done) for epoch, done, _ in bars if done == "2"} == {("1", "2"), ("2", "2"), ("3", "2")}
+    assert all(math.isfinite(float(loss)) for epoch, done, loss, _ in bars if (epoch, done) != ("1", "0")), bars
+    assert all(int(speed) > 0 for epoch, done, _, speed in bars if epoch != "1"), bars  # no `0 img/s` between reads
+    assert {(epoch, done) for epoch, done, _, _ in bars if done == "2"} == {("1", "2"), ("2", "2"), ("3", "2")}

@@ -221,8 +221,9 @@ class ConsoleReporter:
         self.header_printed = False
         self.notebook_line: NotebookProgress | None = None
         self.log = log
+        # force_jupyter=False: in a notebook rich would show the log's lines too (each twice) and write none
         self.log_console = Console(file=io.StringIO(), width=WIDTH, no_color=True, force_terminal=False,
-                                   highlight=False)
+                                   force_jupyter=False, highlight=False)
 
     def print(self, *objects, **options) -> None:
         """Print on the console and, plain, in the log."""

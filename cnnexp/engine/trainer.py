@@ -42,6 +42,7 @@ class Trainer:
         self.eval_batch_size = parts.eval_batch_size
         self.log_every = self.cfg.trainer.log_every
         self.pending_losses: list[torch.Tensor] = []  # on the device, read every log_every steps
+        self.shown_speed = 0.0  # the bar's img/s: measured when losses are read, else the last epoch's
         self.global_batch = 0  # images in the current step over all processes
         self.epoch_in_progress = 0
         self.stop_agreed = False  # data-parallel: a rank was asked to stop, and all ranks know it
@@ -163,7 +164,7 @@ class Trainer:
         start_time, start_images = time.perf_counter(), 0
         with self.reporter.progress() as progress:
             task = progress.add_task("train", total=len(self.train_batches), completed=self.state.batch_in_epoch,
-                                     epoch=epoch, loss=loss_text(self.state.smooth_loss), ips=0.0)
+                                     epoch=epoch, loss=loss_text(self.state.smooth_loss), ips=self.shown_speed)
             for images, labels in self._training_batches():
                 self.global_batch = self.train_batches.global_size(self.state.batch_in_epoch)
                 loss = self.train_step(self.pipeline(images, train=True, generator=self.parts.augment_generator), labels)
@@ -176,8 +177,8 @@ class Trainer:
                 # so that the bar has a loss to show; between reads it shows the last smoothed loss
                 if len(self.pending_losses) >= self.log_every or self.state.smooth_loss is None:
                     self._flush_losses()
-                    ips = start_images / max(time.perf_counter() - start_time, 1e-9)
-                    progress.update(task, loss=loss_text(self.state.smooth_loss), ips=ips)
+                    self.shown_speed = start_images / max(time.perf_counter() - start_time, 1e-9)
+                    progress.update(task, loss=loss_text(self.state.smooth_loss), ips=self.shown_speed)
                 progress.update(task, completed=self.state.batch_in_epoch)
                 if trainer_cfg.eval_every and self.state.step % trainer_cfg.eval_every == 0:
                     self._flush_losses()
@@ -198,6 +199,7 @@ class Trainer:
         self._flush_losses()
         elapsed = time.perf_counter() - start_time
         self.state.train_seconds += elapsed
+        self.shown_speed = start_images / max(elapsed, 1e-9) if start_images else self.shown_speed
         stopped_mid_epoch = self.stop_reason is not None
         self.state.epoch, self.state.batch_in_epoch, self.epoch_order = epoch, 0, None
         if not trainer_cfg.eval_every and not stopped_mid_epoch:

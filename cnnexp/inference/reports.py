@@ -7,6 +7,7 @@ Figures use matplotlib's object API with the Agg canvas, so no GUI backend is to
 
 import csv
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -89,13 +90,18 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: Path, title: st
     save_figure(fig, path)
 
 
+TITLE_CHARS_PER_INCH = 11  # characters of a 10-point title that fit an inch of figure
+
+
 def plot_image_grid(images: torch.Tensor, captions: list[str], path: Path, title: str) -> None:
     """uint8 N x C x H x W images (grey or RGB; None when there are none), one caption under each."""
     n = len(captions)
     cols = max(1, min(GRID_COLUMNS, math.ceil(math.sqrt(n))))
     rows = max(1, math.ceil(n / cols))
-    fig = Figure(figsize=(2.0 * cols, 2.2 * rows + 0.5))
-    fig.suptitle(title, fontsize=10)
+    # folded to the grid's width: one picture's width would cut a one-line title at both sides
+    title_lines = textwrap.wrap(title, width=TITLE_CHARS_PER_INCH * 2 * cols, break_on_hyphens=False)
+    fig = Figure(figsize=(2.0 * cols, 2.2 * rows + 0.2 + 0.2 * len(title_lines)))
+    fig.suptitle("\n".join(title_lines), fontsize=10)
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.axis("off")

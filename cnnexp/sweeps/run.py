@@ -27,7 +27,8 @@ from cnnexp.sweeps.summary import summarize
 from cnnexp.runner.app import launch as launch_app
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
-from cnnexp.utils.text import plural
+from cnnexp.utils.files import display_path
+from cnnexp.utils.text import fold, plural
 
 
 CONFIG_NAME = "sweep"
@@ -144,8 +145,8 @@ def sweep_folder(given) -> Path:
 def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
     points, total = len(plan.points()), len(plan.runs())
     keys = ", ".join(plan.grid) or "no swept keys"
-    print(f"sweep: {points} point{'s' * (points != 1)} ({keys}) x {len(plan.seeds)} seed"
-          f"{'s' * (len(plan.seeds) != 1)} = {total} run{'s' * (total != 1)} in {sweep_dir}")
+    print(fold(f"sweep: {plural(points, 'point')} ({keys}) x {plural(len(plan.seeds), 'seed')} = "
+               f"{plural(total, 'run')} in {display_path(sweep_dir)}"))
     if todo == 0:
         print(f"all {plural(points, 'point')} already done ({plural(total, 'run')}); nothing to run")
     elif todo < total:

@@ -28,8 +28,10 @@ def preview(names) -> str:
 
 
 def plural(count: int, word: str) -> str:
-    """`1 epoch`, `2 epochs`: a count with its noun (regular plurals)."""
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    """`1 epoch`, `2 epochs`, `2 batches`: a count with its noun (regular plurals)."""
+    if count == 1:
+        return f"{count} {word}"
+    return f"{count} {word}{'es' if word.endswith(('s', 'sh', 'tch', 'x', 'z')) else 's'}"
 
 
 WIDTH = 80  # the console width every command's plain output fits, on a terminal or in a pipe
