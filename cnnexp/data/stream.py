@@ -126,7 +126,10 @@ class StreamBatches(TensorBatches):
 
 def make_batches(split, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  shard: tuple[int, int] = (0, 1)) -> TensorBatches:
-    """Index batches over in-memory tensors, or streamed batches over `LazyImages`; `shard`: see TensorBatches."""
+    """Index batches over in-memory tensors, or streamed batches over `LazyImages` (or the images' own,
+    e.g. shards'); `shard`: see TensorBatches."""
+    if hasattr(split.images, "make_batches"):
+        return split.images.make_batches(split, batch_size, shuffle, drop_last, shard)
     kind = StreamBatches if isinstance(split.images, LazyImages) else TensorBatches
     return kind(split, batch_size, shuffle, drop_last, shard)
 

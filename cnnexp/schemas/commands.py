@@ -219,6 +219,23 @@ class BuildHdf5Schema:
 
 
 @dataclass
+class BuildShardsSchema:
+    src: Optional[str] = MISSING
+    out: Optional[str] = MISSING
+    size: Any = MISSING  # null, an int or [height, width]
+    channels: int = MISSING
+    resize: str = MISSING
+    quality: int = MISSING
+    split: list[float] = MISSING
+    seed: int = MISSING
+    shard_size: int = MISSING
+    shard_mb: int = MISSING
+    check: bool = MISSING
+    workers: int = MISSING
+    strict: bool = MISSING
+
+
+@dataclass
 class FromVideoSchema:
     video: Optional[str] = MISSING
     label: Optional[str] = MISSING
