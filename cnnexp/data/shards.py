@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from cnnexp.data.images import UnreadableImage, decode_image, fit_image
-from cnnexp.data.stream import LazyImages
+from cnnexp.data.stream import LazyImages, as_batch
 from cnnexp.utils.errors import UserError
 
 FORMAT = "cnnexp-shards"
@@ -178,7 +178,7 @@ class ShardImages(LazyImages):
             j = int(np.searchsorted(bounds, i, side="right")) - 1
             data, _, name, path = reads.sample(j, i - int(bounds[j]))
             arrays.append(self.decoding(data, name, path))
-        return stack(arrays, self.shape[1:])
+        return as_batch(arrays, self.shape[1:])
 
     def limit(self, n: int) -> "ShardImages":
         """The first n samples: whole shards, the last one cut."""
@@ -198,13 +198,6 @@ class ShardImages(LazyImages):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_reads": None, "_pid": None}
-
-
-def stack(arrays: list[np.ndarray], chw: tuple) -> torch.Tensor:
-    """uint8 N x C x H x W from H x W x C arrays (N may be 0)."""
-    if not arrays:
-        return torch.empty((0, *chw), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 class ReaderPlan:
@@ -283,7 +276,7 @@ class _RankStream(IterableDataset):
                     arrays.append(self.images.decoding(data, name, path))
                     labels.append(label)
                 sizes.append(stop - first)
-            yield k, mine, sizes, stack(arrays, self.images.shape[1:]), torch.tensor(labels, dtype=torch.int64)
+            yield k, mine, sizes, as_batch(arrays, self.images.shape[1:]), torch.tensor(labels, dtype=torch.int64)
 
 
 class ShardBatches:
