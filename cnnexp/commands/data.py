@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cnnexp.config.app import tools_main
 
-HELP = "data tools: build-hdf5 (folder -> HDF5), build-shards (folder -> tar shards), from-video, show"
+HELP = "data tools: build-hdf5, build-shards (tar shards), from-video, show"
 
 
 def progress_bar(console: Console) -> Progress:
@@ -75,9 +75,9 @@ def show(cfg) -> None:
 
 TOOLS = {
     "build-hdf5": SimpleNamespace(CONFIG_NAME="data_build_hdf5", run=build_hdf5,
-                                  HELP="an image folder -> one HDF5 file (a group a split, the train mean)"),
+                                  HELP="an image folder -> one HDF5 file (a group per split, train mean)"),
     "build-shards": SimpleNamespace(CONFIG_NAME="data_build_shards", run=build_shards,
-                                    HELP="an image folder -> WebDataset tar shards and shards.json (dataset=shards)"),
+                                    HELP="an image folder -> WebDataset tar shards (for dataset=shards)"),
     "from-video": SimpleNamespace(CONFIG_NAME="data_from_video", run=from_video,
                                   HELP="the largest face in every k-th video frame -> out/<label>/*.png"),
     "show": SimpleNamespace(CONFIG_NAME="data_show", run=show,
