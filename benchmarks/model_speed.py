@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
 
-from cnnexp.config.compose import compose_config
+from cnnexp.runner.compose import compose_config
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.engine.evaluation import evaluate
 from cnnexp.engine.assemble import assemble_training

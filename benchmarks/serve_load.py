@@ -61,7 +61,7 @@ TOKEN = secrets.token_urlsafe(24)  # the token of "cnnexp serve token"
 
 # ---- the plain servers (run as `python serve_load.py plain-fastapi|plain-tornado RUN PORT THREADS`) ----
 def served_model(run: str, threads: int):
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
     from cnnexp.serve.model import ServedModel
 
     return ServedModel(compose_config("serve", [f"run={run}", f"device.threads={threads}", "device=cpu"]))

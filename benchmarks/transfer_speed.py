@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from cnnexp.cli import main
-from cnnexp.config.compose import compose_config
+from cnnexp.runner.compose import compose_config
 from cnnexp.data import create_dataset
 from cnnexp.data.image_data import ImageData
 from cnnexp.engine.assemble import assemble_training

@@ -6,7 +6,7 @@
 
 The names below are imported when first used, so `import cnnexp` stays light (no torch, no Hydra)."""
 
-__version__ = "0.1.0"
+from cnnexp._version import __version__
 
 API = {"train": "cnnexp.apis", "open_run": "cnnexp.apis", "Run": "cnnexp.apis", "Predictor": "cnnexp.apis",
        "CnnexpError": "cnnexp.errors", "UserError": "cnnexp.errors", "ConfigError": "cnnexp.errors",

@@ -6,7 +6,7 @@ from conftest import CATS_DOGS, need
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from cnnexp.config.compose import conf_dir
+from cnnexp.runner.compose import conf_dir
 from cnnexp.data.images import read_image
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.utils.errors import UserError

@@ -58,7 +58,7 @@ def test_a_new_key_in_a_schema_and_the_yaml_reaches_the_engine_typed(tmp_path, m
     from hydra.core.config_store import ConfigStore
     from omegaconf import MISSING
 
-    from cnnexp.config import compose
+    from cnnexp.runner import compose
     from cnnexp.engine.assemble import assemble_training
     from cnnexp.engine.trainer import Trainer
     from cnnexp.schemas import register_schemas, typed
@@ -113,7 +113,7 @@ def test_a_saved_config_from_before_a_key_existed_is_upgraded():
 
 # ---- keys a user adds or mistypes (cnnexp/schemas/keys.py) -------------------------------------------
 @pytest.mark.parametrize("overrides", [
-    ("+optimizer.momentum=0.9",),  # a constructor argument of torch.optim.SGD
+    ("optimizer=sgd", "+optimizer.momentum=0.9"),  # a constructor argument of torch.optim.SGD
     ("scheduler=step", "+scheduler.last_epoch=-1"),
     ("dataset=utkface", "dataset.root=/faces", "dataset.target=age", "++dataset.bins=null"),
     ("dataset=table", "dataset.file=/t.csv", "dataset.fields=[age]", "dataset.path='{user_id}/{face_id}'"),
@@ -122,7 +122,7 @@ def test_a_saved_config_from_before_a_key_existed_is_upgraded():
     ("++trainer.epochs=3", "++seed=2"),  # `++` of a key the config has only overrides it
 ])
 def test_keys_a_source_or_constructor_reads_compose(overrides):
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
 
     check_composes("train", list(overrides))
 
@@ -135,7 +135,7 @@ def test_keys_a_source_or_constructor_reads_compose(overrides):
     (("++trainer.epoch=3",), "++trainer.epoch=3 adds a key that no part of cnnexp reads; did you mean trainer.epochs=3?"),
 ])
 def test_a_key_nothing_reads_is_refused(overrides, message):
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
     from cnnexp.utils.errors import UserError
 
     with pytest.raises(UserError, match=re.escape(message)):
@@ -143,8 +143,70 @@ def test_a_key_nothing_reads_is_refused(overrides, message):
 
 
 def test_every_experiment_composes_with_the_key_checks():
-    from cnnexp.config.app import check_composes
-    from cnnexp.config.compose import conf_dir
+    from cnnexp.runner.app import check_composes
+    from cnnexp.runner.compose import conf_dir
 
     for path in sorted((conf_dir() / "experiment").glob("*.yaml")):
         check_composes("train", [f"experiment={path.stem}"])
+
+
+UNUSABLE = '''
+import typing
+from torch import nn
+from cnnexp.models.registry import register_model
+
+@register_model
+def badact(in_shape, num_classes, *, act=nn.ReLU):
+    """A class as a default."""
+
+@register_model(name="badtype")
+def bad_type(in_shape, num_classes, *, sizes: dict[str, int] = None):
+    """An annotation no config key has."""
+
+@register_model
+def fine(in_shape, num_classes, *, depth: typing.Optional[int] = None, width: Optional[int] = 3):
+    """Optional[int] is int or None, not Any."""
+'''
+
+
+def test_an_unusable_factory_parameter_is_one_line_for_that_model_alone(tmp_path, monkeypatch, cnnexp):
+    from cnnexp.schemas import models as model_schemas_module
+    from cnnexp.schemas.models import unusable_models
+
+    (tmp_path / "family.py").write_text(UNUSABLE)
+    schemas = model_schemas(tmp_path)
+    assert list(schemas) == ["fine"]
+    fields = {f.name: f.type for f in dataclasses.fields(schemas["fine"])}
+    assert fields["depth"] == fields["width"] == typing.Optional[int]
+    assert OmegaConf.to_container(OmegaConf.structured(schemas["fine"]))["width"] == 3
+    problems = unusable_models(tmp_path)
+    assert problems == {
+        "badact": "model badact: parameter act of badact(): the default nn.ReLU is not a literal a config can hold; "
+                  "give a number, string, bool, None or a list of them (e.g. a name the factory turns into the layer)",
+        "badtype": "model badtype: parameter sizes of bad_type(): the annotation dict[str, int] is not a config type "
+                   "(int, float, str, bool, list[T], T | None or Optional[T])"}
+    monkeypatch.setattr(model_schemas_module, "MODELS_DIR", tmp_path)
+    result = cnnexp("train", "model=badact")
+    assert result.code == 2 and result.err.strip().splitlines() == [f"error: {problems['badact']}"]
+    assert cnnexp("train", "model=lenet", "--cfg", "job").code == 0  # the other models are unaffected
+
+
+def test_register_schemas_survives_an_unusable_factory(tmp_path, monkeypatch):
+    from hydra.core.config_store import ConfigStore
+
+    import cnnexp.runner  # noqa: F401 (puts cnnexp's schemas in Hydra's ConfigStore)
+    from cnnexp.schemas import models as model_schemas_module
+    from cnnexp.schemas import register_schemas
+
+    (tmp_path / "family.py").write_text(UNUSABLE)
+    monkeypatch.setattr(model_schemas_module, "MODELS_DIR", tmp_path)
+    repository = ConfigStore.instance().repo["model"]
+    monkeypatch.setitem(ConfigStore.instance().repo, "model", dict(repository))
+    register_schemas()
+    assert "fine.yaml" in ConfigStore.instance().repo["model"] and "badact.yaml" not in ConfigStore.instance().repo["model"]
+
+
+def test_a_factory_registered_under_another_name_is_configured_by_that_name():
+    schemas = model_schemas()
+    assert "timm" in schemas and "timm_model" not in schemas
+    assert {f.name for f in dataclasses.fields(schemas["timm"])} >= {"arch", "dropout", "drop_path"}

@@ -26,7 +26,7 @@ def noise_folder(root, per_class=12, size=(30, 36)):
 
 
 def folder_cfg(root, **overrides):
-    from cnnexp.config.compose import conf_dir
+    from cnnexp.runner.compose import conf_dir
 
     cfg = OmegaConf.load(conf_dir() / "dataset" / "folder.yaml")
     return OmegaConf.merge(cfg, {"root": str(root), "size": 16, "workers": 0, **overrides})
@@ -129,7 +129,7 @@ PEAK_SCRIPT = """
 import sys
 from pathlib import Path
 from omegaconf import OmegaConf
-from cnnexp.config.compose import conf_dir
+from cnnexp.runner.compose import conf_dir
 from cnnexp.data import create_dataset
 
 def kb(field):

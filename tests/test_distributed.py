@@ -106,7 +106,7 @@ def test_the_step_loop_reads_the_loss_every_log_every_steps(tmp_path, monkeypatc
     """One device-to-host read per trainer.log_every steps (and at evaluations and epoch ends, and at the
     run's first step for the progress bar), yet
     every step's loss is logged and checked, with its own step number."""
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
     from cnnexp.data import create_dataset
     from cnnexp.engine.distributed import Group
     from cnnexp.engine.assemble import assemble_training

@@ -166,7 +166,7 @@ def test_a_splits_files_carry_its_labels(tmp_path):
                                                  ("gender_levi_hassner", "gender", "levi_hassner"),
                                                  ("age_levi_hassner", "age", "levi_hassner")])
 def test_age_gender_experiments_compose(name, target, model):
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
 
     cfg = compose_config("train", [f"experiment={name}", "dataset.root=faces"])
     assert (cfg.dataset.name, cfg.dataset.target, cfg.model.name) == ("utkface", target, model)

@@ -51,7 +51,7 @@ def olivetti_run(tmp_path_factory):
 
 
 def folder_data(root):
-    from cnnexp.config.compose import conf_dir
+    from cnnexp.runner.compose import conf_dir
 
     cfg = OmegaConf.merge(OmegaConf.load(conf_dir() / "dataset" / "folder.yaml"),
                           {"root": str(root), "size": 20, "workers": 0})

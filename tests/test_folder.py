@@ -40,7 +40,7 @@ def add_bad_files(folder):
 
 
 def folder_cfg(root, **overrides):
-    from cnnexp.config.compose import conf_dir
+    from cnnexp.runner.compose import conf_dir
 
     cfg = OmegaConf.load(conf_dir() / "dataset" / "folder.yaml")
     return OmegaConf.merge(cfg, {"root": str(root), "size": 32, "workers": 0, **overrides})

@@ -10,7 +10,7 @@ from conftest import read_json
 from omegaconf import OmegaConf
 from test_folder import add_bad_files, photo_folder
 
-from cnnexp.config.compose import conf_dir
+from cnnexp.runner.compose import conf_dir
 from cnnexp.data import create_dataset
 from cnnexp.data.stream import make_batches
 

@@ -3,7 +3,6 @@ fp16 on the CPU is refused, auto says what it chose, inference under bf16 agrees
 compiled and eager runs load each other's checkpoints."""
 
 import json
-from copy import deepcopy
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from omegaconf import OmegaConf
 
 from cnnexp.cli import main
 from cnnexp.engine import precision as precision_module
-from cnnexp.engine.precision import autocast_forward, resolve_precision
+from cnnexp.engine.precision import resolve_precision
 
 TINY = ("model.nkerns=[4,8]", "model.hidden=32", "optimizer.lr=0.1", "trainer.batch_size=20", "dataset.limit=80")
 
@@ -54,20 +53,25 @@ def test_bf16_changes_the_arithmetic(cnnexp, workdir):
     assert all(torch.allclose(a[k], b[k], atol=0.05) for k in a)
 
 
-def test_a_copy_of_a_bf16_model_runs_its_own_weights():
-    """An EMA or averaged copy (copy.deepcopy) keeps the precision and uses the copy's parameters."""
-    model = torch.nn.Linear(4, 3)
-    autocast_forward(model, resolve_precision(OmegaConf.create({"precision": "bf16"}), torch.device("cpu")))
-    copy = deepcopy(model)
-    with torch.no_grad():
-        copy.weight.zero_()
-        copy.bias.fill_(1.0)
-    x = torch.randn(2, 4)
-    assert torch.equal(copy(x), torch.ones(2, 3))
-    out = model(x)
-    assert out.dtype == torch.float32
-    assert torch.allclose(out, x @ model.weight.T + model.bias, atol=0.05)
-    assert not torch.equal(out, x @ model.weight.T + model.bias)  # computed in bfloat16
+def test_precision_is_entered_by_the_callers_not_patched_into_the_model():
+    """A bf16 run's model keeps its class's forward (so an EMA copy, hooks and state_dict are plain);
+    the code that runs it enters the autocast, and scores come out float32."""
+    from cnnexp.engine.assemble import ready
+    from cnnexp.inference.guesses import class_probs
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    pipeline = type("Plain", (), {"__call__": lambda self, x, train=False: x.float() / 255,
+                                  "memory_format": torch.contiguous_format})()
+    device = OmegaConf.create({"type": "cpu", "precision": "bf16", "compile": False, "channels_last": False})
+    parts = ready(model, pipeline, (3, 2, 2), device)
+    assert parts.precision.name == "bf16" and not any("forward" in vars(m) for m in model.modules())
+    images = torch.randint(0, 256, (5, 3, 2, 2), dtype=torch.uint8)
+    restored = type("Opened", (), {"model": model, "pipeline": pipeline, "device": parts.device,
+                                   "precision": parts.precision})()
+    probs = class_probs(restored, images)
+    exact = model(images.float() / 255).softmax(1)
+    assert probs.dtype == torch.float32 and torch.allclose(probs, exact, atol=0.02)
+    assert not torch.equal(probs, exact)  # computed in bfloat16
 
 
 def test_resume_within_bf16_is_exact(cnnexp, workdir):

@@ -28,7 +28,7 @@ def olivetti_folder(root: Path) -> Path:
     """The first PEOPLE people's faces as PNG files in one folder per person."""
     from PIL import Image
 
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
     from cnnexp.data import create_dataset
 
     data = create_dataset(compose_config("train", ["dataset=olivetti"]).dataset, 0)
@@ -77,7 +77,7 @@ def test_build_refuses_a_folder_that_is_not_empty(shards):
 
 
 def dataset(path: Path, **keys):
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
     from cnnexp.data import create_dataset
 
     cfg = compose_config("train", ["dataset=shards", f"dataset.path={path}", "dataset.workers=0",

@@ -1,6 +1,7 @@
 """cnnexp train end to end: the run folder, TensorBoard, checkpoints, resume, divergence."""
 
 import csv
+import re
 
 import pytest
 import torch
@@ -51,6 +52,17 @@ def test_olivetti_run_folder(cnnexp, workdir):
 
     assert "Best validation error " in result.out and "), test error " in result.out
     assert str(run.name) in result.out
+    assert_log_is_the_console(run / "train.log", result.out, rows=3)
+
+
+def assert_log_is_the_console(log_path, console: str, rows: int) -> None:
+    """train.log holds what the console printed, plain: the header, the evaluation rows, the closing lines."""
+    log = log_path.read_text()
+    assert "\x1b" not in log and "cnnexp train" in log and "run folder" in log
+    evaluations = [line for line in log.splitlines() if re.match(r"\s+\d+\s+\d+\s", line)]
+    assert len(evaluations) == rows
+    for line in [*evaluations, *log.splitlines()[-2:]]:
+        assert line.rstrip() in console
 
 
 @pytest.mark.parametrize("when", ["epoch", "every 2 steps"])
@@ -152,6 +164,7 @@ def test_divergence_stops_with_exit_3(cnnexp, workdir):
                     "model.activation=relu", "model.init=pytorch", "hydra.run.dir=run")
     assert result.code == 3
     assert "Model diverged with loss = nan at epoch 1, step" in result.err
+    assert (workdir / "run" / "train.log").read_text().splitlines()[-1] in result.err
     metrics = read_json(workdir / "run" / "metrics.json")
     assert metrics["diverged"] is True
     assert (workdir / "run" / "checkpoints" / "best.pt").exists()
@@ -186,13 +199,24 @@ def test_tutorial_rule_extends_patience_only_on_significant_improvement():
 
 
 def test_multirun_makes_one_folder_per_job(cnnexp, workdir):
-    result = cnnexp("train", "-m", "optimizer.lr=0.1,0.01", "trainer.epochs=1", *QUICK)
+    result = cnnexp("train", "-m", "optimizer=sgd", "optimizer.lr=0.1,0.01", "trainer.epochs=1", *QUICK)
     assert result.code == 0, result.err
     sweep = only_run(workdir / "outputs" / "multirun")
     lrs = sorted(read_json(sweep / job / "metrics.json")["params"] and
                  torch.load(sweep / job / "checkpoints/last.pt", weights_only=True)["config"]["optimizer"]["lr"]
                  for job in ("0", "1"))
     assert lrs == [0.01, 0.1]
+    summary = result.out[result.out.index("cnnexp train -m: 2 runs in outputs/multirun/"):].splitlines()
+    assert summary[1] == "every run: optimizer=sgd trainer.epochs=1 dataset.limit=80 trainer.batch_size=20"
+    rows = [line.split() for line in summary[2:5]]
+    assert rows[0][:2] == ["job", "overrides"]
+    assert [row[:2] for row in rows[1:]] == [["0", "optimizer.lr=0.1"], ["1", "optimizer.lr=0.01"]]
+    for job, row in zip(("0", "1"), rows[1:]):
+        metrics = read_json(sweep / job / "metrics.json")
+        assert row[2:] == [f"{100 * metrics['best_val_error']:.2f}", "%", f"{100 * metrics['test_error']:.2f}", "%",
+                           "done"]
+    assert summary[5].startswith("lowest validation error: job ")
+    assert max(map(len, summary)) <= 80
 
 
 def test_cfg_job_prints_config_and_writes_nothing(cnnexp, workdir):

@@ -14,7 +14,7 @@ from test_train import QUICK, assert_same_weights, history_rows
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from cnnexp.config.compose import compose_config
+from cnnexp.runner.compose import compose_config
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.engine.assemble import assemble_training
 from cnnexp.engine.build import build_optimizer, build_scheduler

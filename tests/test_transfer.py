@@ -14,7 +14,7 @@ from PIL import Image
 
 from cnnexp.engine.build import build_optimizer
 from cnnexp.models import create_model
-from cnnexp.models.freeze import apply_freeze, parameter_groups
+from cnnexp.models.freeze import FrozenBatchNorm, apply_freeze, parameter_groups
 from cnnexp.models.weights import load_weights, read_weights
 from cnnexp.utils.errors import UserError
 
@@ -188,16 +188,37 @@ def test_a_run_starts_a_new_run_with_a_new_head(cnnexp, workdir, colour_folder, 
     assert json.loads((workdir / "second" / "weights.json").read_text())["kind"] == "run"
 
 
-def test_frozen_batch_norm_stays_in_eval_mode_through_train():
+def test_frozen_batch_norm_is_a_module_that_keeps_its_statistics():
     model = create_model("resnet18", (3, 32, 32), 2)
+    unfrozen_state = model.state_dict()
     report = apply_freeze(model, ["conv1", "bn1", "layer1"], None, "resnet18")
+    assert isinstance(model.bn1, FrozenBatchNorm) and isinstance(model.layer1[0].bn2, FrozenBatchNorm)
+    assert isinstance(model.layer2[0].bn1, torch.nn.BatchNorm2d)
+    assert not any("train" in vars(m) or "forward" in vars(m) for m in model.modules())  # nothing patched
     model.train()
-    assert not model.bn1.training and not model.layer1[0].bn2.training
-    assert model.layer2[0].bn1.training and model.training
     before = model.bn1.running_mean.clone()
     model(torch.randn(4, 3, 32, 32))
     assert torch.equal(model.bn1.running_mean, before)
     assert report.frozen_norm_layers == 5 and report.trainable < report.total
+    # a frozen layer computes what the batch-norm layer it replaced computes in evaluation mode
+    norm = torch.nn.BatchNorm2d(64).eval()
+    norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.weight.data.uniform_(0, 2)
+    x = torch.randn(2, 64, 5, 5)
+    assert torch.allclose(FrozenBatchNorm(norm).train()(x), norm(x), atol=1e-6)
+
+
+def test_freezing_keeps_checkpoints_loadable_both_ways():
+    """The state dict's keys are those of the unfrozen model (checkpoints written before freezing was a
+    module, and by unfrozen runs, load strictly into a frozen model, and a frozen run's into an unfrozen one)."""
+    unfrozen = create_model("resnet18", (3, 32, 32), 2)
+    frozen = create_model("resnet18", (3, 32, 32), 2)
+    apply_freeze(frozen, ["conv1", "bn1", "layer1"], None, "resnet18")
+    assert list(frozen.state_dict()) == list(unfrozen.state_dict())
+    with torch.no_grad():
+        unfrozen.bn1.running_var.fill_(3.0)
+    frozen.load_state_dict(unfrozen.state_dict())
+    assert torch.equal(frozen.bn1.running_var, torch.full((64,), 3.0))
+    unfrozen.load_state_dict(frozen.state_dict())
 
 
 def test_trainable_and_vgg_block_aliases():

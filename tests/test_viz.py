@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from cnnexp.cli import main
-from cnnexp.config.compose import compose_config
+from cnnexp.runner.compose import compose_config
 from cnnexp.data import create_dataset
 from cnnexp.engine import loggers
 from cnnexp.engine.curves import draw_curves
@@ -392,18 +393,47 @@ def test_viz_gradcam_files_and_tensorboard(cnnexp, run, workdir):
     Image.new("L", (47, 57), 90).save(workdir / "grey.png")
     result = cnnexp("viz", "gradcam", f"run={run}", "image=grey.png", "target=person_07", "tensorboard=true")
     assert result.code == 0, result.err
-    assert result.out.startswith(f"wrote {run / 'viz' / 'gradcam-grey.png'}  1. person_")
-    assert png_size(run / "viz" / "gradcam-grey.png")
+    assert result.out.startswith(f"wrote {run / 'viz' / 'gradcam-grey-person_07.png'}  1. person_")
+    assert png_size(run / "viz" / "gradcam-grey-person_07.png")
     events = EventAccumulator(str(run), size_guidance={"images": 0})
     events.Reload()
-    assert "viz/gradcam/grey" in events.Tags()["images"]
+    assert "viz/gradcam/grey-person_07" in events.Tags()["images"]
+
+
+def test_viz_gradcam_names_the_explained_class_and_the_layer(cnnexp, run, workdir, monkeypatch):
+    """The predicted class's picture and a target class's are two files; each title names its class and
+    the layer by its module name and kind, not a bare index."""
+    import cnnexp.viz.gradcam as gradcam_module
+
+    titles = []
+    drawn = gradcam_module.gradcam_figure
+    monkeypatch.setattr(gradcam_module, "gradcam_figure", lambda *a, **k: titles.append(a[2]) or drawn(*a, **k))
+    Image.new("L", (47, 57), 90).save(workdir / "grey.png")
+    top = cnnexp("viz", "gradcam", f"run={run}", "image=grey.png")
+    predicted = top.out.split("1. ")[1].split()[0]
+    other = "person_00" if predicted != "person_00" else "person_01"
+    assert cnnexp("viz", "gradcam", f"run={run}", "image=grey.png", f"target={other}").code == 0
+    assert {p.name for p in (run / "viz").glob("gradcam-grey-*.png")} >= {f"gradcam-grey-{other}.png",
+                                                                         f"gradcam-grey-{predicted}.png"}
+    assert f"Grad-CAM of '{predicted}' at " in titles[0] and f"Grad-CAM of '{other}' at " in titles[1]
+    assert re.search(r" at features(\.\d+)? \(\w+, \d+x\d+x\d+ maps\) ", titles[0]), titles[0]
+
+
+def test_gradcam_file_and_layer_names():
+    from torch import nn
+
+    from cnnexp.commands.viz import file_part, layer_description
+
+    assert file_part("(38, 43)") == "38_43" and file_part("person_07") == "person_07" and file_part("/") == "class"
+    assert layer_description("15", nn.ReLU(), (256, 6, 6)) == "layer 15 (ReLU, 256x6x6 maps)"
+    assert layer_description("features.5", nn.Tanh(), (50, 11, 8)) == "features.5 (Tanh, 50x11x8 maps)"
 
 
 def test_viz_help_and_cfg(cnnexp):
     result = cnnexp("viz", "--help")
     assert result.code == 0 and all(name in result.out for name in ("curves", "activations", "filters", "gradcam"))
     result = cnnexp("viz", "gradcam", "--help")
-    assert result.code == 0 and "Grad-CAM" in result.out and "target: top" in result.out
+    assert result.code == 0 and "Grad-CAM" in result.out and "\ntarget=top\n    top (each image" in result.out
     result = cnnexp("viz", "filters", "--cfg", "job", "channels=1,2")
     assert result.code == 0 and "picture: filters" in result.out and "- '1'" in result.out
 

@@ -36,12 +36,21 @@ def evaluate_run(cfg, out: Path, dataset_overrides: dict | None = None, restored
     run_trainer = restored.config.trainer
     batch_size = eval_batch_size(cfg.trainer.batch_size or run_trainer.eval_batch_size, float(run_trainer.eval_memory_mb),
                                  restored.model, restored.image_shape, restored.pipeline.augmentation.out_shape)
-    plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)
     tencrop = None
-    if cfg.eval.tencrop:
-        tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
-                                 cfg.eval.tencrop_reduce, cfg.eval.tencrop_mirror)
+    with restored.precision.autocast():
+        plain = plain_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size)
+        if cfg.eval.tencrop:
+            tencrop = tencrop_scores(restored.model, split.images, split.labels, restored.pipeline, batch_size,
+                                     cfg.eval.tencrop_reduce, cfg.eval.tencrop_mirror)
     return report(cfg, restored, split, plain, tencrop, out, ordered)
+
+
+def report_folder(cfg) -> Path:
+    """Where an eval config's report goes: <run>/eval/<split>[-tencrop|-fivecrop[-vote]][-<checkpoint>]."""
+    from cnnexp.utils.jobdirs import eval_dir
+
+    return Path(eval_dir(cfg.run, cfg.checkpoint, cfg.which, cfg.split, cfg.eval.tencrop, cfg.eval.tencrop_reduce,
+                         cfg.eval.tencrop_mirror))
 
 
 def report(cfg, restored: Restored, split, plain, tencrop, out: Path, ordered: bool = False) -> dict:
@@ -67,12 +76,13 @@ def report(cfg, restored: Restored, split, plain, tencrop, out: Path, ordered: b
 
 
 def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path) -> None:
-    from cnnexp.inference.reports import (percent, plot_confusion, plot_image_grid, write_confusion_csv,
+    from cnnexp.inference.reports import (plot_confusion, plot_image_grid, write_confusion_csv,
                                           write_per_class_csv, write_subgroup_csv)
 
     names = restored.class_names
     title = f"{restored.config.model.name} on {restored.config.dataset.name} {cfg.split}" + (
         f", {views_label(cfg)}" if result["tencrop"] else "")
+    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, out / "eval.json")
     write_per_class_csv(result["per_class"], out / "per_class.csv")
     write_confusion_csv(matrix, names, out / "confusion_matrix.csv")

@@ -19,7 +19,7 @@ def open_run(path: str | Path, device: str = "cpu", which: str = "best", checkpo
     """A train run folder (its `which` checkpoint, or `checkpoint`) or a checkpoint file, on `device`
     (cpu, cuda, auto); `overrides`: further predict keys (e.g. "resize=simple"). Raises RunError and
     ConfigError for a path or setting it cannot use."""
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
     from cnnexp.inference.open_run import open_run as restore
 
     run, file = (path, checkpoint) if Path(str(path)).expanduser().is_dir() else (None, path)
@@ -86,25 +86,14 @@ class Predictor:
     def evaluate(self, split: str = "test", tencrop: bool = False, *overrides: str) -> dict:
         """What `cnnexp eval` does (`run=... split=... [--tencrop] <overrides>`): prints the report, writes
         it to <run>/eval/<split>[-tencrop] and returns eval.json's record."""
-        from cnnexp.apis.evaluation import evaluate_run
-        from cnnexp.config.app import check_composes
-        from cnnexp.utils.jobdirs import eval_dir
+        from cnnexp.apis.evaluation import evaluate_run, report_folder
+        from cnnexp.runner.app import check_composes
+        from cnnexp.inference.open_run import dataset_overrides
 
         cfg = check_composes("eval", [*self.run_settings, f"split={split}", f"eval.tencrop={bool(tencrop)}",
                                       *overrides])
-        out = Path(eval_dir(cfg.run, cfg.checkpoint, cfg.which, cfg.split, cfg.eval.tencrop, cfg.eval.tencrop_reduce,
-                            cfg.eval.tencrop_mirror))
-        out.mkdir(parents=True, exist_ok=True)
-        restored = None if any(o.lstrip("+").startswith("dataset.") for o in overrides) else self.restored
-        dataset = {o.split("=", 1)[0].lstrip("+").split(".", 1)[1]: cfg_value(cfg, o) for o in overrides
-                   if o.lstrip("+").startswith("dataset.")}
-        return evaluate_run(cfg, out, dataset, restored)
-
-
-def cfg_value(cfg, override: str):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.select(cfg, override.split("=", 1)[0].lstrip("+"))
+        dataset = dataset_overrides(cfg, list(overrides))
+        return evaluate_run(cfg, report_folder(cfg), dataset, None if dataset else self.restored)
 
 
 def as_list(images) -> list:

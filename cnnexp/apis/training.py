@@ -28,6 +28,7 @@ CONFIG_NAME = "train"
 OUTPUTS = "outputs/train"  # where a run folder is made when none is given (as `cnnexp train` makes it)
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "augmentation", "device", "experiment")
 AUTO = "auto"  # trainer.resume=auto: continue this run folder's own last.pt when there is one
+LOG = "train.log"  # the run's console output, plain (conf/train.yaml turns Hydra's own log file off)
 
 
 def train(*overrides: str, run_dir: str | Path | None = None, on_evaluation: Callable | None = None) -> Run:
@@ -37,7 +38,7 @@ def train(*overrides: str, run_dir: str | Path | None = None, on_evaluation: Cal
     `on_evaluation(row)`: called after each evaluation with its history row. Raises a `cnnexp.errors`
     exception for bad input (ConfigError before anything is written), `Diverged`, or `Interrupted` when
     the kernel or process was interrupted (last.pt is saved; its message says how to resume)."""
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
 
     overrides = [str(o) for o in overrides]
     if any(o.lstrip("+~").startswith("hydra") for o in overrides):
@@ -75,7 +76,7 @@ def train_config(cfg, run_dir: Path, overrides: list[str], on_evaluation=None, f
     data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.limit)
     if main_process:
         save_config(cfg, run_dir)
-    reporter = ConsoleReporter() if main_process else ConsoleReporter(Console(quiet=True))
+    reporter = ConsoleReporter(log=run_dir / LOG) if main_process else ConsoleReporter(Console(quiet=True))
     parts = assemble_training(cfg, data, resuming=checkpoint is not None)
     trainer = Trainer(parts, run_dir, reporter)
     trainer.from_python = from_python
@@ -237,10 +238,12 @@ def schedule_line(scheduler) -> str:
 
 
 def regularisers_line(trainer_cfg) -> str:
-    """The training knobs that change the loss or the kept weights, only where they are on."""
+    """The training knobs that change the loss or the kept weights, only where they are on; the best
+    model's rule only when it is not the validation error (a tie broken by the loss or not: the line
+    stays within 80 columns)."""
     parts = [f"label smoothing {trainer_cfg.label_smoothing:g}"] if trainer_cfg.label_smoothing else []
     parts += [f"EMA {trainer_cfg.ema_decay:g}"] if trainer_cfg.ema_decay else []
-    parts += [f"best by {trainer_cfg.best_by}"] if trainer_cfg.best_by != "val_error" else []
+    parts += [f"best by {trainer_cfg.best_by}"] if not trainer_cfg.best_by.startswith("val_error") else []
     return "".join(f"  {part}" for part in parts)
 
 

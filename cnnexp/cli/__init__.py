@@ -1,7 +1,7 @@
 """`cnnexp <command> [tool] [overrides]`: pick the command and hand it the rest of the arguments.
 
 Every command module (see cnnexp/commands/__init__.py) has `main(argv)`: most are one Hydra app
-(`config.app.app_main`), `data` is one app per tool (`config.app.tools_main`), `viz` and `sweep` read
+(`runner.app.app_main`), `data` is one app per tool (`runner.app.tools_main`), `viz` and `sweep` read
 their first arguments themselves before they launch Hydra apps.
 """
 
@@ -9,7 +9,7 @@ import importlib
 import sys
 
 from cnnexp.commands import COMMANDS
-from cnnexp.config.app import DEBUG, describe
+from cnnexp.runner.app import DEBUG, describe
 from cnnexp.errors import CnnexpError
 from cnnexp.utils import tunings
 from cnnexp.utils.text import fold

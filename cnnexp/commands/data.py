@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnexp.config.app import tools_main
+from cnnexp.runner.app import tools_main
 
 HELP = "data tools: build-hdf5, build-shards (tar shards), from-video, show"
 

@@ -3,24 +3,25 @@ checked against the PyTorch model before it is kept."""
 
 from pathlib import Path
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 
 CONFIG_NAME = "export"
 HELP = "a trained run as ONNX or TorchScript with its preprocessing, checked"
-main = app_main("export", __name__)  # cnnexp export ... -> this module's Hydra app
+READ_ONLY = True  # composed once, run without a Hydra job (see runner/app.py)
+main = app_main("export", __name__)  # cnnexp export ... -> this module's app
 DEVICE = {"type": "cpu", "channels_last": False, "threads": None, "precision": "fp32", "compile": False}
 
 
-def run(cfg) -> None:
+def run(cfg, overrides: list[str]) -> None:
     from omegaconf import OmegaConf
 
     from cnnexp.export.package import export_run
     from cnnexp.export.writers import FORMATS
-    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
+    from cnnexp.inference.open_run import dataset_overrides, open_run
     from cnnexp.utils.runs import export_dir
 
     device = OmegaConf.create(DEVICE)  # the exported graph is the fp32 CPU network, whatever the run trained on
-    opened = open_run(cfg.run, cfg.checkpoint, cfg.which, device, hydra_dataset_overrides(cfg), cfg.resize, probe=True)
+    opened = open_run(cfg.run, cfg.checkpoint, cfg.which, device, dataset_overrides(cfg, overrides), cfg.resize, probe=True)
     default_out = export_dir(cfg.run, opened.checkpoint_path) / f"model{FORMATS[cfg.format]}"
     out = Path(cfg.out).expanduser() if cfg.out else default_out
     exported = export_run(opened, cfg.format, out, cfg.run, int(cfg.opset), bool(cfg.dynamic_batch))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 from cnnexp.utils.errors import UserError
 
 # torch, the data, features and inference layers are imported where used: `--help` and `--cfg job` go without.
@@ -56,18 +56,19 @@ def output_path(cfg) -> Path:
 
 def load_source(cfg):
     from cnnexp.features.extract import load_dataset, source_from_model, source_from_run
-    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
+    from cnnexp.inference.open_run import dataset_overrides, open_run
+    from cnnexp.utils.runs import current_overrides
 
     if cfg.model is not None:
         data = load_dataset(cfg.dataset, int(cfg.seed))
         return source_from_model(cfg, data), data
-    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg))
+    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides(cfg, current_overrides()))
     source = source_from_run(restored, cfg.dataset, cfg.run)
     return source, load_dataset(source.dataset_cfg, int(cfg.seed), source.image_shape)
 
 
 def chosen_splits(cfg, data) -> list[str]:
-    from cnnexp.data.image_data import SPLITS
+    from cnnexp.utils.choices import SPLITS
 
     asked = [str(s) for s in cfg.splits]
     unknown = [s for s in asked if s not in SPLITS]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 from cnnexp.utils.errors import UserError
 
 if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--help` and `--cfg job` go without
@@ -20,10 +20,12 @@ if TYPE_CHECKING:  # torch and the inference layer are imported where used: `--h
 CONFIG_NAME = "predict"
 HELP = "a run's best guesses for images (topk=, --json) or image=olivetti"
 FLAGS = {"--json": "json=true", "--tencrop": "tencrop=true"}
-main = app_main("predict", __name__)  # cnnexp predict ... -> this module's Hydra app
+READ_ONLY = True  # composed once, run without a Hydra job (see runner/app.py)
+main = app_main("predict", __name__)  # cnnexp predict ... -> this module's app
 
 
-def run(cfg) -> None:
+def run(cfg, overrides: list[str]) -> None:
+    """`overrides` (a read-only command's command line) go unused: predict reads image files, not data."""
     from cnnexp.inference.open_run import open_run
     from cnnexp.inference.scoring import require_crops
     from cnnexp.utils.runs import named_runs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.files import write_json_atomic
 from cnnexp.utils.runs import current_run_dir, save_config

@@ -1,6 +1,6 @@
 """`cnnexp serve`: a trained run as an HTTP service (POST /predict, /health, /info) with a web page at /."""
 
-from cnnexp.config.app import app_main
+from cnnexp.runner.app import app_main
 
 CONFIG_NAME = "serve"
 HELP = "an HTTP service with a web page for a trained run (port=8000)"

@@ -8,15 +8,16 @@ that apply. The pictures themselves are drawn by cnnexp/viz/ (one module per kin
 from __future__ import annotations
 
 import glob
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnexp.config.app import launch
+from cnnexp.runner.app import launch
 from cnnexp.utils import jobdirs
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.runs import claim_run_dir, current_run_dir
+from cnnexp.utils.runs import claim_run_dir
 from cnnexp.utils.text import fold
 
 if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--help` and `--cfg job` go without
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # torch and the drawing modules are imported where used: `--h
     from cnnexp.engine.assemble import Restored
 
 CONFIG_NAME = "viz"
+READ_ONLY = True  # composed once, run without a Hydra job (see runner/app.py)
 HELP = "pictures of a trained run: curves, activations, filters, gradcam"
 PICTURES = {
     "curves": "loss and error by epoch of one or more runs (run=<run>,<run>)",
@@ -71,7 +73,7 @@ def check(cfg) -> None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnnexp.config.compose import one_line
+    from cnnexp.runner.compose import one_line
     from cnnexp.schemas import PICTURE_SCHEMAS, typed
 
     if cfg.picture not in PICTURES:
@@ -83,21 +85,20 @@ def check(cfg) -> None:
     typed(settings)
 
 
-def run(cfg) -> None:
-    out = current_run_dir()
-    try:
-        check(cfg)
-        {"curves": curves, "activations": activations, "filters": filters, "gradcam": gradcam}[cfg.picture](cfg)
-    finally:
-        if jobdirs.is_scratch(out):
-            jobdirs.prune_empty(out, levels=1)
+def run(cfg, overrides: list[str]) -> None:
+    check(cfg)
+    if cfg.picture == "curves":
+        curves(cfg)
+        return
+    restored = restored_run(cfg, overrides)
+    {"activations": activations, "filters": filters, "gradcam": gradcam}[cfg.picture](cfg, restored)
 
 
 # ---- shared ------------------------------------------------------------------------------------
-def restored_run(cfg) -> Restored:
-    from cnnexp.inference.open_run import hydra_dataset_overrides, open_run
+def restored_run(cfg, overrides: list[str]) -> Restored:
+    from cnnexp.inference.open_run import dataset_overrides, open_run
 
-    return open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, hydra_dataset_overrides(cfg), cfg.get("resize"))
+    return open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides(cfg, overrides), cfg.get("resize"))
 
 
 def run_home(cfg, restored: Restored) -> Path:
@@ -186,12 +187,11 @@ def expand_runs(text: str) -> list[Path]:
     return [path]
 
 
-def activations(cfg) -> None:
+def activations(cfg, restored: Restored) -> None:
     from cnnexp.viz.activations import activations_figure, layer_activations
     from cnnexp.viz.common import conv_layers, find_layers, save_picture
     from cnnexp.viz.sources import pick_images
 
-    restored = restored_run(cfg)
     maps = layer_maps(restored)
     layers = find_layers(restored.model, [str(n) for n in names(cfg.layers, "layers")] or conv_layers(restored.model),
                          maps)
@@ -202,7 +202,8 @@ def activations(cfg) -> None:
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
         for picked in pictures:
-            caught = layer_activations(restored.model, model_input(restored, picked.image[None]), layers)
+            with restored.precision.autocast():
+                caught = layer_activations(restored.model, model_input(restored, picked.image[None]), layers)
             for name, feature_map in caught.items():
                 c, h, w = feature_map.shape
                 title = f"{picked.name}: {name}, {c} channels of {h}x{w} ({described(restored)})"
@@ -211,11 +212,10 @@ def activations(cfg) -> None:
                                    f"viz/activations/{picked.name}/{name}"))
 
 
-def filters(cfg) -> None:
+def filters(cfg, restored: Restored) -> None:
     from cnnexp.viz.common import conv_layers, find_layers, save_picture
     from cnnexp.viz.filters import AscentSettings, first_conv, gradient_ascent, kernels_figure, patterns_figure
 
-    restored = restored_run(cfg)
     model, pipeline = restored.model, restored.pipeline
     convs = conv_layers(model)
     if not convs:
@@ -233,8 +233,9 @@ def filters(cfg) -> None:
         kernels = kernels_figure(conv, f"{conv_name}: {conv.out_channels} kernels of {size} ({described(restored)})")
         wrote(save_picture(kernels, out_dir(cfg, home) / f"kernels-{conv_name}.png", tensorboard,
                            f"viz/kernels/{conv_name}"))
-        ascent = gradient_ascent(model, layer, channels, pipeline.augmentation.out_shape, normalised(pipeline),
-                                 restored.device, settings)
+        with restored.precision.autocast():
+            ascent = gradient_ascent(model, layer, channels, pipeline.augmentation.out_shape, normalised(pipeline),
+                                     restored.device, settings)
         title = (f"{layer_name}: input patterns maximising each channel's mean activation "
                  f"({settings.steps} steps, {described(restored)})")
         path = save_picture(patterns_figure(ascent, channels, title), out_dir(cfg, home) / f"patterns-{layer_name}.png",
@@ -257,17 +258,17 @@ def chosen_channels(cfg, count: int) -> list[int]:
     return [int(c) for c in wanted]
 
 
-def gradcam(cfg) -> None:
+def gradcam(cfg, restored: Restored) -> None:
     import torch
 
     from cnnexp.viz.common import find_layers, last_spatial_map, save_picture
     from cnnexp.viz.gradcam import grad_cam, gradcam_figure, top_guesses
     from cnnexp.viz.sources import pick_images
 
-    restored = restored_run(cfg)
     maps = layer_maps(restored)
     layer_name = str(cfg.layer) if cfg.layer is not None else last_spatial_map(maps)
     layer = find_layers(restored.model, [layer_name], maps)[layer_name]
+    where = layer_description(layer_name, layer, maps[layer_name])
     target = target_class(cfg, restored.class_names)
     alpha, topk = float(cfg.alpha), cfg.topk
     pictures = pick_images(cfg.image, restored)
@@ -277,15 +278,29 @@ def gradcam(cfg) -> None:
             chunk = pictures[start:start + BATCH]
             images = torch.stack([p.image for p in chunk])
             classes = None if target is None else torch.full((len(chunk),), target)
-            result = grad_cam(restored.model, model_input(restored, images), layer, classes)
+            with restored.precision.autocast():
+                result = grad_cam(restored.model, model_input(restored, images), layer, classes)
             views = restored.pipeline.views(images, train=False).round().clamp(0, 255).to(torch.uint8)
             for i, picked in enumerate(chunk):
                 explained = restored.class_names[result.classes[i]]
                 guesses = top_guesses(result.probs[i], restored.class_names, topk)
-                title = f"{picked.name}: Grad-CAM of '{explained}' at {layer_name} ({described(restored)})"
+                title = f"{picked.name}: Grad-CAM of '{explained}' at {where} ({described(restored)})"
                 figure = gradcam_figure(views[i], result.maps[i], title, guesses, alpha)
-                wrote(save_picture(figure, out_dir(cfg, home) / f"gradcam-{picked.name}.png", tensorboard,
-                                   f"viz/gradcam/{picked.name}"), f"  {guesses}")
+                name = f"{picked.name}-{file_part(explained)}"  # one picture per image and explained class
+                wrote(save_picture(figure, out_dir(cfg, home) / f"gradcam-{name}.png", tensorboard,
+                                   f"viz/gradcam/{name}"), f"  {guesses}")
+
+
+def layer_description(name: str, module, shape) -> str:
+    """A layer as a person reads it: `features.5 (Tanh, 50x11x8 maps)`, not a bare module index."""
+    label = f"layer {name}" if name.isdigit() else name
+    return f"{label} ({type(module).__name__}, {'x'.join(map(str, shape))} maps)"
+
+
+def file_part(text: str) -> str:
+    """A class name as part of a file name: runs of characters other than letters, digits, `.`, `_` and
+    `-` become one `_`, none at the ends (an age group `(38, 43)` -> `38_43`)."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("_") or "class"
 
 
 def target_class(cfg, class_names: list[str]) -> int | None:

@@ -2,15 +2,14 @@
 (`image_data`, `batches`, `stream`), the batched `transforms`, image files (`images`, `faces`) and the
 `tools/` behind `cnnexp data`.
 
-Add a dataset by dropping a module into `sources/` that decorates a factory with `@register_dataset`;
-the factory takes the `dataset` config node and the run's seed.
+Add a dataset by dropping a module into `sources/` that decorates a factory with `@register_dataset`
+(from `data/registry.py`); the factory takes the `dataset` config node and the run's seed.
 """
 
 from cnnexp.data.image_data import ImageData, Split
-from cnnexp.utils.registry import Registry
+from cnnexp.data.registry import DATASETS, register_dataset
 
-DATASETS = Registry("dataset", "cnnexp.data.sources")
-register_dataset = DATASETS.register
+DATASETS.discover("cnnexp.data.sources")
 list_datasets = DATASETS.names
 
 

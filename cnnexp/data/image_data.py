@@ -6,8 +6,6 @@ import torch
 
 from cnnexp.utils.errors import UserError
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
 class Split:

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from cnnexp.utils.choices import RESIZES
 from cnnexp.utils.errors import UserError
 
-RESIZE_MODES = ("simple", "aspect")
 SPLIT_DIRS = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
 OPENED = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")  # Pillow's names; JPEG includes MPO, PPM PBM/PGM/PFM
 OPENED_TEXT = "JPEG, PNG, GIF, BMP, TIFF, WebP, PBM/PGM/PPM/PAM/PFM"
@@ -75,8 +75,8 @@ def image_size(size) -> tuple[int, int]:
 def check_options(channels: int, resize: str) -> None:
     if channels not in (1, 3):
         raise UserError(f"channels={channels} must be 1 (grey) or 3 (RGB)")
-    if resize not in RESIZE_MODES:
-        raise UserError(f"resize={resize} is not one of: {', '.join(RESIZE_MODES)}")
+    if resize not in RESIZES:
+        raise UserError(f"resize={resize} is not one of: {', '.join(RESIZES)}")
 
 
 def pixel_limit(value, key: str) -> int:

@@ -19,7 +19,7 @@ from cnnexp.engine.distributed import Group
 from cnnexp.engine.early_stopping import make_early_stopping
 from cnnexp.engine.ema import WeightAverage
 from cnnexp.engine.evaluation import eval_batch_size
-from cnnexp.engine.precision import (Precision, autocast_forward, compile_model, prepare_for_inference,
+from cnnexp.engine.precision import (Precision, compile_model, prepare_for_inference,
                                      resolve_precision)
 from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import FreezeReport, apply_freeze, parameter_groups
@@ -40,7 +40,7 @@ class InferenceParts:
     pipeline: Pipeline  # uint8 images -> model input
     image_shape: tuple  # C, H, W of the uint8 images the pipeline takes
     device: torch.device
-    precision: Precision  # the autocast the model's forward runs under (device.precision)
+    precision: Precision  # device.precision: the autocast whoever runs the model enters
 
     def parts(self) -> dict:
         """The fields of these parts, to build a richer handle from them."""
@@ -198,7 +198,7 @@ def assemble_training(cfg, data: ImageData, resuming: bool = False) -> TrainingP
     channels_last = bool(cfg.device.channels_last)
     pipeline = Pipeline(augmentation, normalizer, channels_last)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    compile_model(autocast_forward(model, precision), bool(cfg.device.compile))
+    compile_model(model, bool(cfg.device.compile))
     scaler = precision.grad_scaler()
     sync_bn = bool(cfg.trainer.sync_bn)
     batchnorm = group.batchnorm_mode(model, device, sync_bn)

@@ -1,7 +1,7 @@
 """Training curves as a PNG: train/val loss and val/test error against epoch, the best epoch marked.
 
 The trainer keeps `curves.png` in the run folder up to date while it trains (see `CurvesPlot` in
-loggers.py, which hands the rows to `serve`, running in a low-priority process of its own, redrawing
+loggers.py, which hands the rows to `keep_drawing`, running in a low-priority process of its own, redrawing
 at most every few seconds) and `cnnexp viz curves` draws several runs on one figure with the same function.
 Rows are the trainer's history rows (`epoch`, `step`, `train_loss`, `val_loss`, `val_error`,
 `test_error`; a value may be None: the test split is only scored at a new best).
@@ -100,7 +100,7 @@ def draw_curves(histories: dict[str, list[dict]], path: Path, title: str) -> Non
 
 
 # ---- the drawing process: `python -m cnnexp.engine.curves <png> <title> <interval>` ---------------
-def serve(path: Path, title: str, interval: float, requests=sys.stdin, replies=sys.stdout,
+def keep_drawing(path: Path, title: str, interval: float, requests=sys.stdin, replies=sys.stdout,
           clock=time.monotonic) -> None:
     """Read history rows from `requests` (JSON lines {"seq": n, "rows": [new rows]}, then {"end": true})
     and keep the picture at `path` current, answering the last `seq` drawn on `replies`.
@@ -144,4 +144,4 @@ def serve(path: Path, title: str, interval: float, requests=sys.stdin, replies=s
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]))
+    keep_drawing(Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]))

@@ -1,6 +1,7 @@
 """Where a run reports: history.csv, curves.png, TensorBoard, and the rich console."""
 
 import csv
+import io
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from cnnexp.engine.curves import draw_curves
 from cnnexp.utils.files import display_path
-from cnnexp.utils.text import plural
+from cnnexp.utils.text import WIDTH, fold, percent, plural
 
 
 REDRAW_SECONDS = 5.0  # curves.png is redrawn at most this often while a run goes (and always at its end)
@@ -203,30 +204,47 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-def percent(fraction) -> str:
-    return "-" if fraction is None else f"{100 * fraction:.2f} %"
-
-
 def loss_text(loss: float | None) -> str:
     """The progress bar's training loss: the smoothed loss read so far, '-' before the first is read."""
     return "-" if loss is None else f"{loss:.4f}"
 
 
 class ConsoleReporter:
-    """The run as a user watches it: key config, a progress bar per epoch, a row per evaluation."""
+    """The run as a user watches it: key config, a progress bar per epoch, a row per evaluation. With
+    `log`, every line printed (not the transient progress bar) also goes to that file as plain text:
+    the run folder's train.log."""
 
     ROW = "{epoch:>6} {step:>8} {train_loss:>10} {val_loss:>9} {val_error:>9} {test_error:>10} {lr:>9} {ips:>9}"
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, log: Path | None = None):
         self.console = console or Console()
         self.header_printed = False
         self.notebook_line: NotebookProgress | None = None
+        self.log = log
+        self.log_console = Console(file=io.StringIO(), width=WIDTH, no_color=True, force_terminal=False,
+                                   highlight=False)
+
+    def print(self, *objects, **options) -> None:
+        """Print on the console and, plain, in the log."""
+        self.console.print(*objects, **options)
+        self.log_only(*objects, **options)
+
+    def log_only(self, *objects, **options) -> None:
+        """Append to the log what the console shows elsewhere (a diverged or interrupted run's last line)."""
+        if self.log is None:
+            return
+        self.log_console.print(*objects, **options)
+        buffer = self.log_console.file
+        with open(self.log, "a", encoding="utf-8") as log_file:
+            log_file.write(buffer.getvalue())
+        buffer.seek(0)
+        buffer.truncate()
 
     def start(self, summary: dict) -> None:
         table = Table(title="cnnexp train", show_header=False, box=None)
         for key, value in summary.items():
             table.add_row(f"[bold]{key}[/]", str(value))
-        self.console.print(table)
+        self.print(table)
 
     def progress(self):
         """The epoch's progress bar: rich's in a terminal, a line updated in place in a Jupyter notebook
@@ -243,7 +261,7 @@ class ConsoleReporter:
 
     def eval_row(self, row: dict, improved: bool) -> None:
         if not self.header_printed:
-            self.console.print(self.ROW.format(epoch="epoch", step="step", train_loss="train loss",
+            self.print(self.ROW.format(epoch="epoch", step="step", train_loss="train loss",
                                                val_loss="val loss", val_error="val err", test_error="test err",
                                                lr="lr", ips="img/s"), style="bold")
             self.header_printed = True
@@ -252,18 +270,18 @@ class ConsoleReporter:
             val_loss=f"{row['val_loss']:.4f}", val_error=percent(row["val_error"]),
             test_error=percent(row["test_error"]), lr=f"{row['lr']:.3g}", ips=f"{row['images_per_second']:.0f}",
         )
-        self.console.print(text + ("  *" if improved else ""), highlight=False)
+        self.print(text + ("  *" if improved else ""), highlight=False)
 
     def finish(self, metrics: dict, run_dir: Path) -> None:
         if metrics.get("best_epoch") is not None:
-            self.console.print(
+            self.print(
                 f"Best validation error {percent(metrics['best_val_error'])} at epoch {metrics['best_epoch']} "
                 f"(step {metrics['best_step']}), test error {percent(metrics['test_error'])}",
                 style="bold green", highlight=False, soft_wrap=True,
             )
-        self.console.print(
+        self.print(fold(
             f"{plural(metrics['epochs_run'], 'epoch')} in {metrics['train_seconds']:.1f} s "
-            f"({metrics['images_per_second']:.0f} img/s); run folder: {display_path(run_dir)}", highlight=False, soft_wrap=True,
+            f"({metrics['images_per_second']:.0f} img/s); run folder: {display_path(run_dir)}"), highlight=False, soft_wrap=True,
         )
 
 

@@ -1,13 +1,14 @@
 """Numeric precision and compilation of a model: `device.precision` and `device.compile`.
 
-Mixed precision runs the forward pass (and the loss) under `torch.autocast`; the parameters, the
-optimizer state and so the checkpoints stay float32. fp16 needs a gradient scaler and a CUDA GPU; bf16
+Mixed precision runs the forward pass under `torch.autocast`, entered by the code that runs the model
+(the training step and evaluation in engine/trainer.py; scores, features and pictures through the
+run's `precision`): the model itself is left as it is, so its methods, hooks and state_dict keys are
+the class's own. The parameters, the optimizer state and so the checkpoints stay float32. fp16 needs a gradient scaler and a CUDA GPU; bf16
 runs on CPU and CUDA. `auto` picks bf16 only where it was measured faster and no less accurate (a CPU
 with AMX tile units; a CUDA GPU with bfloat16), else fp32, and says why (docs/results/precision.md).
 """
 
 import sys
-import types
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ class Precision:
     reason: str = ""  # why `auto` chose it; empty when the user named it
 
     def autocast(self):
-        """The context for a forward pass (and loss) at this precision."""
+        """The context for a forward pass at this precision (`with precision.autocast(): model(x)`);
+        outputs may be bfloat16/float16: the callers take `.float()` before losses and scores."""
         if self.name == "fp32":
             return nullcontext()
         return torch.autocast(self.device_type, dtype=DTYPES[self.name])
@@ -78,26 +80,6 @@ def cpu_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return None
 
 
-def autocast_forward(model: torch.nn.Module, precision: Precision) -> torch.nn.Module:
-    """Make `model(x)` run under `precision`'s autocast and return float32 outputs, in place.
-
-    Setting the instance's forward (not wrapping the module) keeps parameter names, forward hooks on
-    its layers and state_dict keys as they are, so every caller (training, eval, predict, serve,
-    features, viz) gets the same behaviour from this one call. It is a method bound to the model, so
-    a copy.deepcopy of the model (an EMA copy, say) runs its own weights at the same precision.
-    """
-    if precision.name == "fp32":
-        return model
-
-    def forward_at_precision(self, *args, **kwargs):
-        with precision.autocast():
-            out = type(self).forward(self, *args, **kwargs)
-        return out.float() if isinstance(out, torch.Tensor) else out
-
-    model.forward = types.MethodType(forward_at_precision, model)
-    return model
-
-
 def compile_model(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     """torch.compile the module in place (nn.Module.compile): its state_dict keys stay those of the
     eager model, so compiled and eager runs load each other's checkpoints."""
@@ -120,10 +102,11 @@ def check_compiler() -> None:
 
 
 def prepare_for_inference(model: torch.nn.Module, device_cfg, device: torch.device) -> Precision:
-    """The device config's precision and compile switches applied to a model on `device` (eval, predict,
-    serve, features, viz); `auto` says on stderr what it chose, so a command's output stays clean."""
+    """The precision a model on `device` runs under (the callers enter its autocast) and the compile
+    switch applied (eval, predict, serve, features, viz); `auto` says on stderr what it chose, so a
+    command's output stays clean."""
     precision = resolve_precision(device_cfg, device)
     if precision.reason:
         print(f"device.precision=auto: {precision.describe()}", file=sys.stderr)
-    compile_model(autocast_forward(model, precision), bool(device_cfg.compile))
+    compile_model(model, bool(device_cfg.compile))
     return precision

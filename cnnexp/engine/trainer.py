@@ -121,6 +121,9 @@ class Trainer:
                         self._stop_if_requested()
                         self.train_one_epoch()
                     return self.finish(diverged=False)
+            except (Diverged, Interrupted) as exc:
+                self.reporter.log_only(str(exc), highlight=False, soft_wrap=True)
+                raise
             finally:
                 self.loggers.close()
 
@@ -223,8 +226,9 @@ class Trainer:
 
     def train_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.model.train()
-        # the model's forward runs under autocast (engine/precision.py); the loss sees float32 logits
-        loss = self.group.loss(self.train_model(inputs), labels, self.global_batch, self.label_smoothing)
+        with self.parts.precision.autocast():  # the forward at device.precision; the loss sees float32 logits
+            logits = self.train_model(inputs).float()
+        loss = self.group.loss(logits, labels, self.global_batch, self.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
@@ -268,9 +272,11 @@ class Trainer:
 
     def evaluate(self, split: str) -> tuple[float, float]:
         """Loss and error of the model on a split; over all ranks of a data-parallel run (each its share)."""
-        if not self.group.active:
-            return evaluate(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size)
-        return evaluate_shard(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size, self.group)
+        with self.parts.precision.autocast():
+            if not self.group.active:
+                return evaluate(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size)
+            return evaluate_shard(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size,
+                                  self.group)
 
     def validate(self, epoch: int, images_per_second: float) -> None:
         self._flush_losses()

@@ -4,7 +4,7 @@ divide by `std`, NCHW float32; `output` names what comes out (logits: softmax gi
 
 from pathlib import Path
 
-from cnnexp import __version__
+from cnnexp._version import __version__
 from cnnexp.data.transforms import Normalizer
 
 

@@ -160,7 +160,8 @@ def write_split(writer, extractor, source: Source, split, name: str, batch_size:
     task = progress.add_task(f"{name:<5}", total=n)
     done = 0
     for chunk in split.images.split(batch_size):
-        features = features_of(extractor, source.pipeline, chunk.to(source.device), tencrop)
+        with source.precision.autocast():
+            features = features_of(extractor, source.pipeline, chunk.to(source.device), tencrop)
         if features.shape[1] != extractor.choice.dim:
             raise UserError(f"the layer gave {features.shape[1]} values an image for these images, not the "
                             f"{extractor.choice.dim} it gave for {shape_text(source.image_shape)}; use images of one size")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnexp.data.image_data import SPLITS
+from cnnexp.utils.choices import SPLITS
 from cnnexp.utils.errors import UserError
 
 FORMAT = "cnnexp-features"

@@ -12,9 +12,10 @@ BATCH = 256  # images per forward pass
 def class_probs(restored: Restored, images: torch.Tensor, tencrop: bool = False, mirror: bool = True) -> torch.Tensor:
     """N x K probabilities for uint8 images of the run's training size."""
     images = images.to(restored.device)
-    if tencrop:
-        return tencrop_scores(restored.model, images, None, restored.pipeline, BATCH, mirror=mirror).probs.cpu()
-    return plain_scores(restored.model, images, None, restored.pipeline, BATCH).probs.cpu()
+    with restored.precision.autocast():
+        if tencrop:
+            return tencrop_scores(restored.model, images, None, restored.pipeline, BATCH, mirror=mirror).probs.cpu()
+        return plain_scores(restored.model, images, None, restored.pipeline, BATCH).probs.cpu()
 
 
 def top_guesses(probs: torch.Tensor, names: list[str], k: int) -> list[list[dict]]:

@@ -54,9 +54,8 @@ def open_probe(path: Path, device_cfg) -> Restored:
     return Restored(**source.parts(), config=config, class_names=list(attrs["label_names"]), checkpoint_path=path)
 
 
-def hydra_dataset_overrides(cfg) -> dict:
-    """The `dataset.*` keys given on this command's line (e.g. `dataset.root=...`), with their values."""
-    from hydra.core.hydra_config import HydraConfig
-
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task]
+def dataset_overrides(cfg, overrides: list[str]) -> dict:
+    """The `dataset.*` keys among a command line's `overrides` (e.g. `dataset.root=...`), with their
+    values in `cfg`."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     return {k.split(".", 1)[1]: OmegaConf.select(cfg, k) for k in keys if k.startswith("dataset.")}

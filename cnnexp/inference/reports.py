@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from cnnexp.utils.text import WIDTH
+from cnnexp.utils.text import WIDTH, percent
 
 MAX_TICK_LABELS = 60  # more classes than this: the heat map shows no class names
 GRID_COLUMNS = 8
@@ -105,10 +105,6 @@ def plot_image_grid(images: torch.Tensor, captions: list[str], path: Path, title
             ax.set_title(captions[i], fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f} %"
 
 
 def change(before, after, is_fraction: bool = True) -> str:

@@ -3,6 +3,8 @@
 A factory takes `in_shape=(C, H, W)` and `num_classes` (told by the dataset) plus its own config
 keys, and returns an `nn.Module` producing logits. Add a model with one new module here:
 
+    from cnnexp.models.registry import register_model
+
     @register_model
     def mynet(in_shape, num_classes, *, width: int = 32): ...
 
@@ -10,10 +12,9 @@ Every model config also takes the keys in COMMON_MODEL_KEYS (weights to start fr
 engine handles those (models/weights.py, models/freeze.py), so factories never see them.
 """
 
-from cnnexp.utils.registry import Registry
+from cnnexp.models.registry import MODELS, register_model
 
-MODELS = Registry("model", "cnnexp.models")
-register_model = MODELS.register
+MODELS.discover("cnnexp.models")
 list_models = MODELS.names
 
 

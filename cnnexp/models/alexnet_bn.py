@@ -4,7 +4,7 @@ with Python) writes it in Keras: each conv and dense layer is followed by ReLU t
 
 from torch import nn
 
-from cnnexp.models import register_model
+from cnnexp.models.registry import register_model
 from cnnexp.models._layers import check_fractions, check_lengths, check_sizes, flat_size
 from cnnexp.models.lenet import LeNet
 

@@ -4,7 +4,7 @@ three 5x5 conv layers with 2x2 max-pooling, then a tall dense stack with dropout
 from torch import nn
 
 from cnnexp.utils.errors import UserError
-from cnnexp.models import register_model
+from cnnexp.models.registry import register_model
 from cnnexp.models._layers import check_fractions, check_sizes, flat_size
 from cnnexp.models.lenet import LeNet
 

@@ -3,13 +3,15 @@
 Prefixes are module names as `model.named_modules()` spells them (`features`, `layer4`,
 `features.24`, `classifier.0`), matched at dots (`layer1` does not match `layer10`), plus the
 aliases a model declares in `module_aliases` (VGG's `block1`..`block5`). A frozen parameter gets
-`requires_grad=False` (so no gradient and no place in the optimizer); a frozen batch-norm layer stays
-in evaluation mode through `model.train()`, so its running statistics never change.
+`requires_grad=False` (so no gradient and no place in the optimizer); a frozen batch-norm layer is
+replaced by a `FrozenBatchNorm` (as timm's `freeze_batch_norm_2d` does), which normalises with its
+running statistics in training as in evaluation, so they never change.
 """
 
-import types
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -58,9 +60,10 @@ def apply_freeze(model: nn.Module, freeze, trainable, model_name: str) -> Freeze
     for name, param in model.named_parameters():
         if is_frozen(name):
             param.requires_grad_(False)
-    norm_layers = [m for name, m in model.named_modules() if isinstance(m, _BatchNorm) and is_frozen(name)]
-    for layer in norm_layers:
-        keep_in_eval_mode(layer)
+    norm_layers = [name for name, m in model.named_modules()
+                   if isinstance(m, _BatchNorm) and m.track_running_stats and is_frozen(name)]
+    for name in norm_layers:
+        swap_module(model, name, FrozenBatchNorm(model.get_submodule(name)))
     params = list(model.parameters())
     report = FreezeReport(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params),
                           len(norm_layers))
@@ -70,14 +73,29 @@ def apply_freeze(model: nn.Module, freeze, trainable, model_name: str) -> Freeze
     return report
 
 
-def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    return nn.Module.train(self, False)
+class FrozenBatchNorm(nn.Module):
+    """A batch-norm layer with fixed statistics and affine: it normalises with the running mean and
+    variance whatever its mode (timm's FrozenBatchNorm2d, for any input rank the replaced layer took).
+    Its tensors are the replaced layer's under the same names (weight and bias stay parameters, frozen;
+    running_mean, running_var, num_batches_tracked stay buffers), so checkpoints load across freezing."""
+
+    def __init__(self, norm: _BatchNorm):
+        super().__init__()
+        self.num_features, self.eps = norm.num_features, norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, getattr(norm, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
 
 
-def keep_in_eval_mode(layer: nn.Module) -> None:
-    """`layer.train()` (and a parent's `model.train()`) leaves this layer in evaluation mode."""
-    layer.train = types.MethodType(_stay_in_eval, layer)
-    layer.eval()
+def swap_module(model: nn.Module, name: str, replacement: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, replacement)
 
 
 def head_prefix(model: nn.Module) -> str:

@@ -6,7 +6,7 @@ import math
 from torch import nn
 
 from cnnexp.utils.errors import UserError
-from cnnexp.models import register_model
+from cnnexp.models.registry import register_model
 from cnnexp.models._layers import check_fractions, check_sizes, flat_size, make_activation
 
 

@@ -4,7 +4,7 @@ two dense layers with dropout, for 227x227 RGB faces."""
 
 from torch import nn
 
-from cnnexp.models import register_model
+from cnnexp.models.registry import register_model
 from cnnexp.models._layers import LocalResponseNorm, check_fractions, check_lengths, check_sizes, flat_size
 from cnnexp.models.lenet import LeNet
 

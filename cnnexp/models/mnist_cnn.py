@@ -3,7 +3,7 @@ dense 1024 / 256 / 50 with dropout."""
 
 from torch import nn
 
-from cnnexp.models import register_model
+from cnnexp.models.registry import register_model
 from cnnexp.models._layers import check_fractions, check_sizes, flat_size
 from cnnexp.models.lenet import LeNet
 

@@ -4,7 +4,7 @@ average pooling, so any input size works (the dogs-vs-cats experiment's stand-in
 from torch import nn
 
 from cnnexp.utils.errors import UserError
-from cnnexp.models import register_model
+from cnnexp.models.registry import register_model
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from torch import nn
 
-from cnnexp.models import register_model
+from cnnexp.models._weight_files import Weights, torch_load, unwrap
+from cnnexp.models.registry import register_model
 from cnnexp.utils.errors import UserError
 
 TIMM_HUB = "timm"  # model.weights=timm: timm's pretrained weights for the architecture (hub download)
@@ -70,8 +71,8 @@ def efficientnet_lite0(in_shape, num_classes, *, dropout: float = 0.2):
     return model
 
 
-@register_model
-def timm(in_shape, num_classes, *, arch: str = "resnet18", dropout: float = 0.0, drop_path: float = 0.0):
+@register_model(name="timm")  # model=timm; the function is not named timm, which would hide the library
+def timm_model(in_shape, num_classes, *, arch: str = "resnet18", dropout: float = 0.0, drop_path: float = 0.0):
     """Any timm architecture (`arch`, e.g. resnet50, convnext_tiny, efficientnet_b0; timm's pretrained tag
     may follow a dot: convnext_tiny.fb_in1k), its head made for the class count; `dropout` before the
     head, `drop_path` stochastic depth where the architecture has it."""
@@ -166,8 +167,6 @@ def packaged_file(entry: PackagedWeights) -> Path:
 
 def imagenet_lite0(source: str):
     """The packaged ImageNet weights under timm's names, with their preprocessing."""
-    from cnnexp.models.weights import Weights, torch_load, unwrap
-
     entry = LITE0_IMAGENET
     path = packaged_file(entry)
     tensors = lite0_to_timm(unwrap(torch_load(path), path))
@@ -177,8 +176,6 @@ def imagenet_lite0(source: str):
 
 def timm_hub(source: str, arch: str, download: bool):
     """timm's pretrained weights for `arch` (its hub download or cache), with their preprocessing."""
-    from cnnexp.models.weights import Weights
-
     give_file = "or give model.weights=<a .pth/.safetensors file of the same architecture>"
     if not download:
         raise UserError(f"model.weights={TIMM_HUB} downloads timm's weights for {arch}, but model.download=false; "
@@ -194,7 +191,7 @@ def timm_hub(source: str, arch: str, download: bool):
     return Weights(model.state_dict(), source, "timm", str(where), normalization, list(cfg["input_size"][1:]))
 
 
-def named_weights(source: str, model_cfg) -> object | None:
+def named_weights(source: str, model_cfg) -> Weights | None:
     """`model.weights` names (not files) that timm models answer: `imagenet` for efficientnet_lite0,
     `timm` for model=timm. None: the name is not one of them."""
     name = model_cfg.get("name")

@@ -13,7 +13,7 @@ tutorial run (LeNet on Olivetti) spends elsewhere on starting up."""
 from torch import nn
 
 from cnnexp.utils.errors import UserError
-from cnnexp.models import register_model
+from cnnexp.models.registry import register_model
 
 
 def one_channel_conv(conv: nn.Conv2d, channels: int) -> nn.Conv2d:

@@ -25,26 +25,14 @@ from urllib.parse import urlparse
 
 import torch
 
+from cnnexp.models._weight_files import Weights, strip_prefixes, torch_load, unwrap
+from cnnexp.models.timm_models import named_weights
 from cnnexp.utils.checkpoint import Checkpoint, format_version
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import find_checkpoint
-from cnnexp.utils.safe_load import safe_torch_load
+from cnnexp.utils.text import listing
 
-PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
-WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 SHOWN = 4  # names listed per kind in a report line
-
-
-@dataclass
-class Weights:
-    """Tensors read from a source, with what is known of how they were trained."""
-
-    tensors: dict
-    source: str  # as the user gave it
-    kind: str  # file | safetensors | torchvision | run | package | timm
-    path: str
-    normalization: dict | None = None  # Normalizer.state_dict() form: mode, mean, std (0..255 units)
-    input_size: list[int] | None = None  # H, W the weights were trained at, when known
 
 
 @dataclass
@@ -68,16 +56,11 @@ class LoadReport:
         for label, names in (("summed RGB->grey", self.summed_to_grey), ("dropped (shape differs)", self.dropped),
                              ("not in the file", self.missing), ("unused", self.unused)):
             if names:
-                parts.append(f"{label} {listing(names)}")
+                parts.append(f"{label} {listing(names, SHOWN)}")
         return "; ".join(parts)
 
     def record(self) -> dict:
         return asdict(self)
-
-
-def listing(names: list[str]) -> str:
-    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-    return ", ".join(names[:SHOWN]) + more
 
 
 # ---- reading ---------------------------------------------------------------------------------------
@@ -97,42 +80,12 @@ def read_weights(source: str, model_name: str, download: bool = True, model_cfg=
     if looks_like_path(str(source)):
         raise UserError(f"model.weights={source}: no such file or folder; give a .pth/.pt/.safetensors file, a "
                         "cnnexp run folder, or a torchvision weights name such as IMAGENET1K_V1")
-    from cnnexp.models.timm_models import named_weights
-
     named = named_weights(str(source), model_cfg if model_cfg is not None else {"name": model_name, "download": download})
     return named if named is not None else read_torchvision(str(source), model_name, download)
 
 
 def looks_like_path(source: str) -> bool:
     return "/" in source or "\\" in source or Path(source).suffix.lower() in (".pt", ".pth", ".safetensors", ".bin")
-
-
-def torch_load(path: Path):
-    """torch.load with weights_only=True: only tensors and plain containers; code is refused."""
-    return safe_torch_load(path, "weights file", "use a plain state dict (torch.save(model.state_dict(), path)) "
-                                                 "or a .safetensors file")
-
-
-def unwrap(obj, path: Path) -> dict:
-    """The state dict inside a loaded file, with wrapper prefixes removed."""
-    for key in WRAPPER_KEYS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
-    if not tensors:
-        raise UserError(f"{path} holds no state dict (no named tensors); save one with "
-                        "torch.save(model.state_dict(), path)")
-    return strip_prefixes(tensors)
-
-
-def strip_prefixes(tensors: dict) -> dict:
-    out = {}
-    for name, tensor in tensors.items():
-        while name.startswith(PREFIXES):
-            name = name.split(".", 1)[1]
-        out[name] = tensor
-    return out
 
 
 def read_safetensors(path: Path) -> dict:
@@ -231,7 +184,7 @@ def load_weights(model: torch.nn.Module, weights: Weights, model_name: str) -> L
     report.unused = sorted(weights.tensors.keys() - state.keys())
     if not report.loaded and not report.summed_to_grey:
         raise UserError(f"no tensor of {weights.source} fits model {model_name} (the file has "
-                        f"{listing(sorted(weights.tensors))}; the model wants {listing(list(state))}); "
+                        f"{listing(sorted(weights.tensors), SHOWN)}; the model wants {listing(list(state), SHOWN)}); "
                         "use weights of the same architecture")
     model.load_state_dict(state)
     return report

@@ -10,10 +10,9 @@ from omegaconf import MISSING
 from cnnexp.schemas.checks import Checked, at_least, one_of, positive
 from cnnexp.schemas.run import DeviceSchema
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.jobdirs import SPLITS
+from cnnexp.utils.choices import RESIZES, SPLITS
 
 TENCROP_REDUCTIONS = ("mean", "vote")  # eval.tencrop_reduce: average the ten views' softmax, or let them vote
-RESIZES = ("aspect", "simple")  # how a user's image is brought to the run's size
 BACKENDS = ("torch", "onnxruntime")  # what runs the served model's forward pass
 EXPORT_FORMATS = ("onnx", "torchscript")
 

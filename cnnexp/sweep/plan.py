@@ -86,7 +86,7 @@ def seeds_of(plan: Plan, seeds) -> list[str]:
 
 def check_plan(plan: Plan) -> None:
     """Compose the train config with every value of every key once, so a typo is one line, up front."""
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
 
     first = {key: values[0] for key, values in plan.grid.items()}
     variants = [first] + [{**first, key: v} for key, values in plan.grid.items() for v in values[1:]]

@@ -20,10 +20,11 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
 from cnnexp.sweep.folders import finished_runs, read_json, write_sweep_json
 from cnnexp.sweep.plan import Plan, check_plan, make_plan, parse_overrides
 from cnnexp.sweep.summary import summarize
-from cnnexp.config.app import launch as launch_app
+from cnnexp.runner.app import launch as launch_app
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
 from cnnexp.utils.text import plural
@@ -61,7 +62,7 @@ def is_swept(arg: str) -> bool:
 
 
 def compose_settings(args: list[str]):
-    from cnnexp.config.compose import compose_config
+    from cnnexp.runner.compose import compose_config
 
     return compose_config(CONFIG_NAME, args)
 
@@ -147,6 +148,7 @@ def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run) -> Non
         f"hydra.sweep.dir='{sweep_dir}'",
         "hydra.sweep.subdir=${hydra.job.override_dirname}",
         f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
+        SUMMARY_OFF,
         *hydra_args,
     ]
     job = SimpleNamespace(CONFIG_NAME="train", run=partial(run_point, train_run=train_run))

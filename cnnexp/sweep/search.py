@@ -105,7 +105,7 @@ def check_settings(settings) -> None:
 def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
     """Check the search settings and the space before anything is written: (fixed overrides, space).
     The train config is composed with each categorical value and each bound once, so a typo is one line."""
-    from cnnexp.config.app import check_composes
+    from cnnexp.runner.app import check_composes
 
     check_settings(settings)
     try:  # an optional dependency: say how to get it before anything is written
@@ -198,7 +198,8 @@ class Objective:
     def __call__(self, trial, system_attrs: dict) -> tuple:
         from optuna.trial import TrialState
 
-        from cnnexp.config.app import launch
+        from cnnexp.runner.app import launch
+        from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
 
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         folder = self.sweep_dir / f"trial-{system_attrs.get('failed_trial', trial.number):04d}"
@@ -207,7 +208,7 @@ class Objective:
             overrides.append("seed=0")
         job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run))
         launch("sweep", job, ["--multirun", *overrides, f"hydra.sweep.dir='{self.sweep_dir}'",
-                              f"hydra.sweep.subdir={folder.name}", *self.hydra_args])
+                              f"hydra.sweep.subdir={folder.name}", SUMMARY_OFF, *self.hydra_args])
         metrics, failed = read_json(folder / "metrics.json"), read_json(folder / "failed.json")
         if isinstance(metrics, dict) and metrics.get("pruned"):
             return TrialState.PRUNED, None

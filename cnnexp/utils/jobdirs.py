@@ -1,10 +1,10 @@
-"""Output folders for commands that read a run instead of starting one (eval, predict).
+"""Output folders for commands that read a run instead of starting one (eval, predict, ...).
 
-Hydra creates `hydra.run.dir` before a job starts, so the folder is computed by a resolver from the
-job's own keys: `eval` writes into `<run>/eval/<split>[-tencrop|-fivecrop[-vote]][-<checkpoint>]`;
-`predict` only prints, so it gets an empty scratch folder that it removes again. When the run named does not
-exist, the resolver answers with a scratch folder too: the job then fails with a one-line error and
-nothing is left behind, neither under outputs/ nor beside a mistyped path.
+`eval` writes into `<run>/eval/<split>[-tencrop|-fivecrop[-vote]][-<checkpoint>]` (computed from its
+keys, by a resolver where a multirun's Hydra job folders need it); commands that only print or write
+where they are told get an empty scratch folder as their Hydra job folder, removed again. When the run
+named does not exist, the eval folder is a scratch folder too: the job then fails with a one-line
+error and nothing is left behind, neither under outputs/ nor beside a mistyped path.
 """
 
 import tempfile
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-SPLITS = ("train", "val", "test")
+from cnnexp.utils.choices import SPLITS
+
 SCRATCH_PREFIX = "cnnexp-"
 
 
@@ -59,7 +60,7 @@ def prune_empty(path: Path, levels: int) -> None:
 
 
 def register() -> None:
-    """Called once when cnnexp.config is imported (see cnnexp/config/__init__.py)."""
+    """Called once when cnnexp.runner is imported (see cnnexp/runner/__init__.py)."""
     for name, fn in (("cnnexp_eval_dir", eval_dir), ("cnnexp_scratch_dir", scratch_dir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=True)

@@ -1,4 +1,8 @@
-"""A tiny name -> factory registry (timm style) shared by models and datasets."""
+"""A tiny name -> factory registry (timm style) shared by models and datasets.
+
+The registry lives in a module of its own (`models/registry.py`, `data/registry.py`) that the entries
+import to register; the package above them (`models/__init__.py`, `data/__init__.py`) names where the
+entries are with `discover`, so an entry never imports the module that imports it."""
 
 import importlib
 import inspect
@@ -9,9 +13,9 @@ from cnnexp.utils.errors import ConfigError
 
 
 class Registry:
-    def __init__(self, kind: str, package: str):
+    def __init__(self, kind: str):
         self.kind = kind
-        self.package = package
+        self.package = None
         self._factories: dict[str, Callable] = {}
         self._imported = False
 
@@ -24,9 +28,13 @@ class Registry:
 
         return add(fn) if fn is not None else add
 
+    def discover(self, package: str) -> None:
+        """Import every public module of `package` (a dotted name) on the first lookup, so one new file is
+        all a new entry needs."""
+        self.package = package
+
     def _import_all(self):
-        """Import every module of the package once, so one new file is all a new entry needs."""
-        if self._imported:
+        if self._imported or self.package is None:
             return
         self._imported = True
         pkg = importlib.import_module(self.package)

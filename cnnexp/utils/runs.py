@@ -2,6 +2,7 @@
 config and checkpoints (no torch import, so commands can check a `run=` before anything heavy)."""
 
 import json
+import os
 import re
 from contextlib import contextmanager
 from datetime import datetime
@@ -38,15 +39,35 @@ def claimed_run_dirs() -> set[str]:
     return set(_CLAIMED)
 
 
+DATA_ROOT = "CNNEXP_DATA"  # the environment variable naming the folder that holds the datasets
+
+
+def data_folder(name: str, fallback=None):
+    """`${cnnexp_data:mnist,data/mnist}`: `$CNNEXP_DATA/mnist` when CNNEXP_DATA is set (a dataset default
+    that works from any folder), else the fallback (a path relative to the working folder, or null:
+    the dataset must be named)."""
+    root = os.environ.get(DATA_ROOT)
+    return str(Path(root).expanduser() / name) if root else fallback
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("cnnexp_run_dir"):
         OmegaConf.register_new_resolver("cnnexp_run_dir", claim_run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("cnnexp_data"):
+        OmegaConf.register_new_resolver("cnnexp_data", data_folder)
 
 
 def current_run_dir() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def current_overrides() -> list[str]:
+    """The key=value overrides of the running Hydra job (its command line's, or a multirun's job's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
 
 
 def refuse_used_run_dir(run_dir: Path) -> None:

@@ -11,9 +11,15 @@ def shape_text(shape) -> str:
     return "x".join(str(v) for v in shape)
 
 
-def listing(items: list[str]) -> str:
-    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
-    return ", ".join(items[:SHOWN]) + more
+def listing(items: list[str], shown: int = SHOWN) -> str:
+    """The first `shown` items, then "and N more"."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def percent(fraction) -> str:
+    """0.0525 -> "5.25 %"; None -> "-"."""
+    return "-" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 def preview(names) -> str:

@@ -32,7 +32,7 @@ def grad_cam(model: nn.Module, inputs: torch.Tensor, layer: nn.Module,
              classes: torch.Tensor | None = None) -> CamResult:
     """Grad-CAM of `classes` (default: each input's predicted class) at `layer`, for model inputs N x C x H x W."""
     with examined(model), torch.enable_grad(), LayerOutput(layer, as_leaf=True) as caught:
-        logits = model(inputs)
+        logits = model(inputs).float()
         if caught.value is None:
             raise RuntimeError("the layer was not reached by the forward pass")
         classes = logits.argmax(1) if classes is None else classes.to(logits.device)

@@ -12,7 +12,7 @@ from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.inference.inputs import fit, image_files, load
 from cnnexp.engine.assemble import Restored
 from cnnexp.utils.errors import UserError
-from cnnexp.utils.jobdirs import SPLITS
+from cnnexp.utils.choices import SPLITS
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnexp.data import register_dataset
+from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.data.index import check_files
 from cnnexp.data.images import (DEFAULT_MAX_PIXELS, UnreadableImage, assign_splits, check_options, image_size,

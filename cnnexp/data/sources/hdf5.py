@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnexp.data import register_dataset
+from cnnexp.data.registry import register_dataset
 from cnnexp.data.sources.folder import user_path
-from cnnexp.data.image_data import SPLITS, ImageData, Split
+from cnnexp.data.image_data import ImageData, Split
+from cnnexp.utils.choices import SPLITS
 from cnnexp.data.stream import LazyImages, fits_in_memory
 from cnnexp.utils.errors import UserError
 

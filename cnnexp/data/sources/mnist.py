@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cnnexp.data import register_dataset
+from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.utils.errors import UserError
 
@@ -17,7 +17,7 @@ def load_mnist(root: Path, train: bool, download: bool):
         reason = "could not download it (offline?)" if "download" in str(exc).lower() and download else "missing"
         raise UserError(
             f"MNIST not found under {root}/MNIST/raw ({reason}); set dataset.root=<folder holding MNIST/raw>, "
-            "e.g. dataset.root=../shared/datasets/mnist"
+            "or CNNEXP_DATA=<folder holding mnist/MNIST/raw> for every command"
         )
     except OSError as exc:  # offline download
         raise UserError(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cnnexp.data import register_dataset
+from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.data.images import image_size
 from cnnexp.utils.errors import UserError

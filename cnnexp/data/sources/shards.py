@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from cnnexp.data import register_dataset
-from cnnexp.data.image_data import SPLITS, ImageData, Split
+from cnnexp.data.registry import register_dataset
+from cnnexp.data.image_data import ImageData, Split
+from cnnexp.utils.choices import SPLITS
 from cnnexp.data.images import DEFAULT_MAX_PIXELS, check_options, image_size, pixel_limit
 from cnnexp.data.shards import FORMAT, INDEX_NAME, Decoding, ShardImages
 from cnnexp.data.sources.folder import user_path

@@ -9,7 +9,7 @@ import csv
 import re
 from pathlib import Path
 
-from cnnexp.data import register_dataset
+from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData
 from cnnexp.data.labels import labelled_data
 from cnnexp.data.sources.folder import user_path

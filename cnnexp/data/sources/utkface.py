@@ -6,7 +6,7 @@ is split here, seeded and stratified (cnnexp.data.labels)."""
 
 import re
 
-from cnnexp.data import register_dataset
+from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData
 from cnnexp.data.images import IMAGE_SUFFIXES
 from cnnexp.data.labels import labelled_data

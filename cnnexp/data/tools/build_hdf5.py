@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnexp.data.image_data import SPLITS
+from cnnexp.utils.choices import SPLITS
 from cnnexp.data.images import assign_splits, check_options, image_size, scan_folder
 from cnnexp.data.sources.folder import FileImages, decode_all, report_unreadable, user_path
 from cnnexp.data.sources.hdf5 import FORMAT, channel_names

@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from cnnexp.data.image_data import SPLITS
-from cnnexp.data.images import DEFAULT_MAX_PIXELS, assign_splits, check_options, image_size, read_image, scan_folder
+from cnnexp.utils.choices import SPLITS
+from cnnexp.data.images import (DEFAULT_MAX_PIXELS, assign_splits, check_options, image_size, read_image,
+                                scan_folder)
 from cnnexp.data.shards import FORMAT, INDEX_NAME, LABEL
 from cnnexp.data.sources.folder import readable_samples, report_unreadable, user_path
 from cnnexp.utils.errors import UserError

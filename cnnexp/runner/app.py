@@ -1,5 +1,9 @@
 """Running a command as a Hydra app: compose up front (one-line errors), then `hydra.main` over the
-command's primary config, with every failure inside the job turned into one line and an exit code."""
+command's primary config, with every failure inside the job turned into one line and an exit code.
+
+A read-only command (`READ_ONLY = True`: eval, predict, export, viz; `run(cfg, overrides)`) is not a
+Hydra job when it runs once: the config composed up front is the one it runs with, and no job folder
+is made. Its multiruns (`-m`) and Hydra's own flags (`--cfg`, `--info`) still go through `hydra.main`."""
 
 import os
 import shutil
@@ -7,7 +11,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from cnnexp.config.compose import compose_config, conf_dir
+from cnnexp.runner.compose import compose_config, conf_dir
 from cnnexp.schemas import typed
 from cnnexp.schemas.keys import check_added, flat_keys
 from cnnexp.utils import tunings
@@ -59,7 +63,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     return f"internal error: {exc.__class__.__name__}: {exc} (set {DEBUG}=1 for the traceback)", 1
 
 
-def guarded(run, cfg):
+def guarded(command, cfg):
     """Run a command's job; in a multirun, a failed job is recorded in its folder and the sweep goes on."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -73,7 +77,9 @@ def guarded(run, cfg):
         check_added(cfg, [o for o in HydraConfig.get().overrides.task if not o.startswith("++")],
                     HydraConfig.get().job.config_name)
         typed(cfg)
-        return run(cfg)
+        if getattr(command, "READ_ONLY", False):
+            return command.run(cfg, list(HydraConfig.get().overrides.task))
+        return command.run(cfg)
     except Interrupted as exc:  # saved and stopped on a signal: a sweep stops too, and is continued by re-running it
         if multirun:
             sys.stderr.write(f"{exc.message}; to finish the sweep, run it again with sweep.dir={out.parent}\n")
@@ -120,6 +126,10 @@ def launch(name: str, command, args: list[str]) -> int:
     data_parallel = False
     if not any(a.split("=")[0] in HYDRA_FLAGS for a in args):
         cfg = check_composes(command.CONFIG_NAME, args, getattr(command, "check", None))
+        if getattr(command, "READ_ONLY", False):
+            tunings.job_start()
+            command.run(cfg, [a for a in args if not a.startswith("hydra")])
+            return 0
         data_parallel = getattr(command, "DATA_PARALLEL", False) and int(os.environ.get("WORLD_SIZE", "1")) > 1
         if data_parallel:  # started by torchrun: join the other processes before Hydra makes a folder
             from cnnexp.engine import distributed
@@ -129,7 +139,7 @@ def launch(name: str, command, args: list[str]) -> int:
 
     @hydra.main(config_path=str(conf_dir()), config_name=command.CONFIG_NAME, version_base=None)
     def job(cfg):
-        return guarded(command.run, cfg)
+        return guarded(command, cfg)
 
     sys.argv = [f"cnnexp {name}", *args]
     try:
@@ -181,18 +191,19 @@ def shared_run_dir(config_name: str, args: list[str]) -> list[str]:
 
 
 def help_text(config_name: str, overrides: list[str]) -> str:
-    """The command's header, the config groups its defaults list uses (with their options), its
-    composed config and its footer (examples)."""
-    from omegaconf import OmegaConf
+    """The command's header, the config groups its defaults list uses (with their options), its keys
+    with their defaults and comments (the comments beside them in conf/, as the site's reference shows
+    them) and its footer (examples)."""
+    from cnnexp.runner.comments import commented_keys, keys_help
 
     cfg, options = compose_with_groups(config_name, [a for a in overrides if not a.startswith("hydra")])
     help_cfg = cfg.hydra.help
     groups = [f"{group}: {', '.join(choices)}" for group, choices in options.items()]
-    job_cfg = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}).rstrip()
     parts = [reflow(str(help_cfg.header))]
     if groups:
         parts += ["== Config groups (group=choice) ==", "\n".join(groups)]
-    parts += ["== Config (key=value) ==", job_cfg, str(help_cfg.footer)]
+    parts += ["== Config (key=value) ==", keys_help(commented_keys(config_name, cfg)),
+              str(help_cfg.footer)]
     return fold("\n\n".join(parts))
 
 
@@ -203,7 +214,7 @@ def compose_with_groups(config_name: str, overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnnexp.config.compose import one_line
+    from cnnexp.runner.compose import one_line
 
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name=config_name):

@@ -10,7 +10,8 @@ def one_line(exc: Exception) -> str:
     missing = getattr(exc, "missing_cfg_file", None)
     if missing and options:
         group, _, choice = missing.rpartition("/")
-        return f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
+        return unusable_model(choice) if group == "model" and unusable_model(choice) else \
+            f"unknown {group} '{choice}'; choose one of: {', '.join(options)}"
     text = str(exc)
     if text.startswith("Error merging override") and exc.__cause__ is not None:
         reason = str(exc.__cause__).splitlines()[0]
@@ -23,6 +24,13 @@ def one_line(exc: Exception) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(
         ("full_key", "object_type", "reference_type", "Config search path", "provider", "path", "schema"))]
     return "; ".join(lines[:3]) or exc.__class__.__name__
+
+
+def unusable_model(name: str) -> str | None:
+    """Why model `name` has no config (a factory parameter no config key can stand for), if that is why."""
+    from cnnexp.schemas.models import unusable_models
+
+    return unusable_models().get(name)
 
 
 def unknown_override(exc: Exception) -> str | None:

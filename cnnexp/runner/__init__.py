@@ -1,4 +1,4 @@
-"""The config layer: where conf/ is, composing it, and running a command as a Hydra app.
+"""The runner: a command run as a Hydra app (app.py), with where conf/ is and composing it (compose.py).
 
 Importing it puts cnnexp's schemas in Hydra's ConfigStore and registers the resolvers that name run
 folders: every composition goes through this package, Hydra launchers running jobs in other processes
