@@ -1,5 +1,5 @@
 """Study storage under concurrent workers: W processes started together share one Optuna study of N
-trials on each storage, first through cnnexp's study code (cnnexp/sweep/study.py: lock, count, ask,
+trials on each storage, first through cnnexp's study code (cnnexp/sweeps/study.py: lock, count, ask,
 heartbeat, tell), then as Optuna's plain loop (`study.optimize(n_trials=N // W)` in each worker, the
 storage as Optuna builds it from its URL), the hand-written reference. The objective is cheap (it sleeps
 --trial-seconds and reports 3 intermediate values) so the storage is what is measured. For each storage
@@ -34,7 +34,7 @@ def cnnexp_worker(url, folder: str, trials: int, seconds: float, errors) -> None
     import optuna
     from optuna.trial import TrialState
 
-    from cnnexp.sweep.study import Heartbeat, next_trial, open_study
+    from cnnexp.sweeps.study import Heartbeat, next_trial, open_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = SimpleNamespace(storage=url, study="bench", heartbeat=60, trial_retries=3)

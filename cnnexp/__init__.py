@@ -8,7 +8,8 @@ The names below are imported when first used, so `import cnnexp` stays light (no
 
 from cnnexp._version import __version__
 
-API = {"train": "cnnexp.apis", "open_run": "cnnexp.apis", "Run": "cnnexp.apis", "Predictor": "cnnexp.apis",
+API = {"train": "cnnexp.apis", "sweep": "cnnexp.apis", "open_run": "cnnexp.apis", "Run": "cnnexp.apis",
+       "Sweep": "cnnexp.apis", "Predictor": "cnnexp.apis",
        "CnnexpError": "cnnexp.errors", "UserError": "cnnexp.errors", "ConfigError": "cnnexp.errors",
        "DataError": "cnnexp.errors", "RunError": "cnnexp.errors", "WeightsError": "cnnexp.errors",
        "Diverged": "cnnexp.errors", "Interrupted": "cnnexp.errors"}

@@ -9,6 +9,8 @@ from PIL import Image
 from cnnexp.runner.compose import conf_dir
 from cnnexp.data.images import read_image
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
+from cnnexp.schemas import typed
+from cnnexp.schemas.datasets import MAX_PIXELS
 from cnnexp.utils.errors import UserError
 
 
@@ -20,7 +22,7 @@ def augmentation_cfg(*overrides):
 def photo_batch(n=4, size=(48, 64)):
     """n copies of one real photo, uint8 n x 3 x H x W."""
     photo = sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / "cats").iterdir())[0]
-    image = torch.from_numpy(read_image(photo, 3, size, "aspect")).permute(2, 0, 1)
+    image = torch.from_numpy(read_image(photo, 3, size, "aspect", MAX_PIXELS)).permute(2, 0, 1)
     return image.expand(n, -1, -1, -1).contiguous()
 
 
@@ -78,12 +80,21 @@ def test_rotation_keeps_the_centre_and_fill_nearest_has_no_black():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("augmentation.zoom=1.5", "zoom"), ("augmentation.fill=wrap", "fill=wrap"),
-    ("augmentation.rotation=-5", "rotation"), ("augmentation.crop_size=[99,99]", "must fit"),
+    ("augmentation.zoom=1.5", "zoom=1.5 must be a number in"), ("augmentation.fill=wrap", "fill=wrap is not one of"),
+    ("augmentation.rotation=-5", "rotation=-5.0 must be"), ("augmentation.crop_size=[0,9]", r"crop_size=\[0, 9\] must"),
 ])
-def test_bad_augmentation_values(override, message):
+def test_bad_augmentation_values_are_refused_by_the_schema(override, message):
+    """Checked when the composed config becomes typed, before any data is read."""
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose("train", overrides=["augmentation=keras", override])
     with pytest.raises(UserError, match=message):
-        Augmentation(augmentation_cfg("augmentation=keras", override), (3, 48, 64))
+        typed(cfg)
+
+
+def test_a_crop_larger_than_the_images_is_refused():
+    """Whether a crop fits is known once the images' size is."""
+    with pytest.raises(UserError, match="must fit"):
+        Augmentation(augmentation_cfg("augmentation=keras", "augmentation.crop_size=[99,99]"), (3, 48, 64))
 
 
 def test_normalisation_modes_use_training_statistics():
@@ -103,6 +114,6 @@ def test_normalisation_modes_use_training_statistics():
 def test_grey_images_augment_too(tmp_path):
     path = tmp_path / "grey.pgm"
     Image.open(sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / "dogs").iterdir())[0]).convert("L").save(path)
-    x = torch.from_numpy(read_image(path, 1, (32, 32))).permute(2, 0, 1)[None].expand(2, -1, -1, -1).float()
+    x = torch.from_numpy(read_image(path, 1, (32, 32), "simple", MAX_PIXELS)).permute(2, 0, 1)[None].expand(2, -1, -1, -1).float()
     out = Augmentation(augmentation_cfg("augmentation=strong"), (1, 32, 32)).train(x, torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 32, 32) and not torch.equal(out[0], out[1])

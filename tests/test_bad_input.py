@@ -11,6 +11,7 @@ import torch
 from cnnexp.cli import main
 
 TINY = ("trainer.epochs=1", "dataset.limit=40", "trainer.batch_size=20", "device=cpu")
+NO_DATA = ("dataset=folder", "dataset.root=/no/such/folder")  # a value checked after reading data would name it
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,25 @@ CASES = [
     (("train", "trainer.resume={truncated}"), "truncated.pt"),
     (("train", "dataset=folder", "dataset.root=/no/such/folder"), "/no/such/folder"),
     (("train", "dataset=hdf5", "dataset.path={text}"), "notes.txt"),
+    # checked by the schemas before any data is read (the data named here does not exist)
+    (("train", *NO_DATA, "trainer.early_stopping=epoch"), "trainer.early_stopping=epoch is not one of: none, epochs"),
+    (("train", *NO_DATA, "trainer.patience=0"), "trainer.patience=0 must be an integer >= 1"),
+    (("train", *NO_DATA, "dataset.resize=sideways"), "dataset.resize=sideways is not one of: aspect, simple"),
+    (("train", *NO_DATA, "dataset.max_pixels=0"), "dataset.max_pixels=0 must be a positive number of pixels"),
+    (("train", *NO_DATA, "dataset.split=[0.5,0.5]"), "dataset.split=[0.5, 0.5] must be three fractions"),
+    (("train", *NO_DATA, "dataset.channels=2"), "dataset.channels=2 must be 1 (grey) or 3 (RGB)"),
+    (("train", *NO_DATA, "dataset.in_memory=sometimes"), "dataset.in_memory=sometimes is not one of"),
+    (("train", *NO_DATA, "dataset.normalize=unit"), "dataset.normalize=unit is not one of"),
+    (("train", "dataset=hdf5", "dataset.path=/no/such.h5", "dataset.mean=median"), "dataset.mean=median is not one of"),
+    (("train", "dataset=mnist", "dataset.root=/no/such/folder", "dataset.val_size=-1"), "dataset.val_size=-1 must be"),
+    (("train", "dataset.root=/no/such.gif", "dataset.per_person=[8,1]"), "dataset.per_person=[8, 1] must be three"),
+    (("train", "dataset.root=/no/such.gif", "optimizer=momentum", "optimizer.momentum=-0.5"),
+     "optimizer.momentum=-0.5 must be a number >= 0"),
+    (("train", "dataset.root=/no/such.gif", "optimizer=adam", "optimizer.betas=[0.9,2]"), "optimizer.betas=[0.9, 2]"),
+    (("train", "dataset.root=/no/such.gif", "optimizer.decay_norm_bias=1"), "optimizer.decay_norm_bias=1 must be true"),
+    (("train", "dataset.root=/no/such.gif", "augmentation.fill=wrap"), "augmentation.fill=wrap is not one of"),
+    (("train", "dataset.root=/no/such.gif", "augmentation.zoom=1.5"), "augmentation.zoom=1.5 must be a number in"),
+    (("train", "dataset.root=/no/such.gif", "model.preprocess=imagenet"), "model.preprocess=imagenet is not one of"),
     # eval
     (("eval", "run=/no/such/run"), "/no/such/run"),
     (("eval", "run={run}", "split=holdout"), "holdout"),
@@ -82,6 +102,7 @@ CASES = [
     (("eval", "run={run}", "+trainer.batch_sise=1"), "+trainer.batch_sise=1 adds a key that no part of cnnexp reads"),
     (("eval", "run={run}", "+dataset.per_persn=[8,1,1]"),
      "dataset.per_persn: the run's dataset (olivetti) has no key 'per_persn'; did you mean dataset.per_person?"),
+    (("eval", "run={run}", "+dataset.per_person=[8,1]"), "dataset.per_person=[8, 1] must be three counts"),
     (("eval", "run={run}", "by=race"), "by=race: this dataset has no fields to break the results down by"),
     (("eval", "run={run}", "by=[race,gender]"), "by=[race,gender]"),
     # predict
@@ -106,6 +127,10 @@ CASES = [
     (("data", "build-hdf5", "src={photos}", "out=x.h5", "strict=true"), "a.png"),
     (("data", "build-hdf5", "src={photos}", "out=x.h5", "buffer=0"), "buffer=0"),
     (("data", "build-hdf5", "src={photos}", "out=x.h5", "colour=1"), "unknown key 'colour'"),
+    (("data", "build-hdf5", "src=/no/such/folder", "out=x.h5", "compression=zip"), "compression=zip is not one of"),
+    (("data", "build-hdf5", "src=/no/such/folder", "out=x.h5", "max_pixels=0"), "max_pixels=0 must be a positive"),
+    (("data", "build-hdf5", "src=/no/such/folder", "out=x.h5", "resize=sideways"), "resize=sideways is not one of"),
+    (("data", "build-hdf5", "src=/no/such/folder", "out=x.h5", "split=[1,-1,0]"), "split=[1.0, -1.0, 0.0] must be"),
     (("data", "from-video", "video={text}", "label=x"), "notes.txt"),
     (("data", "from-video", "video=/no/such.avi", "label=x"), "/no/such.avi"),
     (("data", "from-video", "video={text}", "label=x", "every=often"), "every=often"),

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import MNIST_ROOT, OLIVETTI_GIF, need
-from omegaconf import OmegaConf
 from PIL import Image
 
 from cnnexp.data import create_dataset, list_datasets
 from cnnexp.data.batches import TensorBatches
+from cnnexp.schemas.datasets import source_config
 from cnnexp.utils.errors import UserError
 
 
 def olivetti_cfg(**kw):
-    return OmegaConf.create({"name": "olivetti", "root": None, "per_person": [8, 1, 1], **kw})
+    return source_config("olivetti", **kw)
 
 
 def test_olivetti_tutorial_split():
@@ -41,7 +41,7 @@ def test_olivetti_split_sizes_are_configurable():
 
 
 def test_mnist_from_local_folder():
-    cfg = OmegaConf.create({"name": "mnist", "root": str(need(MNIST_ROOT, "MNIST")), "download": False, "val_size": 10000})
+    cfg = source_config("mnist", root=str(need(MNIST_ROOT, "MNIST")), download=False)
     data = create_dataset(cfg)
     assert [len(data.splits[s]) for s in ("train", "val", "test")] == [50000, 10000, 10000]
     assert data.splits["train"].images.dtype == torch.uint8 and data.image_shape == (1, 28, 28)

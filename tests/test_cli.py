@@ -75,7 +75,7 @@ def test_cfg_job_shows_overrides_and_model_defaults_from_the_signature(cnnexp):
 
 
 LAYERS = {"cli": 6, "commands": 5, "apis": 4.8, "runner": 4, "serve": 3.5, "export": 3.45, "viz": 3.4, "inference": 3.3, "features": 3.2,
-          "sweep": 4.5, "schemas": 1.5,
+          "sweeps": 4.5, "schemas": 1.5,
           "engine": 2, "data": 1, "models": 1, "utils": 0}
 
 

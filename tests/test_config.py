@@ -210,3 +210,60 @@ def test_a_factory_registered_under_another_name_is_configured_by_that_name():
     schemas = model_schemas()
     assert "timm" in schemas and "timm_model" not in schemas
     assert {f.name for f in dataclasses.fields(schemas["timm"])} >= {"arch", "dropout", "drop_path"}
+
+
+# ---- one place per config fact --------------------------------------------------------------------
+def test_every_dataset_yaml_fits_its_schema_without_repeating_its_defaults():
+    """conf/dataset/<name>.yaml names its source's schema first, gives every key the schema leaves open
+    (a value of the schema's type), and no key whose default the schema holds: the two cannot drift."""
+    from cnnexp.runner.compose import conf_dir
+    from cnnexp.schemas.datasets import SOURCE_SCHEMAS, source_config
+
+    yamls = {path.stem: OmegaConf.load(path) for path in sorted((conf_dir() / "dataset").glob("*.yaml"))}
+    assert set(yamls) == set(SOURCE_SCHEMAS)
+    for name, schema in SOURCE_SCHEMAS.items():
+        assert list(yamls[name].defaults) == [f"/dataset_schema/{name}@_here_", "_self_"], name
+        with_defaults = {f.name for f in dataclasses.fields(schema) if f.default is not dataclasses.MISSING
+                         and f.default != "???"}
+        assert not with_defaults & set(yamls[name]), f"{name}.yaml repeats the schema's {with_defaults & set(yamls[name])}"
+        config = source_config(name)  # raises for a key the schema lacks, a wrong type or a key left open
+        assert list(config) == [f.name for f in dataclasses.fields(schema)] and config.name == name
+
+
+def test_no_primary_yaml_repeats_a_default_its_schema_holds():
+    from cnnexp.runner.compose import conf_dir
+    from cnnexp.schemas import PRIMARY_SCHEMAS
+
+    for name, schema in PRIMARY_SCHEMAS.items():
+        path = conf_dir() / f"{name.removesuffix('_schema')}.yaml"
+        held = {f.name for f in dataclasses.fields(schema) if f.default is not dataclasses.MISSING and f.default != "???"}
+        assert not held & set(OmegaConf.load(path)), f"{path.name} repeats the schema's {held & set(OmegaConf.load(path))}"
+
+
+# A default written for each key: as a literal, a parameter default, a `.get(key, default)`, a YAML value.
+# conf/experiment/ is left out: an experiment sets a published run's values, not defaults.
+DEFAULT_WRITTEN = {
+    "dataset.max_pixels": (r"50_?000_?000", "cnnexp/schemas/datasets.py"),
+    "resize": (r"""(?<!["'])\bresize\b\s*(?::\s*str\s*)?[:=]\s*["']?(?:aspect|simple)\b|\bRESIZE\s*=\s*["']""",
+               "cnnexp/schemas/datasets.py"),
+    "model.weights": (r"""get\(\s*["']weights["']|["']weights["']\s*:\s*\(""", "cnnexp/models/__init__.py"),
+    "model.download": (r"""get\(\s*["']download["']|["']download["']\s*:\s*\(|\bdownload\s*(?::\s*bool\s*)?=\s*True""",
+                       "cnnexp/models/__init__.py"),
+    "trainer.early_stopping": (r"""^\s*early_stopping:\s*(?!str\b|dict\b)\w+|early_stopping\s*=\s*["']\w""",
+                               "conf/train_base.yaml"),
+}
+
+
+@pytest.mark.parametrize("key", DEFAULT_WRITTEN)
+def test_the_four_keys_are_each_defined_once(key):
+    """dataset.max_pixels, resize, model.weights (with model.download) and trainer.early_stopping: their
+    default is written in one place, which every reader reads (typed, without a fallback of its own)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    pattern, home = DEFAULT_WRITTEN[key]
+    files = [p for p in sorted(root.glob("cnnexp/**/*.py")) + sorted(root.glob("conf/**/*.yaml"))
+             if "experiment" not in p.parts]
+    places = [f"{path.relative_to(root)}:{path.read_text()[:match.start()].count(chr(10)) + 1}"
+              for path in files for match in re.finditer(pattern, path.read_text(), re.M)]
+    assert len(places) == 1 and places[0].startswith(home + ":"), places

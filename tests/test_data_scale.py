@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
 from cnnexp.data import create_dataset, index
@@ -26,10 +25,9 @@ def noise_folder(root, per_class=12, size=(30, 36)):
 
 
 def folder_cfg(root, **overrides):
-    from cnnexp.runner.compose import conf_dir
+    from cnnexp.schemas.datasets import source_config
 
-    cfg = OmegaConf.load(conf_dir() / "dataset" / "folder.yaml")
-    return OmegaConf.merge(cfg, {"root": str(root), "size": 16, "workers": 0, **overrides})
+    return source_config("folder", **{"root": str(root), "size": 16, "workers": 0, **overrides})
 
 
 @pytest.fixture
@@ -128,17 +126,15 @@ def test_eval_batch_follows_the_budget_unless_given():
 PEAK_SCRIPT = """
 import sys
 from pathlib import Path
-from omegaconf import OmegaConf
-from cnnexp.runner.compose import conf_dir
 from cnnexp.data import create_dataset
+from cnnexp.schemas.datasets import source_config
 
 def kb(field):
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field))
     return int(line.split()[1])
 
 def decoded_at(size):
-    cfg = OmegaConf.merge(OmegaConf.load(conf_dir() / "dataset" / "folder.yaml"),
-                          {"root": sys.argv[1], "size": size, "workers": 0, "in_memory": True, "check": False})
+    cfg = source_config("folder", root=sys.argv[1], size=size, workers=0, in_memory=True, check=False)
     return create_dataset(cfg, seed=0)
 
 decoded_at(4)  # everything decoding needs imported and set up

@@ -83,5 +83,5 @@ def test_the_train_reference_lists_every_key_of_cfg_job(cnnexp):
     page = reference_hook().command_page("train", "train", [])
     rows = dict(re.findall(r"^\| `([^`]+)` (\|.*)$", page.split("## Keys", 1)[1], flags=re.M))
     assert list(rows) == job_keys
-    assert "| int | `20` | passes over the training split" in rows["trainer.epochs"]
+    assert "| int | `30` | passes over the training split" in rows["trainer.epochs"]
     assert "| float or null | `null` | clip the global gradient norm" in rows["trainer.grad_clip"]

@@ -5,22 +5,20 @@ import shutil
 from collections import Counter
 
 import pytest
-from omegaconf import OmegaConf
 
 from cnnexp.data import create_dataset
 from cnnexp.data.labels import AGE_GROUPS, make_field, parse_bins, put_in_bin
+from cnnexp.schemas.datasets import source_config
 from cnnexp.utils.errors import UserError
 
-from conftest import ROOT, SHARED
+from conftest import SHARED
 
 UTKFACE = SHARED / "utkface"
 needs_utkface = pytest.mark.skipif(not UTKFACE.is_dir(), reason=f"the UTKFace faces are not at {UTKFACE}")
 
 
 def dataset_cfg(name: str, **keys):
-    cfg = OmegaConf.load(ROOT / "conf" / "dataset" / f"{name}.yaml")
-    cfg.merge_with(keys)
-    return cfg
+    return source_config(name, **keys)
 
 
 def real_faces(n: int) -> list:

@@ -51,10 +51,9 @@ def olivetti_run(tmp_path_factory):
 
 
 def folder_data(root):
-    from cnnexp.runner.compose import conf_dir
+    from cnnexp.schemas.datasets import source_config
 
-    cfg = OmegaConf.merge(OmegaConf.load(conf_dir() / "dataset" / "folder.yaml"),
-                          {"root": str(root), "size": 20, "workers": 0})
+    cfg = source_config("folder", root=str(root), size=20, workers=0)
     return create_dataset(cfg, seed=0)
 
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import CATS_DOGS, need, only_run, read_json
-from omegaconf import OmegaConf
 from PIL import Image
 
 from cnnexp.data import create_dataset
 from cnnexp.data.images import read_image
 from cnnexp.utils.errors import UserError
+from cnnexp.schemas.datasets import MAX_PIXELS, source_config
 
 
 def photo_folder(root, per_class=10, split_layout=False):
@@ -40,10 +40,7 @@ def add_bad_files(folder):
 
 
 def folder_cfg(root, **overrides):
-    from cnnexp.runner.compose import conf_dir
-
-    cfg = OmegaConf.load(conf_dir() / "dataset" / "folder.yaml")
-    return OmegaConf.merge(cfg, {"root": str(root), "size": 32, "workers": 0, **overrides})
+    return source_config("folder", **{"root": str(root), "size": 32, "workers": 0, **overrides})
 
 
 def test_unsplit_folder_is_split_by_ratio_per_class(tmp_path):
@@ -67,8 +64,8 @@ def test_split_layout_uses_its_folders(tmp_path):
 def test_resize_modes(tmp_path):
     photo = sorted((need(CATS_DOGS, "the cats-and-dogs photos") / "train" / "dogs").iterdir())[0]
     width, height = Image.open(photo).size
-    simple = read_image(photo, 3, (32, 64), "simple")
-    aspect = read_image(photo, 3, (32, 64), "aspect")
+    simple = read_image(photo, 3, (32, 64), "simple", MAX_PIXELS)
+    aspect = read_image(photo, 3, (32, 64), "aspect", MAX_PIXELS)
     assert simple.shape == aspect.shape == (32, 64, 3)
     assert not np.array_equal(simple, aspect) or width * 32 == height * 64
 
@@ -166,7 +163,7 @@ def test_each_split_knows_its_files(tmp_path, in_memory):
     for split in data.splits.values():
         assert len(split.paths) == len(split)
         assert [path.parent.name for path in split.paths] == [data.class_names[i] for i in split.labels.tolist()]
-        assert torch.equal(split.images[:], torch.stack([torch.from_numpy(read_image(p, 3, (32, 32), "aspect"))
+        assert torch.equal(split.images[:], torch.stack([torch.from_numpy(read_image(p, 3, (32, 32), "aspect", MAX_PIXELS))
                                                          .permute(2, 0, 1) for p in split.paths]))
         every += split.paths
     assert sorted(p.name for p in every) == sorted(p.name for p in tmp_path.rglob("*.jpg") if p.name != "broken.jpg")

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import read_json
-from omegaconf import OmegaConf
 from test_folder import add_bad_files, photo_folder
 
-from cnnexp.runner.compose import conf_dir
 from cnnexp.data import create_dataset
 from cnnexp.data.stream import make_batches
+from cnnexp.schemas.datasets import source_config
 
 
 @pytest.fixture
@@ -26,8 +25,7 @@ def built(cnnexp, workdir):
 
 
 def hdf5_cfg(path, **overrides):
-    cfg = OmegaConf.load(conf_dir() / "dataset" / "hdf5.yaml")
-    return OmegaConf.merge(cfg, {"path": str(path), "workers": 0, **overrides})
+    return source_config("hdf5", **{"path": str(path), "workers": 0, **overrides})
 
 
 def test_build_round_trip(built):

@@ -31,6 +31,7 @@ from cnnexp.data import create_dataset
 from cnnexp.inference.inputs import decode_upload, fit, load, prepare
 from cnnexp.data.images import (IMAGE_SUFFIXES, FormatNotOpened, TooManyPixels, UnreadableImage, image_from_bytes,
                                 open_image, read_image)
+from cnnexp.schemas.datasets import MAX_PIXELS
 from conftest import only_run
 from test_serve import Server
 
@@ -342,17 +343,17 @@ def reference_file(corpus, name: str) -> Path:
 @pytest.mark.parametrize("case", READABLE, ids=lambda c: c.name)
 def test_each_case_decodes_to_its_reference(corpus, case):
     path = corpus["readable"] / case.name
-    decoded = np.asarray(open_image(path, 3))
+    decoded = np.asarray(open_image(path, 3, None, MAX_PIXELS))
     reference = corpus["arrays"][case.name]
     assert decoded.shape == reference.shape
     assert np.abs(decoded.astype(int) - reference).max() <= 1  # compositing and CMYK round once
-    from_bytes = np.asarray(image_from_bytes(path.read_bytes(), case.name, 3))  # an upload: the same pixels
+    from_bytes = np.asarray(image_from_bytes(path.read_bytes(), case.name, 3, MAX_PIXELS))  # an upload: the same pixels
     np.testing.assert_array_equal(from_bytes, decoded)
 
 
 @pytest.mark.parametrize("case", READABLE, ids=lambda c: c.name)
 def test_grey_models_get_the_luma_of_the_reference(corpus, case):
-    grey = np.asarray(open_image(corpus["readable"] / case.name, 1)).astype(int)
+    grey = np.asarray(open_image(corpus["readable"] / case.name, 1, None, MAX_PIXELS)).astype(int)
     r, g, b = np.moveaxis(corpus["arrays"][case.name].astype(int), 2, 0)
     luma = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16  # ITU-R 601-2, as Pillow's "L"
     assert np.abs(grey - luma).max() <= 1
@@ -362,7 +363,7 @@ def test_grey_models_get_the_luma_of_the_reference(corpus, case):
 def test_every_exif_orientation(tmp_path, orientation):
     path = tmp_path / "photo.png"
     exif_oriented("PNG", orientation)(path)
-    np.testing.assert_array_equal(np.asarray(open_image(path, 3)), ORIENTED[orientation](PICTURE))
+    np.testing.assert_array_equal(np.asarray(open_image(path, 3, None, MAX_PIXELS)), ORIENTED[orientation](PICTURE))
 
 
 def test_a_rotated_jpeg_decoded_at_reduced_scale_keeps_its_orientation(tmp_path):
@@ -372,7 +373,7 @@ def test_a_rotated_jpeg_decoded_at_reduced_scale_keeps_its_orientation(tmp_path)
     exif[ExifTags.Base.Orientation] = 6
     Image.fromarray(photo).save(tmp_path / "phone.jpg", exif=exif, quality=95)
     upright = np.rot90(photo, -1)  # 480 wide, 800 high
-    fitted = read_image(tmp_path / "phone.jpg", 3, (100, 60), "aspect")
+    fitted = read_image(tmp_path / "phone.jpg", 3, (100, 60), "aspect", MAX_PIXELS)
     expected = np.asarray(Image.fromarray(np.ascontiguousarray(upright)).resize((60, 100), Image.Resampling.BILINEAR))
     assert fitted.shape == (100, 60, 3)
     assert np.abs(fitted.astype(int) - expected).mean() < 4
@@ -382,7 +383,8 @@ def test_a_rotated_jpeg_decoded_at_reduced_scale_keeps_its_orientation(tmp_path)
 def test_each_refusal_names_its_reason(corpus, case):
     kind, words, _ = case.refusal
     path = corpus["refused"] / case.name
-    for attempt in (lambda: open_image(path, 3), lambda: image_from_bytes(path.read_bytes(), case.name, 3)):
+    for attempt in (lambda: open_image(path, 3, None, MAX_PIXELS),
+                    lambda: image_from_bytes(path.read_bytes(), case.name, 3, MAX_PIXELS)):
         with pytest.raises(kind) as caught:
             attempt()
         assert words in caught.value.reason, caught.value.reason
@@ -391,8 +393,8 @@ def test_each_refusal_names_its_reason(corpus, case):
 def test_the_pixel_limit_is_a_setting(corpus):
     path = corpus["readable"] / "19_picture.bmp"
     with pytest.raises(TooManyPixels, match="40 x 24"):
-        open_image(path, 3, max_pixels=W * H - 1)
-    assert open_image(path, 3, max_pixels=W * H).size == (W, H)
+        open_image(path, 3, None, W * H - 1)
+    assert open_image(path, 3, None, W * H).size == (W, H)
 
 
 # ---- through the commands --------------------------------------------------------------------------
@@ -441,7 +443,7 @@ def test_folder_images_equal_their_references(dataset, in_memory):
     """What dataset=folder trains on (in memory, or streamed from the files): each case's image next
     to its reference's, at the training size."""
     cfg = {"name": "folder", "root": str(dataset), "size": 32, "channels": 3, "resize": "aspect", "split": [1, 0, 0],
-           "strict": False, "max_pixels": 50_000_000, "normalize": "scale", "in_memory": in_memory,
+           "strict": False, "check": True, "max_pixels": MAX_PIXELS, "normalize": "scale", "in_memory": in_memory,
            "memory_limit_mb": 64, "workers": 0, "limit": None}
     from omegaconf import OmegaConf
 
@@ -481,9 +483,9 @@ def test_predict_viz_and_serve_give_the_model_the_reference_pixels(corpus, case)
     """The tensor `predict` and `viz` make of a file and the one `serve` makes of its upload: the
     reference's, at the run's size (the end-to-end answers below cannot tell small changes apart)."""
     shape, path = (3, 32, 32), corpus["readable"] / case.name
-    expected = fit(Image.fromarray(np.ascontiguousarray(corpus["arrays"][case.name])), shape[1:]).int()
-    from_file = load(path, shape, "aspect", False, 0.0)[0]
-    from_upload = prepare(decode_upload(path.read_bytes(), case.name, 3), shape, "aspect", False, 0.0)[0]
+    expected = fit(Image.fromarray(np.ascontiguousarray(corpus["arrays"][case.name])), shape[1:], "aspect").int()
+    from_file = load(path, shape, "aspect", False, 0.0, MAX_PIXELS)[0]
+    from_upload = prepare(decode_upload(path.read_bytes(), case.name, 3, MAX_PIXELS), shape, "aspect", False, 0.0)[0]
     assert (from_file.int() - expected).abs().max() <= 2
     assert torch.equal(from_file, from_upload)
 

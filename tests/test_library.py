@@ -102,8 +102,32 @@ after_import = (record_writer.masked_crc32c, gc.isenabled(), gc.get_freeze_count
 cnnexp.train("trainer.epochs=1", "dataset.limit=40", "trainer.batch_size=20", "device=cpu", run_dir="run")
 after_train = (record_writer.masked_crc32c, gc.isenabled(), gc.get_freeze_count(), gc.get_threshold(),
                torch.get_num_threads(), sys.getswitchinterval())
-print(json.dumps({"import": before == after_import, "train": before == after_train, "mallopt": calls}))
+cnnexp.sweep("optimizer.lr=0.1,0.05", "trainer.epochs=1", "dataset.limit=40", "trainer.batch_size=20", "device=cpu",
+             "sweep.dir=sweep")
+after_sweep = (record_writer.masked_crc32c, gc.isenabled(), gc.get_freeze_count(), gc.get_threshold(),
+               torch.get_num_threads(), sys.getswitchinterval())
+print(json.dumps({"import": before == after_import, "train": before == after_train, "sweep": before == after_sweep,
+                  "mallopt": calls}))
 """
+
+
+def test_sweep_returns_its_folder_and_summary_and_continues_a_sweep(tmp_path, monkeypatch, capsys):
+    """cnnexp.sweep runs what `cnnexp sweep` runs; the same call again skips the finished runs; bad input is a
+    cnnexp exception before any run starts (never SystemExit)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(cnnexp.UserError, match="sweep.metric='accuracy' is not a run metric"):
+        cnnexp.sweep("optimizer.lr=0.1,0.05", "sweep.metric=accuracy")
+    assert not (tmp_path / "outputs").exists()
+    args = ("optimizer.lr=0.1,0.05", "trainer.epochs=1", "dataset.limit=40", "trainer.batch_size=20", "device=cpu",
+            "sweep.dir=lr")
+    study = cnnexp.sweep(*args)
+    assert study.folder.resolve() == (tmp_path / "lr").resolve() and study.plot.is_file()
+    assert study.summary == read_json(tmp_path / "lr" / "summary.json")
+    assert sorted(row["values"]["optimizer.lr"] for row in study.summary["points"]) == ["0.05", "0.1"]
+    assert all(row["runs_ok"] == 1 for row in study.summary["points"])
+    capsys.readouterr()
+    assert cnnexp.sweep(*args).summary == study.summary
+    assert "all 2 points already done" in capsys.readouterr().out
 
 
 def test_import_and_train_change_nothing_process_wide(tmp_path):
@@ -111,7 +135,8 @@ def test_import_and_train_change_nothing_process_wide(tmp_path):
     proc = subprocess.run([sys.executable, "-c", UNCHANGED], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"import": True, "train": True, "mallopt": []}
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"import": True, "train": True, "sweep": True,
+                                                                "mallopt": []}
 
 
 def test_the_command_line_applies_the_tunings(tmp_path):

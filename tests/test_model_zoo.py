@@ -162,11 +162,10 @@ def test_face_cnn_trains_through_the_cli(cnnexp, workdir):
 
 def test_olivetti_resized_feeds_levi_hassner():
     """experiment=faces_levi_hassner on Olivetti: dataset.size stretches the 57x47 faces (same split)."""
-    from omegaconf import OmegaConf
-
     from cnnexp.data import create_dataset
+    from cnnexp.schemas.datasets import source_config
 
-    cfg = OmegaConf.create({"name": "olivetti", "per_person": [8, 1, 1], "size": 227, "normalize": "scale"})
+    cfg = source_config("olivetti", size=227)
     data = create_dataset(cfg, 0)
     assert data.image_shape == (1, 227, 227) and len(data.splits["train"]) == 320
     assert data.splits["test"].labels.tolist() == list(range(40))

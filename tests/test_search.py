@@ -6,12 +6,12 @@ from conftest import read_json
 
 optuna = pytest.importorskip("optuna")
 
-QUICK = ("dataset.limit=120", "trainer.batch_size=20", "device.threads=1")  # 6 steps an epoch
+QUICK = ("dataset.limit=120", "trainer.batch_size=20", "device.threads=1", "optimizer=sgd")  # 6 steps an epoch, SGD (the rates below are its)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def space_of(*args):
-    from cnnexp.sweep.search import split_space
+    from cnnexp.sweeps.search import split_space
 
     return split_space(list(args))
 
@@ -31,7 +31,7 @@ def test_search_space_is_read_with_hydras_override_grammar():
 
 
 def test_plain_lists_stay_a_grid_sweep_and_intervals_need_optuna(cnnexp):
-    from cnnexp.sweep.run import compose_settings, make_plan
+    from cnnexp.sweeps.run import compose_settings, make_plan
 
     plan = make_plan(compose_settings([]), ["optimizer.lr=0.1,0.01"])
     assert plan.grid == {"optimizer.lr": ["0.1", "0.01"]}

@@ -5,15 +5,15 @@ import math
 
 import pytest
 from conftest import only_run, read_json
-from cnnexp.sweep.run import Plan, write_sweep_json
+from cnnexp.sweeps.run import Plan, write_sweep_json
 from PIL import Image
 
-QUICK = ("dataset.limit=40", "trainer.batch_size=20")  # 40 training faces, 2 steps an epoch
+QUICK = ("dataset.limit=40", "trainer.batch_size=20", "optimizer=sgd")  # 40 training faces, 2 steps an epoch; the sweep mechanics with SGD, whose rates these tests pick
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def plan_for(*args):
-    from cnnexp.sweep.run import compose_settings, make_plan, split_args
+    from cnnexp.sweeps.run import compose_settings, make_plan, split_args
 
     settings_args, _, train_args = split_args(list(args))
     return make_plan(compose_settings(settings_args), train_args)
@@ -170,9 +170,9 @@ def test_numeric_keys_are_on_a_numeric_axis_in_numeric_order(workdir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cnnexp.sweep.folders import load_runs
-    from cnnexp.sweep.plot import place
-    from cnnexp.sweep.summary import point_keys
+    from cnnexp.sweeps.folders import load_runs
+    from cnnexp.sweeps.plot import place
+    from cnnexp.sweeps.summary import point_keys
 
     sweep_dir = workdir / "sweep"
     sweep_dir.mkdir()
@@ -284,7 +284,7 @@ def test_interrupted_run_starts_again_in_its_folder(cnnexp, workdir):
 
 def test_failed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(cnnexp, workdir):
     result = cnnexp("sweep", "trainer.batch_size=20,1000", "optimizer.lr=0.05,1e12", "model.activation=relu",
-                    "model.init=pytorch", "trainer.eval_every=1", "trainer.epochs=1", "dataset.limit=40")
+                    "model.init=pytorch", "trainer.eval_every=1", "trainer.epochs=1", "dataset.limit=40", "optimizer=sgd")
     assert result.code == 0, result.err
     sweep_dir = only_run(workdir / "outputs" / "sweep")
     too_big = sweep_dir / "optimizer.lr=0.05,seed=0,trainer.batch_size=1000"
@@ -299,7 +299,7 @@ def test_failed_and_diverged_runs_are_recorded_and_the_sweep_goes_on(cnnexp, wor
     assert "Model diverged" in result.out and "does not fit" in result.out
 
     again = cnnexp("sweep", "trainer.batch_size=20,1000", "optimizer.lr=0.05,1e12", "model.activation=relu",
-                   "model.init=pytorch", "trainer.eval_every=1", "trainer.epochs=1", "dataset.limit=40",
+                   "model.init=pytorch", "trainer.eval_every=1", "trainer.epochs=1", "dataset.limit=40", "optimizer=sgd",
                    f"sweep.dir={sweep_dir}")
     assert "all 4 points already done" in again.out  # a recorded failure is a result, not retried
 

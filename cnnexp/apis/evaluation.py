@@ -96,7 +96,7 @@ def write_files(cfg, restored: Restored, result: dict, matrix, images, out: Path
                          f"one-off {percent(result[prefix + 'one_off'])} (outlined)")
     plot_confusion(matrix, names, out / "confusion_matrix.png", matrix_title, one_off_band=ordered)
     wrong = result["misclassified"]
-    shown = wrong[: int(cfg.eval.max_images)]
+    shown = wrong[: cfg.eval.max_images]
     grid_title = f"{title}: {len(wrong)} of {result['n']} misclassified" + (
         f" (first {len(shown)} shown)" if len(shown) < len(wrong) else "")
     pictures = images[[m["index"] for m in shown]] if shown else None
@@ -109,7 +109,7 @@ def eval_record(cfg, restored: Restored, plain, tencrop, labels, ordered: bool =
 
     record = {"split": cfg.split, "n": len(labels), **({"ordered": True} if ordered else {}),
               **summary(plain, labels, ordered),
-              "run": str(cfg.run) if cfg.run is not None else None, "checkpoint": str(restored.checkpoint_path),
+              "run": cfg.run, "checkpoint": str(restored.checkpoint_path),
               "epoch": restored.epoch, "step": restored.step, "tencrop": tencrop is not None,
               "precision": restored.precision.name}
     if tencrop is not None:

@@ -80,7 +80,7 @@ class Predictor:
 
         shape, resize = self.restored.image_shape, self.restored.resize
         if isinstance(image, (str, Path)):
-            return load(Path(image).expanduser(), shape, resize, False, 0.0, int(self.cfg.max_pixels))[0]
+            return load(Path(image).expanduser(), shape, resize, False, 0.0, self.cfg.max_pixels)[0]
         return fit(in_memory(image, shape[0]), tuple(shape[1:]), resize)
 
     def evaluate(self, split: str = "test", tencrop: bool = False, *overrides: str) -> dict:

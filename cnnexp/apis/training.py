@@ -73,7 +73,7 @@ def train_config(cfg, run_dir: Path, overrides: list[str], on_evaluation=None, f
         cfg = resumed_config(checkpoint.config, cfg, overrides)
         check_schedule(checkpoint.config, cfg, overrides)
         typed(cfg)
-    data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.limit)
+    data = create_dataset(cfg.dataset, cfg.seed).limit(cfg.dataset.limit)
     if main_process:
         save_config(cfg, run_dir)
     reporter = ConsoleReporter(log=run_dir / LOG) if main_process else ConsoleReporter(Console(quiet=True))
@@ -142,7 +142,7 @@ def check_schedule(saved: dict, cfg, overrides: list[str]) -> None:
         if old.get(key) != new.get(key):
             raise ConfigError(f"scheduler.{key}={new.get(key)} differs from the resumed run's {old.get(key)}; a resumed "
                             f"run keeps its schedule: start a new run to change it")
-    old_epochs, epochs = saved["trainer"]["epochs"], int(cfg.trainer.epochs)
+    old_epochs, epochs = saved["trainer"]["epochs"], cfg.trainer.epochs
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     if (str(old.get("_target_")).endswith("CosineAnnealingLR") and old.get("T_max") == old_epochs != epochs
             and "scheduler.T_max" not in given):
@@ -189,7 +189,7 @@ def run_summary(parts: TrainingParts, run_dir, resumed: tuple | None = None) -> 
         "optimizer": f"{optimizer}  lr {cfg.optimizer.lr}  weight decay {cfg.optimizer.weight_decay}",
         "scheduler": schedule_line(cfg.scheduler),
         "augmentation": parts.pipeline.augmentation.describe(),
-        "trainer": f"{epochs_line(int(cfg.trainer.epochs), resumed and resumed[1])}  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
+        "trainer": f"{epochs_line(cfg.trainer.epochs, resumed and resumed[1])}  batch {cfg.trainer.batch_size}  shuffle {cfg.trainer.shuffle}  "
                    f"early stopping {cfg.trainer.early_stopping}{regularisers_line(cfg.trainer)}",
         "device": f"{parts.device}  precision {parts.precision.describe()}  "
                   f"compile {cfg.device.compile}  seed {cfg.seed}",
@@ -202,7 +202,7 @@ def run_summary(parts: TrainingParts, run_dir, resumed: tuple | None = None) -> 
                                    f"{', mid-epoch' if (checkpoint.train_state or {}).get('batch_in_epoch') else ''})")
     group = parts.group
     if group.active:
-        global_batch = int(cfg.trainer.batch_size)
+        global_batch = cfg.trainer.batch_size
         per_rank = global_batch // group.world_size
         shares = f"{per_rank}" if global_batch % group.world_size == 0 else f"{per_rank}-{per_rank + 1}"
         summary["processes"] = (f"{group.world_size} (DDP, {'NCCL' if parts.device.type == 'cuda' else 'Gloo'}): "

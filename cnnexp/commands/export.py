@@ -24,7 +24,7 @@ def run(cfg, overrides: list[str]) -> None:
     opened = open_run(cfg.run, cfg.checkpoint, cfg.which, device, dataset_overrides(cfg, overrides), cfg.resize, probe=True)
     default_out = export_dir(cfg.run, opened.checkpoint_path) / f"model{FORMATS[cfg.format]}"
     out = Path(cfg.out).expanduser() if cfg.out else default_out
-    exported = export_run(opened, cfg.format, out, cfg.run, int(cfg.opset), bool(cfg.dynamic_batch))
+    exported = export_run(opened, cfg.format, out, cfg.run, cfg.opset, cfg.dynamic_batch)
     check = exported.metadata["check"]
     print(f"wrote {exported.model_file} ({cfg.format}) and {exported.metadata_file}")
     print(f"checked on {check['images']} images of the run's dataset: max |logit difference| "

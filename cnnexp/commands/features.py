@@ -22,7 +22,7 @@ def run(cfg) -> dict | None:
     from cnnexp.features.layers import choose_layer
     from cnnexp.inference.scoring import require_crops
 
-    listing = str(cfg.layer) == "list"
+    listing = cfg.layer == "list"
     target = None if listing else output_path(cfg)
     set_threads(cfg.device.threads)
     source, data = load_source(cfg)
@@ -34,10 +34,10 @@ def run(cfg) -> dict | None:
     tencrop = None
     if cfg.tencrop:
         require_crops(source.pipeline, source.image_shape)
-        tencrop = {"mirror": bool(cfg.tencrop_mirror)}
+        tencrop = {"mirror": cfg.tencrop_mirror}
     attrs = file_attrs(source, data, layer, in_shape, tencrop)
     writer_args = {"path": target, "attrs": attrs, "buffer_rows": cfg.write_buffer}
-    done = extract(source, data, splits, writer_args, layer, int(cfg.batch_size), tencrop)
+    done = extract(source, data, splits, writer_args, layer, cfg.batch_size, tencrop)
     return report(target, attrs, done)
 
 
@@ -46,11 +46,11 @@ def output_path(cfg) -> Path:
         raise UserError("say where to write the features: out=<file.h5>")
     from hydra.utils import to_absolute_path
 
-    path = Path(to_absolute_path(str(Path(str(cfg.out)).expanduser())))
+    path = Path(to_absolute_path(str(Path(cfg.out).expanduser())))
     if path.exists() and not cfg.overwrite:
         raise UserError(f"out={cfg.out} exists; choose another file name, or add overwrite=true to replace it")
     if path.is_dir():
-        raise UserError(f"out={cfg.out} is a folder; give a file name such as {Path(str(cfg.out)) / 'features.h5'}")
+        raise UserError(f"out={cfg.out} is a folder; give a file name such as {Path(cfg.out) / 'features.h5'}")
     return path
 
 
@@ -60,11 +60,11 @@ def load_source(cfg):
     from cnnexp.utils.runs import current_overrides
 
     if cfg.model is not None:
-        data = load_dataset(cfg.dataset, int(cfg.seed))
+        data = load_dataset(cfg.dataset, cfg.seed)
         return source_from_model(cfg, data), data
     restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides(cfg, current_overrides()))
     source = source_from_run(restored, cfg.dataset, cfg.run)
-    return source, load_dataset(source.dataset_cfg, int(cfg.seed), source.image_shape)
+    return source, load_dataset(source.dataset_cfg, cfg.seed, source.image_shape)
 
 
 def chosen_splits(cfg, data) -> list[str]:

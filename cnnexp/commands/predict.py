@@ -37,7 +37,7 @@ def run(cfg, overrides: list[str]) -> None:
     restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, resize=cfg.resize, probe=True)
     if cfg.tencrop:
         require_crops(restored.pipeline, restored.image_shape)
-    if str(cfg.image) == "olivetti":
+    if cfg.image == "olivetti":
         predict_olivetti(cfg, restored)
     else:
         predict_files(cfg, partial(read_file, cfg, restored), partial(classify_chunk, cfg, restored),
@@ -100,7 +100,7 @@ def classify_chunk(cfg, restored: Restored, chunk: list) -> list[dict]:
     found = [i for i, (_, tensor, _) in enumerate(chunk) if tensor is not None]
     guesses = {}
     if found:
-        probs = class_probs(restored, torch.stack([chunk[i][1] for i in found]), cfg.tencrop, bool(cfg.tencrop_mirror))
+        probs = class_probs(restored, torch.stack([chunk[i][1] for i in found]), cfg.tencrop, cfg.tencrop_mirror)
         guesses = dict(zip(found, top_guesses(probs, restored.class_names, cfg.topk)))
     rows = []
     for i, (path, _, box) in enumerate(chunk):
@@ -195,7 +195,7 @@ def classify_photos(cfg, opened: dict, chunk: list) -> list[dict]:
     for name, restored in opened.items():
         if found:
             images = torch.stack([chunk[i][2][name] for i in found])
-            probs = class_probs(restored, images, cfg.tencrop, bool(cfg.tencrop_mirror))
+            probs = class_probs(restored, images, cfg.tencrop, cfg.tencrop_mirror)
             for i, top in zip(found, top_guesses(probs, restored.class_names, cfg.topk)):
                 guesses[i][name] = {"top": top}
     return [photo_answer(str(path), box, cfg.detect_face, guesses.get(i)) for i, (path, box, _) in enumerate(chunk)]
@@ -239,7 +239,7 @@ def predict_olivetti(cfg, restored: Restored) -> None:
         raise UserError("detect_face applies to image files; the Olivetti faces are already cropped")
     faces = torch.from_numpy(read_faces(embedded_gif())).unsqueeze(1)
     labels = torch.arange(len(faces)) // FACES_PER_PERSON
-    probs = class_probs(restored, faces, cfg.tencrop, bool(cfg.tencrop_mirror))
+    probs = class_probs(restored, faces, cfg.tencrop, cfg.tencrop_mirror)
     guesses = top_guesses(probs, restored.class_names, cfg.topk)
     splits = olivetti_splits(restored.config)
     rows = [{"index": i, "true": people[label], "split": splits[i % FACES_PER_PERSON],

@@ -26,15 +26,15 @@ def run(cfg) -> dict:
     require_sklearn()
     from hydra.utils import to_absolute_path
 
-    features = read_features(Path(to_absolute_path(str(Path(str(cfg.features)).expanduser()))))
+    features = read_features(Path(to_absolute_path(str(Path(cfg.features).expanduser()))))
     if cfg.split not in features.splits:
         raise UserError(f"{features.path} has no {cfg.split} split to score on; it has {', '.join(features.splits)} "
                         "(split=val scores on the val split)")
-    data = fit_set(features, cfg.fit, cfg.cv, cfg.train_limit, int(cfg.seed))
+    data = fit_set(features, cfg.fit, cfg.cv, cfg.train_limit, cfg.seed)
     out = current_run_dir()
     save_config(cfg, out)
-    (search, converged), seconds = timed(grid_search, data, list(cfg.C), bool(cfg.scale), int(cfg.max_iter),
-                                         int(cfg.n_jobs), cfg.threads)
+    (search, converged), seconds = timed(grid_search, data, list(cfg.C), cfg.scale, cfg.max_iter,
+                                         cfg.n_jobs, cfg.threads)
     test_x, test_y = features.arrays(cfg.split)
     probs = full_probs(search, test_x, len(features.label_names))
     return report(cfg, features, data, search, converged, seconds, probs, test_y, out)
@@ -83,7 +83,7 @@ def report(cfg, features, data, search, converged, seconds, probs, labels, out: 
     matrix = confusion_matrix(labels_t, predicted, len(names))
     result = {"features": str(features.path), "model": features.attrs.get("model"),
               "layer": features.attrs.get("layer_description"), "dim": features.dim, "fit": data.description,
-              "n_fit": len(data.labels), "cv": cfg.cv, "scale": bool(cfg.scale), "best_C": float(
+              "n_fit": len(data.labels), "cv": cfg.cv, "scale": cfg.scale, "best_C": float(
                   search.best_params_["logisticregression__C"]), "best_cv_accuracy": float(search.best_score_),
               "cv_scores": cv_table(search), "converged": converged, "fit_seconds": round(seconds, 2),
               "split": cfg.split, "n": len(labels), **scores, "per_class": per_class(matrix, names),
@@ -100,7 +100,7 @@ def write_files(cfg, features, search, result: dict, matrix, out: Path) -> None:
 
     names = features.label_names
     attrs = {**features.attrs, "features_file": str(features.path), "best_C": result["best_C"],
-             "scale": bool(cfg.scale)}
+             "scale": cfg.scale}
     save_probe(probe_arrays(search, len(names)), attrs, out / "probe.h5")
     write_json_atomic(result, out / "probe.json")
     write_per_class_csv(result["per_class"], out / "per_class.csv")

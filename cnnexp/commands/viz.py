@@ -68,8 +68,9 @@ def as_list(arg: str, keys: tuple[str, ...]) -> str:
     return f"{key}=[{','.join(repr(item) for item in value.split(','))}]"
 
 
-def check(cfg) -> None:
-    """The picture's keys typed (its schema in cnnexp/schemas/commands.py) and range-checked."""
+def check(cfg):
+    """The picture's keys typed (its schema in cnnexp/schemas/commands.py) and range-checked: the config
+    the picture reads."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -83,10 +84,11 @@ def check(cfg) -> None:
     except OmegaConfBaseException as exc:
         raise UserError(f"{exc.full_key}: {one_line(exc)}") from exc
     typed(settings)
+    return settings
 
 
 def run(cfg, overrides: list[str]) -> None:
-    check(cfg)
+    cfg = check(cfg)
     if cfg.picture == "curves":
         curves(cfg)
         return
@@ -103,11 +105,11 @@ def restored_run(cfg, overrides: list[str]) -> Restored:
 
 def run_home(cfg, restored: Restored) -> Path:
     """The run folder the pictures belong to (the checkpoint's when only checkpoint= is given)."""
-    return Path(str(cfg.run)).expanduser() if cfg.run is not None else jobdirs.checkpoint_home(restored.checkpoint_path)
+    return Path(cfg.run).expanduser() if cfg.run is not None else jobdirs.checkpoint_home(restored.checkpoint_path)
 
 
 def out_dir(cfg, home: Path) -> Path:
-    return Path(str(cfg.out)).expanduser() if cfg.out is not None else home / "viz"
+    return Path(cfg.out).expanduser() if cfg.out is not None else home / "viz"
 
 
 @contextmanager
@@ -166,7 +168,7 @@ def curves(cfg) -> None:
     if not runs:
         raise UserError("say which runs: run=<train run folder>[,<run>...]")
     home = runs[0] if len(runs) == 1 else None
-    folder = Path(str(cfg.out)).expanduser() if cfg.out is not None else (
+    folder = Path(cfg.out).expanduser() if cfg.out is not None else (
         home / "viz" if home else Path(claim_run_dir("outputs/viz")))
     path = compare_curves(runs, folder / "curves.png")
     for run_dir in runs if cfg.tensorboard else []:
@@ -221,10 +223,10 @@ def filters(cfg, restored: Restored) -> None:
     if not convs:
         raise UserError(f"model {restored.config.model.name} has no conv layer to draw")
     maps = layer_maps(restored)
-    layer_name = str(cfg.layer) if cfg.layer is not None else convs[-1]
+    layer_name = cfg.layer if cfg.layer is not None else convs[-1]
     layer = find_layers(model, [layer_name], maps)[layer_name]
     channels = chosen_channels(cfg, maps[layer_name][0])
-    settings = AscentSettings(steps=cfg.steps, lr=float(cfg.lr), jitter=cfg.jitter, blur=float(cfg.blur),
+    settings = AscentSettings(steps=cfg.steps, lr=cfg.lr, jitter=cfg.jitter, blur=cfg.blur,
                               blur_every=cfg.blur_every, seed=cfg.seed)
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
@@ -266,11 +268,11 @@ def gradcam(cfg, restored: Restored) -> None:
     from cnnexp.viz.sources import pick_images
 
     maps = layer_maps(restored)
-    layer_name = str(cfg.layer) if cfg.layer is not None else last_spatial_map(maps)
+    layer_name = cfg.layer if cfg.layer is not None else last_spatial_map(maps)
     layer = find_layers(restored.model, [layer_name], maps)[layer_name]
     where = layer_description(layer_name, layer, maps[layer_name])
     target = target_class(cfg, restored.class_names)
-    alpha, topk = float(cfg.alpha), cfg.topk
+    alpha, topk = cfg.alpha, cfg.topk
     pictures = pick_images(cfg.image, restored)
     home = run_home(cfg, restored)
     with tensorboard_of(cfg, home) as tensorboard:
@@ -305,7 +307,7 @@ def file_part(text: str) -> str:
 
 def target_class(cfg, class_names: list[str]) -> int | None:
     """None for target=top, else the index of the named class."""
-    target = str(cfg.target)
+    target = cfg.target
     if target == "top":
         return None
     if target not in class_names:

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from cnnexp.utils.choices import RESIZES
 from cnnexp.utils.errors import UserError
 
 SPLIT_DIRS = {"train": ("train",), "val": ("validation", "val", "valid"), "test": ("test",)}
@@ -37,7 +36,6 @@ OPENED = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM")  # Pillow's names;
 OPENED_TEXT = "JPEG, PNG, GIF, BMP, TIFF, WebP, PBM/PGM/PPM/PAM/PFM"
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pam", ".pbm", ".pfm", ".pgm", ".png", ".pnm", ".ppm", ".tif",
                   ".tiff", ".webp")  # what a folder search (predict, viz) takes for an image
-DEFAULT_MAX_PIXELS = 50_000_000  # width x height; a 50-megapixel camera's photos pass
 BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on (white, as a web page shows them)
 ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
 HEAD_BYTES = 512  # read to name a refused file's format, or to find a PAM/PFM header
@@ -65,31 +63,13 @@ class FormatNotOpened(UnreadableImage):
 
 
 def image_size(size) -> tuple[int, int]:
-    """`dataset.size` as (H, W): an int for squares or [H, W]."""
-    pair = (size, size) if isinstance(size, int) else tuple(size)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise UserError(f"size={size!r} must be a positive int or [height, width], e.g. 64 or [70, 50]")
-    return pair
-
-
-def check_options(channels: int, resize: str) -> None:
-    if channels not in (1, 3):
-        raise UserError(f"channels={channels} must be 1 (grey) or 3 (RGB)")
-    if resize not in RESIZES:
-        raise UserError(f"resize={resize} is not one of: {', '.join(RESIZES)}")
-
-
-def pixel_limit(value, key: str) -> int:
-    """A `max_pixels` setting: a positive whole number of pixels (width x height)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UserError(f"{key}={value!r} must be a positive number of pixels (width x height), "
-                        f"e.g. {key}={DEFAULT_MAX_PIXELS}")
-    return value
+    """A `size` setting (an int for squares or [H, W], checked by its schema) as (H, W)."""
+    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 # ---- decoding -------------------------------------------------------------------------------------
-def decode_image(source: Path | bytes, name, channels: int, size: tuple[int, int] | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(source: Path | bytes, name, channels: int, size: tuple[int, int] | None,
+                 max_pixels: int) -> Image.Image:
     """A file (a Path) or bytes held in memory (an upload; `name` only appears in messages, it is never
     opened) decoded to grey (1 channel) or RGB (3) by the rules above. `size` (H, W) lets a JPEG
     decode at a reduced scale that still covers it. Raises UnreadableImage (TooManyPixels,
@@ -237,18 +217,17 @@ def refusal(data: bytes, name) -> UnreadableImage:
     return UnreadableImage(name, "not an image file")
 
 
-def open_image(path, channels: int, size: tuple[int, int] | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(path, channels: int, size: tuple[int, int] | None, max_pixels: int) -> Image.Image:
     """One file decoded to grey (1 channel) or RGB (3) by `decode_image`."""
     return decode_image(Path(path), Path(path), channels, size, max_pixels)
 
 
-def image_from_bytes(data: bytes, name: str, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def image_from_bytes(data: bytes, name: str, channels: int, max_pixels: int) -> Image.Image:
     """An image held in memory (an upload), decoded as `open_image` decodes a file."""
     return decode_image(bytes(data), name, channels, None, max_pixels)
 
 
-def fit_image(image: Image.Image, size: tuple[int, int], resize: str = "simple") -> np.ndarray:
+def fit_image(image: Image.Image, size: tuple[int, int], resize: str) -> np.ndarray:
     """uint8 H x W x C of size (H, W): `simple` stretches, `aspect` scales the short side to cover it
     and centre-crops (the tutorial's AspectAwarePreprocessor)."""
     target = (size[1], size[0])
@@ -260,8 +239,7 @@ def fit_image(image: Image.Image, size: tuple[int, int], resize: str = "simple")
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def read_image(path, channels: int, size: tuple[int, int], resize: str = "simple",
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path, channels: int, size: tuple[int, int], resize: str, max_pixels: int) -> np.ndarray:
     """One file as uint8 H x W x C of the given channels and size."""
     return fit_image(open_image(path, channels, size, max_pixels), size, resize)
 
@@ -321,10 +299,9 @@ def stratified_split(samples: list, ratios: list[float], seed: int) -> list[list
 
 
 def assign_splits(samples: dict[str, list], ratios, seed: int) -> dict[str, list]:
-    """Fill the splits the folder lacks (val, test) from its training files by `ratios` [train, val, test]."""
+    """Fill the splits the folder lacks (val, test) from its training files by `ratios` [train, val, test]
+    (three fractions, checked by the schema)."""
     ratios = list(ratios)
-    if len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
-        raise UserError(f"split={ratios} must be three fractions [train, val, test], e.g. [0.8, 0.1, 0.1]")
     missing = [s for s in ("val", "test") if s not in samples]
     if not missing:
         return samples

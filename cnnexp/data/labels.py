@@ -177,11 +177,11 @@ def labelled_data(cfg, rows: list[tuple], root, seed: int, skipped: dict[str, in
     import torch
 
     from cnnexp.data.image_data import ImageData, Split
-    from cnnexp.data.images import check_options, image_size, pixel_limit
+    from cnnexp.data.images import image_size
     from cnnexp.data.sources.folder import FileImages, decode_all, report_unreadable
     from cnnexp.data.stream import fits_in_memory
 
-    target = make_field(str(cfg.target), cfg.get("bins"))
+    target = make_field(cfg.target, cfg.bins)
     known = sorted({name for _, raw, _ in rows for name in raw})
     if rows and target.name not in known:
         raise UserError(f"dataset.target={target.name} is not a label of these images; choose one of: "
@@ -193,15 +193,13 @@ def labelled_data(cfg, rows: list[tuple], root, seed: int, skipped: dict[str, in
     if not len(items):
         raise UserError(f"no labelled images under {root}")
     report_skipped(skipped, root)
-    size, channels, resize = image_size(cfg.size), int(cfg.channels), str(cfg.resize)
-    check_options(channels, resize)
+    size, channels, resize = image_size(cfg.size), cfg.channels, cfg.resize
     class_names = target.class_names(items.fields[target.name])
     positions = split_labelled(items, target.name, cfg.split, seed)
     in_memory = fits_in_memory(cfg.in_memory, len(items) * channels * size[0] * size[1], cfg.memory_limit_mb)
-    max_pixels = pixel_limit(cfg.max_pixels, "dataset.max_pixels")
     splits, bad = {}, []
     for name, chosen in positions.items():
-        files = FileImages([items.paths[i] for i in chosen], channels, size, resize, cfg.workers, max_pixels)
+        files = FileImages([items.paths[i] for i in chosen], channels, size, resize, cfg.workers, cfg.max_pixels)
         pixels, good, unreadable = decode_all(files, keep_pixels=in_memory)
         bad += unreadable
         kept = [chosen[g] for g in good]
@@ -209,7 +207,7 @@ def labelled_data(cfg, rows: list[tuple], root, seed: int, skipped: dict[str, in
         fields = {field: [values[i] for i in kept] for field, values in items.fields.items()}
         kept_files = files.subset(good)
         splits[name] = Split(pixels if in_memory else kept_files, torch.from_numpy(labels), fields, kept_files.paths)
-    report_unreadable(bad, root, bool(cfg.strict))
+    report_unreadable(bad, root, cfg.strict)
     meta = {"source": str(root), "in_memory": in_memory, "skipped": len(bad) + sum(skipped.values()),
             "target": target.name, "ordered": target.ordered}
     return ImageData(splits, class_names, meta=meta)

@@ -127,12 +127,7 @@ class Augmentation:
         self.crops = self.crop_size != (h, w)
         self.ranges = {key: float(cfg.get(key) or 0.0)
                        for key in ("rotation", "zoom", "width_shift", "height_shift", "shear")}
-        for key, value in self.ranges.items():
-            if value < 0 or (key == "zoom" and value >= 1):
-                raise UserError(f"augmentation.{key}={value} must be >= 0" + (" and < 1" if key == "zoom" else ""))
-        fill = cfg.get("fill", "nearest")
-        if fill not in FILL_MODES:
-            raise UserError(f"augmentation.fill={fill} is not one of: {', '.join(FILL_MODES)}")
+        fill = cfg.get("fill", "nearest")  # the ranges and fill are checked by the augmentation schema
         self.fill = fill
         self.padding = FILL_MODES[fill]
         self.warps = any(self.ranges.values())

@@ -25,6 +25,7 @@ from cnnexp.models import create_model, model_kwargs
 from cnnexp.models.freeze import FreezeReport, apply_freeze, parameter_groups
 from cnnexp.models.weights import LoadReport, choose_normalization, start_weights
 from cnnexp.schemas import upgrade
+from cnnexp.schemas.datasets import RESIZE, check_source
 from cnnexp.schemas.keys import check_dataset_keys
 from cnnexp.utils.checkpoint import Checkpoint
 from cnnexp.utils.errors import UserError
@@ -56,12 +57,12 @@ class Restored(InferenceParts):
     checkpoint_path: Path
     epoch: int = 0
     step: int = 0
-    resize: str = "aspect"  # how user images are brought to `image_shape`
+    resize: str = RESIZE  # how user images are brought to `image_shape`
 
     def load_data(self) -> ImageData:
         """The run's dataset (with overrides), checked against what the model was trained on."""
         cfg = self.config
-        data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.limit)
+        data = create_dataset(cfg.dataset, cfg.seed).limit(cfg.dataset.limit)
         if list(data.class_names) != list(self.class_names):
             raise UserError(
                 f"the dataset has {data.num_classes} classes ({preview(data.class_names)}) but the model was trained "
@@ -87,7 +88,7 @@ def restore_run(run, path: Path, device_cfg, dataset_overrides: dict | None = No
     """The checkpoint at `path` as a model ready to run, with the run's evaluation pipeline."""
     config, ckpt, model = load_trained(run, path, dataset_overrides)
     pipeline = Pipeline(Augmentation(config.augmentation, tuple(ckpt.image_shape)), Normalizer(**ckpt.normalization),
-                        bool(device_cfg.channels_last))
+                        device_cfg.channels_last)
     parts = ready(model, pipeline, ckpt.image_shape, device_cfg)
     return Restored(**parts.parts(), config=config, class_names=list(ckpt.class_names), checkpoint_path=path,
                     epoch=int(ckpt.epoch), step=int(ckpt.step))
@@ -104,11 +105,15 @@ def load_trained(run, path: Path, dataset_overrides: dict | None = None) -> tupl
 
 
 def apply_dataset_overrides(config: DictConfig, overrides: dict) -> None:
-    """`{"root": "../data"}` -> config.dataset.root, adding keys the saved config lacks (those its source reads)."""
+    """`{"root": "../data"}` -> config.dataset.root, adding keys the saved config lacks (those its source reads),
+    checked against the source's schema as training checked them."""
+    if not overrides:
+        return
     check_dataset_keys(config.dataset, [key for key in overrides if key.split(".", 1)[0] not in config.dataset])
     with open_dict(config):
         for key, value in overrides.items():
             OmegaConf.update(config, f"dataset.{key}", value, merge=False, force_add=True)
+    check_source(config.dataset)
 
 
 def trained_model(model_cfg, in_shape, ckpt: Checkpoint, path: Path) -> torch.nn.Module:
@@ -184,35 +189,35 @@ def assemble_training(cfg, data: ImageData, resuming: bool = False) -> TrainingP
     device = select_device(cfg.device)
     precision = resolve_precision(cfg.device, device)
     set_threads(cfg.device.threads)
-    seed_everything(int(cfg.seed))
+    seed_everything(cfg.seed)
     data = data.to(device)
     train_split = data.split("train")
-    check_batch_size(int(cfg.trainer.batch_size), len(train_split))
+    check_batch_size(cfg.trainer.batch_size, len(train_split))
     augmentation = Augmentation(cfg.augmentation, data.image_shape)
     model = create_model(cfg.model.name, augmentation.out_shape, data.num_classes, **model_kwargs(cfg.model))
     weights = None if resuming else start_weights(model, cfg.model)
     freezing = apply_freeze(model, cfg.model.freeze, cfg.model.trainable, cfg.model.name)
-    eval_batch = eval_batch_size(cfg.trainer.eval_batch_size, float(cfg.trainer.eval_memory_mb), model,
+    eval_batch = eval_batch_size(cfg.trainer.eval_batch_size, cfg.trainer.eval_memory_mb, model,
                                  data.image_shape, augmentation.out_shape)
     normalizer = choose_normalizer(cfg, weights, augmentation.out_shape[0], train_split, data.meta.get("channel_stats"))
-    channels_last = bool(cfg.device.channels_last)
+    channels_last = cfg.device.channels_last
     pipeline = Pipeline(augmentation, normalizer, channels_last)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    compile_model(model, bool(cfg.device.compile))
+    compile_model(model, cfg.device.compile)
     scaler = precision.grad_scaler()
-    sync_bn = bool(cfg.trainer.sync_bn)
+    sync_bn = cfg.trainer.sync_bn
     batchnorm = group.batchnorm_mode(model, device, sync_bn)
     train_model = group.wrap(model, device, sync_bn)
     ema = WeightAverage(model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay else None
     optimizer = build_optimizer(cfg.optimizer, parameter_groups(
-        model, float(cfg.optimizer.head_lr_mult), float(cfg.optimizer.lr), bool(cfg.optimizer.decay_norm_bias)))
+        model, cfg.optimizer.head_lr_mult, cfg.optimizer.lr, cfg.optimizer.decay_norm_bias))
     scheduler = build_scheduler(cfg.scheduler, optimizer)
-    train_batches = make_batches(train_split, cfg.trainer.batch_size, bool(cfg.trainer.shuffle),
+    train_batches = make_batches(train_split, cfg.trainer.batch_size, cfg.trainer.shuffle,
                                  shard=(group.rank, group.world_size))
-    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     return TrainingParts(cfg, data, group, device, precision, model, train_model, batchnorm, weights, freezing,
                          pipeline, ema, optimizer, scheduler, scaler, train_batches, generator,
-                         augment_generator(generator, group, int(cfg.seed), device), make_early_stopping(cfg.trainer),
+                         augment_generator(generator, group, cfg.seed, device), make_early_stopping(cfg.trainer),
                          eval_batch)
 
 

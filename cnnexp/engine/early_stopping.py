@@ -1,7 +1,5 @@
 """Early-stopping rules, each a small object the trainer asks after every evaluation and step."""
 
-from cnnexp.utils.errors import UserError
-
 
 class NoStopping:
     def update(self, improved: bool, val_error: float, best_before: float, step: int, epoch: int) -> None:
@@ -21,7 +19,7 @@ class EpochPatience(NoStopping):
     """Stop after `patience` epochs without a new best validation error."""
 
     def __init__(self, patience: int):
-        self.patience = int(patience)
+        self.patience = patience
         self.best_epoch = 0
 
     def update(self, improved, val_error, best_before, step, epoch):
@@ -37,9 +35,9 @@ class TutorialPatience(NoStopping):
     `improvement_threshold` x the best extends patience to `step x patience_increase`."""
 
     def __init__(self, patience: int, patience_increase: float, improvement_threshold: float):
-        self.patience = int(patience)
-        self.patience_increase = float(patience_increase)
-        self.improvement_threshold = float(improvement_threshold)
+        self.patience = patience
+        self.patience_increase = patience_increase
+        self.improvement_threshold = improvement_threshold
 
     def update(self, improved, val_error, best_before, step, epoch):
         if improved and val_error < best_before * self.improvement_threshold:
@@ -50,13 +48,9 @@ class TutorialPatience(NoStopping):
 
 
 def make_early_stopping(trainer_cfg):
-    rule = trainer_cfg.early_stopping
-    if rule in (None, "none"):
-        return NoStopping()
-    if rule == "epochs":
-        return EpochPatience(trainer_cfg.patience)
-    if rule == "tutorial":
-        return TutorialPatience(
-            trainer_cfg.patience_iterations, trainer_cfg.patience_increase, trainer_cfg.improvement_threshold
-        )
-    raise UserError(f"trainer.early_stopping={rule} is not one of: none, epochs, tutorial")
+    """The rule `trainer.early_stopping` names (its schema has checked the name)."""
+    rules = {"none": NoStopping,
+             "epochs": lambda: EpochPatience(trainer_cfg.patience),
+             "tutorial": lambda: TutorialPatience(trainer_cfg.patience_iterations, trainer_cfg.patience_increase,
+                                                  trainer_cfg.improvement_threshold)}
+    return rules[trainer_cfg.early_stopping]()

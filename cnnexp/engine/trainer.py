@@ -40,9 +40,9 @@ class Trainer:
         self.model, self.train_model, self.ema, self.scaler = parts.model, parts.train_model, parts.ema, parts.scaler
         self.optimizer, self.scheduler, self.stopper = parts.optimizer, parts.scheduler, parts.stopper
         self.train_batches, self.generator = parts.train_batches, parts.generator
-        self.label_smoothing = float(self.cfg.trainer.label_smoothing)  # read once, not every step
+        self.label_smoothing = self.cfg.trainer.label_smoothing  # read once, not every step
         self.eval_batch_size = parts.eval_batch_size
-        self.log_every = int(self.cfg.trainer.log_every)
+        self.log_every = self.cfg.trainer.log_every
         self.pending_losses: list[torch.Tensor] = []  # on the device, read every log_every steps
         self.global_batch = 0  # images in the current step over all processes
         self.epoch_in_progress = 0
@@ -115,7 +115,7 @@ class Trainer:
                 with failures_explained(self):
                     images = first_images(self.data.split("train").images, min(64, self.train_batches.batch_size * 4))
                     self.loggers.input_grid(self.pipeline, images, self.device)
-                    while self.state.epoch < int(self.cfg.trainer.epochs) and self.stop_reason is None:
+                    while self.state.epoch < self.cfg.trainer.epochs and self.stop_reason is None:
                         if self.group.active:
                             self.stop_agreed = self.group.any(self.stop_requests.requested or self.stop_agreed)
                         self._stop_if_requested()
@@ -181,7 +181,7 @@ class Trainer:
                     ips = start_images / max(time.perf_counter() - start_time, 1e-9)
                     progress.update(task, loss=loss_text(self.state.smooth_loss), ips=ips)
                 progress.update(task, completed=self.state.batch_in_epoch)
-                if trainer_cfg.eval_every and self.state.step % int(trainer_cfg.eval_every) == 0:
+                if trainer_cfg.eval_every and self.state.step % trainer_cfg.eval_every == 0:
                     self._flush_losses()
                     ips = start_images / max(time.perf_counter() - start_time, 1e-9)
                     self.state.train_seconds += time.perf_counter() - start_time
@@ -189,7 +189,7 @@ class Trainer:
                     if self.best_due:  # the weights move on with the next step: saved now, not with last.pt
                         self.save("best")
                     start_time, start_images = time.perf_counter(), 0
-                if trainer_cfg.checkpoint_every and self.state.step % int(trainer_cfg.checkpoint_every) == 0:
+                if trainer_cfg.checkpoint_every and self.state.step % trainer_cfg.checkpoint_every == 0:
                     self.save("last")
                 if self.stopper.should_stop(self.state.step, epoch - 1):
                     self.stop_reason = "early stopping"
@@ -236,7 +236,7 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)  # so that grad_clip sees the true gradients
         if self.cfg.trainer.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.trainer.grad_clip))
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.grad_clip)
         if self.scaler is None:
             self.optimizer.step()
         else:
@@ -260,7 +260,7 @@ class Trainer:
             self._track_loss(value, self.epoch_in_progress, first_step + i)
 
     def _track_loss(self, value: float, epoch: int, step: int) -> None:
-        limit = float(self.cfg.trainer.diverge_loss)
+        limit = self.cfg.trainer.diverge_loss
         if not math.isfinite(value) or value > limit:
             above = "" if not math.isfinite(value) else f" (above trainer.diverge_loss={limit:g})"
             raise Diverged(f"Model diverged with loss = {value}{above} at epoch {epoch}, step {step}")

@@ -58,20 +58,20 @@ def source_from_model(cfg, data) -> Source:
     makes the same features again."""
     image_shape = tuple(data.image_shape)
     model_cfg = absolute_weights(OmegaConf.to_container(cfg.model, resolve=True))
-    model, loaded = registry_model(OmegaConf.create(model_cfg), image_shape, data.num_classes, int(cfg.seed))
+    model, loaded = registry_model(OmegaConf.create(model_cfg), image_shape, data.num_classes, cfg.seed)
     weights_stats = choose_normalization(loaded, OmegaConf.create(model_cfg), image_shape[0])
     pipeline = Pipeline(Augmentation({}, image_shape), model_normalizer(cfg, data, weights_stats),
-                        bool(cfg.device.channels_last))
+                        cfg.device.channels_last)
     record = {"model": model_cfg["name"], "model_config": model_cfg,
-              "weights": str(model_cfg.get("weights") or "none (random initialisation from seed)"),
+              "weights": str(model_cfg["weights"] or "none (random initialisation from seed)"),
               "weights_loaded": loaded.summary() if loaded is not None else "",
-              "source_run": "", "checkpoint": "", "seed": int(cfg.seed), "augmentation": {}}
+              "source_run": "", "checkpoint": "", "seed": cfg.seed, "augmentation": {}}
     return Source(**ready(model, pipeline, image_shape, cfg.device).parts(), dataset_cfg=cfg.dataset, record=record)
 
 
 def absolute_weights(model_cfg: dict) -> dict:
     """A `model.weights` file or run folder by its absolute path, so a probe run finds it from anywhere."""
-    weights = model_cfg.get("weights")
+    weights = model_cfg["weights"]
     if isinstance(weights, str) and weights and Path(weights).expanduser().exists():
         model_cfg = {**model_cfg, "weights": str(Path(weights).expanduser().resolve())}
     return model_cfg

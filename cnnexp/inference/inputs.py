@@ -59,15 +59,15 @@ def image_files(spec) -> list[Path]:
     raise UserError(f"image={spec} does not exist; give an image file, a folder, a glob ('faces/*.png') or olivetti")
 
 
-def decode(path: Path, channels: int, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode(path: Path, channels: int, max_pixels: int) -> Image.Image:
     """The whole image in the run's colour mode (grey for 1 channel, RGB for 3)."""
     try:
-        return open_image(path, channels, max_pixels=max_pixels)
+        return open_image(path, channels, None, max_pixels)
     except images.UnreadableImage as exc:
         raise refused(exc, path, "give") from None
 
 
-def decode_upload(data: bytes, name: str, channels: int, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_upload(data: bytes, name: str, channels: int, max_pixels: int) -> Image.Image:
     """Bytes a client sent (a web upload), decoded like a file; `name` is only used in the message."""
     try:
         return images.image_from_bytes(data, name, channels, max_pixels)
@@ -75,7 +75,7 @@ def decode_upload(data: bytes, name: str, channels: int, max_pixels: int = image
         raise refused(exc, name, "send") from None
 
 
-def fit(image: Image.Image, size: tuple[int, int], resize: str = "aspect") -> torch.Tensor:
+def fit(image: Image.Image, size: tuple[int, int], resize: str) -> torch.Tensor:
     """uint8 C x H x W of size (H, W): `aspect` scales to cover and centre-crops, `simple` stretches."""
     return torch.from_numpy(fit_image(image, size, resize)).permute(2, 0, 1).contiguous()
 
@@ -95,8 +95,7 @@ def face_window(box, image_size: tuple[int, int], size: tuple[int, int], margin:
     return round(left), round(top), round(left + width), round(top + height)
 
 
-def load(path: Path, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float,
-         max_pixels: int = images.DEFAULT_MAX_PIXELS):
+def load(path: Path, shape: tuple[int, int, int], resize: str, detect_face: bool, margin: float, max_pixels: int):
     """(uint8 C x H x W tensor, face box or None); the tensor is None when a face was asked for and not found."""
     return prepare(decode(path, shape[0], max_pixels), shape, resize, detect_face, margin)
 

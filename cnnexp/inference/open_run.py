@@ -16,10 +16,9 @@ from torch import nn
 from cnnexp.engine.assemble import Restored, restore_run
 from cnnexp.features.extract import source_from_attrs
 from cnnexp.features.probe import LinearProbe, load_probe
+from cnnexp.schemas.datasets import RESIZE  # when neither resize= nor the run's dataset says how to fit an image
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import PROBE_FILE, checkpoint_path, is_probe_run
-
-RESIZE = "aspect"  # when neither resize= nor the run's dataset says how to fit a user's image
 
 
 def open_run(run, checkpoint, which: str, device_cfg, dataset_overrides: dict | None = None, resize: str | None = None,

@@ -31,6 +31,9 @@ COMMON_MODEL_KEYS = {
 }
 
 
+PREPROCESSES = ("weights", "dataset")  # model.preprocess
+
+
 def create_model(name: str, in_shape, num_classes: int, **kwargs):
     return MODELS.create(name, in_shape=tuple(in_shape), num_classes=int(num_classes), **kwargs)
 

@@ -194,11 +194,11 @@ def timm_hub(source: str, arch: str, download: bool):
 def named_weights(source: str, model_cfg) -> Weights | None:
     """`model.weights` names (not files) that timm models answer: `imagenet` for efficientnet_lite0,
     `timm` for model=timm. None: the name is not one of them."""
-    name = model_cfg.get("name")
+    name = model_cfg["name"]
     if name == "efficientnet_lite0" and source.lower() == "imagenet":
         return imagenet_lite0(source)
     if name == "timm" and source.lower() == TIMM_HUB:
-        return timm_hub(source, str(model_cfg.get("arch", "resnet18")), bool(model_cfg.get("download", True)))
+        return timm_hub(source, model_cfg["arch"], model_cfg["download"])
     if name == "efficientnet_lite0" and source.lower() == TIMM_HUB:
-        return timm_hub(source, "tf_efficientnet_lite0", bool(model_cfg.get("download", True)))
+        return timm_hub(source, "tf_efficientnet_lite0", model_cfg["download"])
     return None

@@ -64,9 +64,9 @@ class LoadReport:
 
 
 # ---- reading ---------------------------------------------------------------------------------------
-def read_weights(source: str, model_name: str, download: bool = True, model_cfg=None) -> Weights:
-    """The tensors of `source` for model `model_name` (`model_cfg`: its whole config, for names that
-    depend on more than the model's name, such as model=timm's arch)."""
+def read_weights(source: str, model_cfg) -> Weights:
+    """The tensors of `source` for the model `model_cfg` configures (a mapping with its `name` and
+    `download`, and the keys that names depend on, such as model=timm's `arch`)."""
     path = Path(str(source)).expanduser()
     if path.is_dir():
         path = run_checkpoint(path, source)
@@ -80,8 +80,8 @@ def read_weights(source: str, model_name: str, download: bool = True, model_cfg=
     if looks_like_path(str(source)):
         raise UserError(f"model.weights={source}: no such file or folder; give a .pth/.pt/.safetensors file, a "
                         "cnnexp run folder, or a torchvision weights name such as IMAGENET1K_V1")
-    named = named_weights(str(source), model_cfg if model_cfg is not None else {"name": model_name, "download": download})
-    return named if named is not None else read_torchvision(str(source), model_name, download)
+    named = named_weights(str(source), model_cfg)
+    return named if named is not None else read_torchvision(str(source), model_cfg["name"], model_cfg["download"])
 
 
 def looks_like_path(source: str) -> bool:
@@ -210,20 +210,14 @@ def weights_normalization(report: LoadReport | None, channels: int) -> dict | No
 
 def start_weights(model: torch.nn.Module, model_cfg) -> LoadReport | None:
     """Load `model.weights` (if set) into a freshly built model; None when there is nothing to load."""
-    source = model_cfg.get("weights")
+    source = model_cfg.weights
     if source in (None, ""):
         return None
-    weights = read_weights(str(source), model_cfg.name, bool(model_cfg.get("download", True)), model_cfg)
+    weights = read_weights(str(source), model_cfg)
     return load_weights(model, weights, model_cfg.name)
-
-
-PREPROCESS = ("weights", "dataset")
 
 
 def choose_normalization(report: LoadReport | None, model_cfg, channels: int) -> dict | None:
     """The weights' normalisation when `model.preprocess=weights` and the weights have one, else None
     (the dataset's `normalize` applies)."""
-    preprocess = model_cfg.get("preprocess", "weights")
-    if preprocess not in PREPROCESS:
-        raise UserError(f"model.preprocess={preprocess} is not one of: {', '.join(PREPROCESS)}")
-    return weights_normalization(report, channels) if preprocess == "weights" else None
+    return weights_normalization(report, channels) if model_cfg.preprocess == "weights" else None

@@ -70,7 +70,8 @@ def guarded(command, cfg):
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     out = Path(HydraConfig.get().runtime.output_dir)
-    tunings.job_start()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
+    if getattr(command, "TUNED", True):  # a library sweep's jobs (TUNED=False) leave the process as it is
+        tunings.job_start()  # here, not in `cnnexp` alone: a launcher's processes run jobs through this too
     try:
         # a job of a multirun (not composed up front) meets the checks here
         # (`++key`, which may only override a key, needs a second composition: checked up front alone)

@@ -102,8 +102,11 @@ def config_files(config_name: str, choices: dict) -> list[tuple[Path, str]]:
 
 
 def key_comments(config_name: str, choices: dict) -> dict[str, str]:
-    """{dotted key: the comment beside it in the YAML files the command's config composes}."""
-    comments = {}
+    """{dotted key: the comment beside it in the YAML files the command's config composes}; for the keys
+    whose default lives in a schema (max_pixels, resize), the help beside the schema's field."""
+    from cnnexp.schemas import schema_comments
+
+    comments = schema_comments(config_name, choices)
     for path, prefix in config_files(config_name, choices):
         for key, comment in yaml_comments(path)[1].items():
             if comment and not key.startswith(SKIPPED_ROOTS):

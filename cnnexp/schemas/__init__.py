@@ -5,18 +5,20 @@ so that the engine, the data sources and the commands read the same typed fields
   here: every primary YAML names `<config>_schema` first in its defaults list, so Hydra/OmegaConf
   refuse a wrong type or an unknown key while composing, and `typed(cfg)` (which every command's
   config goes through once, before anything runs) runs the range checks (`check()` beside the fields).
-- Model configs are made from the factories' signatures (`models.py`); dataset sources, optimizers and
-  schedulers keep their keys in their YAML (each choice has its own keys; unknown keys are still
-  refused by Hydra's struct mode) and are checked where they are used.
+- Model configs are made from the factories' signatures (`models.py`); each dataset source has its
+  schema (`datasets.py`, named first in conf/dataset/<name>.yaml); optimizers and schedulers keep
+  their keys in their YAML (any constructor argument may be added) with the shared ones typed here.
 - A run's saved config is brought onto today's keys by `upgrade`, so runs made before a key existed
   keep resuming and loading.
 """
 
 from omegaconf import OmegaConf, open_dict
 
+from cnnexp.models import COMMON_MODEL_KEYS
 from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, ExportSchema, FeaturesSchema, PredictSchema,
                                      ServeSchema, SweepSummarizeSchema)
 from cnnexp.schemas.commands import BuildHdf5Schema, BuildShardsSchema, FromVideoSchema, ProbeSchema
+from cnnexp.schemas.datasets import MAX_PIXELS, SOURCE_SCHEMAS, field_help
 from cnnexp.schemas.models import model_schemas
 from cnnexp.schemas.run import DataShowSchema, SweepSchema, TrainSchema
 
@@ -35,7 +37,15 @@ ADDED_KEYS = {
     "optimizer": {"weight_decay": 0.0, "head_lr_mult": 1.0, "decay_norm_bias": True},
     "scheduler": {"warmup_epochs": 0},
     "dataset": {"limit": None},
-    "model": {"weights": None, "download": True, "preprocess": "weights", "freeze": [], "trainable": None},
+    "model": {key: list(default) if isinstance(default, tuple) else default  # the defaults reproduce old runs
+              for key, (_, default, _) in COMMON_MODEL_KEYS.items()},
+}
+# The same for one dataset source's keys.
+ADDED_SOURCE_KEYS = {
+    "folder": {"check": True, "max_pixels": MAX_PIXELS},
+    "olivetti": {"root": None, "size": None},
+    "table": {"bins": None},
+    "utkface": {"bins": None},
 }
 
 
@@ -54,7 +64,20 @@ def upgrade(saved):
             for key, value in added.items():
                 if node is not None and key not in node:
                     node[key] = value
+        dataset = config.get("dataset")
+        for key, value in ADDED_SOURCE_KEYS.get(str(dataset.get("name")) if dataset else None, {}).items():
+            dataset.setdefault(key, value)
     return config
+
+
+def schema_comments(config_name: str, choices: dict) -> dict[str, str]:
+    """{dotted key: help} of a command's keys whose default (and so whose explanation) lives in a schema
+    field rather than in a YAML file: max_pixels and resize, shared by several configs."""
+    comments = field_help(PRIMARY_SCHEMAS[f"{config_name}_schema"]) if f"{config_name}_schema" in PRIMARY_SCHEMAS else {}
+    source = SOURCE_SCHEMAS.get(str(choices.get("dataset")))
+    if source is not None:
+        comments |= {f"dataset.{key}": help_text for key, help_text in field_help(source).items()}
+    return comments
 
 
 def register_schemas() -> None:
@@ -66,6 +89,8 @@ def register_schemas() -> None:
         store.store(name=name, node=schema)
     for name, schema in model_schemas().items():
         store.store(group="model", name=name, node=schema)
+    for name, schema in SOURCE_SCHEMAS.items():
+        store.store(group="dataset_schema", name=name, node=schema)
 
 
-__all__ = ["PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "typed", "upgrade"]
+__all__ = ["PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "schema_comments", "typed", "upgrade"]

@@ -14,8 +14,12 @@ class Checked:
     check then."""
 
     def __post_init__(self) -> None:
-        if not any(isinstance(getattr(self, f.name), str) and getattr(self, f.name) == MISSING for f in fields(self)):
+        if not self.is_template():
             self.check()
+
+    def is_template(self) -> bool:
+        """Whether this is Hydra reading the schema itself (a field is still MISSING)."""
+        return any(isinstance(getattr(self, f.name), str) and getattr(self, f.name) == MISSING for f in fields(self))
 
     def check(self) -> None:
         raise NotImplementedError

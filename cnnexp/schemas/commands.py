@@ -8,13 +8,16 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from cnnexp.schemas.checks import Checked, at_least, one_of, positive
-from cnnexp.schemas.run import DeviceSchema
+from cnnexp.schemas.datasets import (check_channels, check_max_pixels, check_size, check_split, max_pixels_field,
+                                     resize_field)
+from cnnexp.schemas.run import DeviceSchema, check_model
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.choices import RESIZES, SPLITS
 
 TENCROP_REDUCTIONS = ("mean", "vote")  # eval.tencrop_reduce: average the ten views' softmax, or let them vote
 BACKENDS = ("torch", "onnxruntime")  # what runs the served model's forward pass
 EXPORT_FORMATS = ("onnx", "torchscript")
+COMPRESSIONS = (None, "gzip", "lzf")  # data build-hdf5's compression
 
 
 @dataclass
@@ -80,7 +83,8 @@ class GuessSchema(RunChoice, Checked):
     detect_face: bool = MISSING
     face_margin: float = MISSING
     resize: Optional[str] = MISSING
-    max_pixels: int = MISSING
+    max_pixels: int = max_pixels_field("an image whose header gives more pixels (width x height) is refused "
+                                       "before decoding (serve: 413)")
     device: DeviceSchema = field(default_factory=DeviceSchema)
 
     def check(self) -> None:
@@ -89,7 +93,7 @@ class GuessSchema(RunChoice, Checked):
         if self.resize not in (None, *RESIZES):
             raise UserError(f"resize={self.resize} is not one of: {', '.join(RESIZES)}, null (the run's dataset.resize)")
         at_least("face_margin", self.face_margin, 0, integer=False)
-        positive("max_pixels", self.max_pixels, integer=True)
+        check_max_pixels("max_pixels", self.max_pixels)
 
 
 RUN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # a named run's key in run={...}: a JSON key beside image and face
@@ -203,27 +207,40 @@ class ExportSchema(RunChoice, Checked):
 
 
 @dataclass
-class BuildHdf5Schema:
+class BuildHdf5Schema(Checked):
     src: Optional[str] = MISSING
     out: Optional[str] = MISSING
     size: Any = MISSING  # an int or [height, width]
     channels: int = MISSING
-    resize: str = MISSING
+    resize: str = resize_field()
     split: list[float] = MISSING
     seed: int = MISSING
     compression: Optional[str] = MISSING
     buffer: int = MISSING
     workers: int = MISSING
     strict: bool = MISSING
+    max_pixels: int = max_pixels_field()
+
+    def check(self) -> None:
+        check_size("size", self.size)
+        check_channels("channels", self.channels)
+        one_of("resize", self.resize, RESIZES)
+        check_split("split", self.split)
+        at_least("seed", self.seed, 0)
+        if self.compression not in COMPRESSIONS:
+            raise UserError(f"compression={self.compression} is not one of: none (null), gzip, lzf")
+        at_least("buffer", self.buffer, 1)
+        at_least("workers", self.workers, 0)
+        check_max_pixels("max_pixels", self.max_pixels)
 
 
 @dataclass
-class BuildShardsSchema:
+class BuildShardsSchema(Checked):
     src: Optional[str] = MISSING
     out: Optional[str] = MISSING
     size: Any = MISSING  # null, an int or [height, width]
     channels: int = MISSING
-    resize: str = MISSING
+    resize: str = resize_field()
     quality: int = MISSING
     split: list[float] = MISSING
     seed: int = MISSING
@@ -232,6 +249,25 @@ class BuildShardsSchema:
     check: bool = MISSING
     workers: int = MISSING
     strict: bool = MISSING
+    max_pixels: int = max_pixels_field()
+
+    def __post_init__(self) -> None:
+        """Runs the checks itself: this tool's key `check` takes the name of the method."""
+        if not self.is_template():
+            self.check_keys()
+
+    def check_keys(self) -> None:
+        check_size("size", self.size, optional=True)
+        check_channels("channels", self.channels)
+        one_of("resize", self.resize, RESIZES)
+        if not 1 <= self.quality <= 100:
+            raise UserError(f"quality={self.quality} must be 1 to 100")
+        check_split("split", self.split)
+        at_least("seed", self.seed, 0)
+        at_least("shard_size", self.shard_size, 1)
+        at_least("shard_mb", self.shard_mb, 1)
+        at_least("workers", self.workers, 0)
+        check_max_pixels("max_pixels", self.max_pixels)
 
 
 @dataclass
@@ -274,9 +310,12 @@ class FeaturesSchema(RunChoice, Checked):
                             "with dataset=<name> (e.g. model=resnet18 model.weights=IMAGENET1K_V1 dataset=folder)")
         for key in ("batch_size", "write_buffer", "max_features"):
             at_least(key, getattr(self, key), 1)
-        if self.model is not None and not self.dataset.get("name"):
+        dataset_name = self.dataset.get("name") if isinstance(self.dataset, dict) else self.dataset.name  # typed by its schema
+        if self.model is not None and not dataset_name:
             raise UserError(f"model={self.model.name} needs a dataset: dataset=folder dataset.root=<images> "
                             "(or dataset=mnist, hdf5, olivetti)")
+        if self.model is not None:
+            check_model(self.model)
         if self.model is None and (self.mean is not None or self.std is not None):
             raise UserError("mean=/std= apply to model=<name>; a run uses the normalisation it trained with")
 

@@ -50,9 +50,11 @@ def closest(key: str, known) -> str | None:
 
 @cache
 def source_keys(name: str) -> frozenset | None:
-    """The keys of dataset source `name` (conf/dataset/<name>.yaml), or None for a source without one."""
-    path = Path(conf_dir()) / "dataset" / f"{name}.yaml"
-    return frozenset(OmegaConf.load(path).keys()) if path.is_file() else None
+    """The keys of dataset source `name` (its schema), or None for a source without one (a plugin's)."""
+    from cnnexp.schemas.datasets import SOURCE_SCHEMAS
+
+    schema = SOURCE_SCHEMAS.get(name)
+    return frozenset(schema.__dataclass_fields__) if schema is not None else None
 
 
 def check_dataset_keys(dataset_cfg, added) -> None:

@@ -1,17 +1,18 @@
 """The schemas of a training run's config (train, sweep, data show): the trainer, device and augmentation
-keys typed and range-checked beside their fields; dataset, optimizer and scheduler are free-form groups
-(each choice has its own keys, checked by the source or by torch's constructor), whose shared keys
-`TrainSchema.check` checks."""
+keys typed and range-checked beside their fields; each dataset source has its own schema
+(schemas/datasets.py); optimizer and scheduler are free-form groups (each choice has its own keys, passed
+to torch's constructor), whose shared keys `TrainSchema.check` checks."""
 
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from cnnexp.schemas.checks import Checked, at_least, fraction, one_of
+from cnnexp.schemas.checks import Checked, at_least, fraction, is_number, one_of
 from cnnexp.utils.errors import UserError
 
 BEST_BY = ("val_error", "val_loss", "val_error_then_loss")  # trainer.best_by: what makes a checkpoint best.pt
+EARLY_STOPPING = ("none", "epochs", "tutorial")  # trainer.early_stopping (cnnexp.engine.early_stopping's rules)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")  # device.precision (cnnexp.engine.precision reads the same)
 
 
@@ -52,6 +53,11 @@ class TrainerSchema(Checked):
         at_least("trainer.diverge_loss", self.diverge_loss, 0, integer=False)
         fraction("trainer.label_smoothing", self.label_smoothing)
         one_of("trainer.best_by", self.best_by, BEST_BY)
+        one_of("trainer.early_stopping", self.early_stopping, EARLY_STOPPING)
+        at_least("trainer.patience", self.patience, 1)
+        at_least("trainer.patience_iterations", self.patience_iterations, 0)
+        at_least("trainer.patience_increase", self.patience_increase, 1, integer=False)
+        at_least("trainer.improvement_threshold", self.improvement_threshold, 0, integer=False)
         fraction("trainer.ema_decay", self.ema_decay, optional=True)
 
 
@@ -71,8 +77,11 @@ class DeviceSchema(Checked):
                             "use device.precision=bf16 or device.precision=fp32")
 
 
+FILLS = ("nearest", "constant", "reflect")  # augmentation.fill, Keras's fill_mode names (data/transforms.py maps them)
+
+
 @dataclass
-class AugmentationSchema:
+class AugmentationSchema(Checked):
     name: str = MISSING
     crop_size: Optional[list[int]] = MISSING
     flip: bool = MISSING
@@ -82,6 +91,55 @@ class AugmentationSchema:
     height_shift: float = MISSING
     shear: float = MISSING
     fill: str = MISSING
+
+    def check(self) -> None:
+        if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
+            raise UserError(f"augmentation.crop_size={self.crop_size} must be [height, width] of positive integers "
+                            "or null")
+        for key in ("rotation", "width_shift", "height_shift", "shear"):
+            at_least(f"augmentation.{key}", getattr(self, key), 0, integer=False)
+        fraction("augmentation.zoom", self.zoom)
+        one_of("augmentation.fill", self.fill, FILLS)
+
+
+def check_fraction_list(key: str, value) -> None:
+    """Adam's betas: two numbers in [0, 1)."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(is_number(v) and 0 <= v < 1 for v in value)):
+        raise UserError(f"{key}={value} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+
+
+def check_flag(key: str, value) -> None:
+    if not isinstance(value, bool):
+        raise UserError(f"{key}={value!r} must be true or false")
+
+
+# What the optimizer keys that torch's optimizers share must be, checked before any data is read (any other
+# constructor argument is left to the constructor).
+OPTIMIZER_CHECKS = {
+    "lr": lambda key, value: at_least(key, value, 0, integer=False),
+    "weight_decay": lambda key, value: at_least(key, value, 0, integer=False),
+    "head_lr_mult": lambda key, value: at_least(key, value, 0, integer=False),
+    "decay_norm_bias": check_flag,
+    "nesterov": check_flag,
+    "momentum": lambda key, value: at_least(key, value, 0, integer=False),
+    "eps": lambda key, value: at_least(key, value, 0, integer=False),
+    "rho": lambda key, value: fraction(key, value),
+    "betas": check_fraction_list,
+}
+
+
+def check_model(model) -> None:
+    """The keys every model takes (`cnnexp.models.COMMON_MODEL_KEYS`) that have a range."""
+    from cnnexp.models import PREPROCESSES
+
+    preprocess = model["preprocess"] if isinstance(model, dict) else model.preprocess  # a saved run's: a dict
+    one_of("model.preprocess", preprocess, PREPROCESSES)
+
+
+def check_optimizer(optimizer) -> None:
+    for key, value in optimizer.items():
+        if key in OPTIMIZER_CHECKS:
+            OPTIMIZER_CHECKS[key](f"optimizer.{key}", value)
 
 
 @dataclass
@@ -99,9 +157,8 @@ class TrainSchema(Checked):
         """The keys of the free-form groups (each choice of dataset, optimizer, scheduler has its own keys)
         that every choice has."""
         at_least("seed", self.seed, 0)
-        at_least("dataset.limit", self.dataset.get("limit"), 1, optional=True)
-        at_least("optimizer.lr", self.optimizer["lr"], 0, integer=False)
-        at_least("optimizer.weight_decay", self.optimizer.get("weight_decay"), 0, integer=False, optional=True)
+        check_optimizer(self.optimizer)
+        check_model(self.model)
         at_least("scheduler.warmup_epochs", self.scheduler["warmup_epochs"], 0)
 
 

@@ -50,10 +50,10 @@ def service_token(cfg) -> tuple[str | None, str | None]:
     """(the token, where it came from: 'token=', TOKEN_ENV or 'generated'), or (None, None) for an open
     service: token=none, or loopback with no token given."""
     if cfg.token is not None:
-        return (None, None) if str(cfg.token).lower() == OPEN else (str(cfg.token), "token=")
+        return (None, None) if cfg.token.lower() == OPEN else (cfg.token, "token=")
     if TOKEN_ENV in os.environ:
         return check_token(TOKEN_ENV, os.environ[TOKEN_ENV]), TOKEN_ENV
-    if is_loopback(str(cfg.host)):
+    if is_loopback(cfg.host):
         return None, None
     return secrets.token_urlsafe(24), "generated"
 

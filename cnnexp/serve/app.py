@@ -63,7 +63,7 @@ class Service:
         gc.freeze()
         served = self.model.models if self.several else {None: self.model}
         for name, model in served.items():
-            self.batchers[name] = MicroBatcher(model.classify, int(self.cfg.max_batch), float(self.cfg.max_wait_ms) / 1000,
+            self.batchers[name] = MicroBatcher(model.classify, self.cfg.max_batch, self.cfg.max_wait_ms / 1000,
                                                self.metrics.forward_passes(name))
             self.tasks.append(asyncio.create_task(self.batchers[name].run()))
             info = model.info()
@@ -107,7 +107,7 @@ def create_app(cfg, load_first: bool = False) -> FastAPI:
         yield
         await service.close()
 
-    limit, timeout, detect_face = int(cfg.max_upload_mb * 1024 * 1024), float(cfg.read_timeout_s), bool(cfg.detect_face)
+    limit, timeout, detect_face = int(cfg.max_upload_mb * 1024 * 1024), cfg.read_timeout_s, cfg.detect_face
     app = FastAPI(title="cnnexp serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     app.add_middleware(Gate, token=cfg.token, metrics=service.metrics, json_log=cfg.access_log == "json")

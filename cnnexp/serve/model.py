@@ -30,8 +30,8 @@ class ServedModel:
         if cfg.tencrop:
             require_crops(self.restored.pipeline, self.restored.image_shape)
         self.cfg = cfg
-        self.detect_face, self.face_margin, self.topk = bool(cfg.detect_face), float(cfg.face_margin), int(cfg.topk)
-        self.tencrop, self.mirror = bool(cfg.tencrop), bool(cfg.tencrop_mirror)
+        self.detect_face, self.face_margin, self.topk = cfg.detect_face, cfg.face_margin, cfg.topk
+        self.tencrop, self.mirror = cfg.tencrop, cfg.tencrop_mirror
         self.classify([torch.zeros(self.restored.image_shape, dtype=torch.uint8)])  # first-call set-up, not a user's wait
 
     def prepare(self, data: bytes, name: str):
@@ -80,7 +80,7 @@ class ServedRuns:
                 self.models[name] = ServedModel(cfg, run)
         self.restored = {name: model.restored for name, model in self.models.items()}
         self.cfg, self.channels = cfg, decode_channels(self.restored)
-        self.detect_face, self.face_margin = bool(cfg.detect_face), float(cfg.face_margin)
+        self.detect_face, self.face_margin = cfg.detect_face, cfg.face_margin
 
     def prepare(self, data: bytes, name: str):
         """(face box or None, {name: input} or None when no face was found); UnreadableImage if undecodable."""
@@ -108,7 +108,7 @@ def onnx_model(cfg, restored, run, checkpoint):
 def threads_per_worker(cfg) -> int:
     """device.threads, else the cores shared out between the workers (more intra-op threads than cores
     in all the workers together makes CPU serving slower, not faster)."""
-    return cfg.device.threads or max(1, (os.cpu_count() or 1) // int(cfg.workers))
+    return cfg.device.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
 
 
 def run_metrics(run: Path | None) -> dict | None:

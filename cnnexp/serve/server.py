@@ -50,12 +50,12 @@ def serve(cfg) -> None:
     token, origin = service_token(cfg)
     check_runs(cfg)
     cfg = OmegaConf.merge(cfg, {"token": token})  # from here on: the token itself, None for an open service
-    HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
-    settings = dict(host=str(cfg.host), port=int(cfg.port), log_level="info", timeout_graceful_shutdown=GRACE_S,
+    HeaderDeadlineProtocol.timeout_s = cfg.read_timeout_s
+    settings = dict(host=cfg.host, port=cfg.port, log_level="info", timeout_graceful_shutdown=GRACE_S,
                     lifespan="on", access_log=cfg.access_log is True, http=HeaderDeadlineProtocol, **tls)
-    sock = listen(str(cfg.host), int(cfg.port))
+    sock = listen(cfg.host, cfg.port)
     print(f"cnnexp serve: {url(sock, bool(tls))} (the page at /, POST images to /predict; Ctrl+C stops)", flush=True)
-    if int(cfg.workers) > 1:
+    if cfg.workers > 1:
         serve_workers(cfg, settings, sock, origin)
         return
     app = create_app(cfg)
@@ -69,7 +69,7 @@ def serve(cfg) -> None:
 def announce(cfg, origin: str | None, tls: bool) -> None:
     """The start line about the token: a generated one inside the page's URL (printed this once); where
     the token came from; or, off loopback with token=none, that anyone can use the service."""
-    host, port = str(cfg.host), int(cfg.port)
+    host, port = cfg.host, cfg.port
     if origin == "generated":
         log.info("the page, with the token this service made (shown only now; programs send it as "
                  "'Authorization: Bearer <token>'): %s", " or ".join(page_urls(host, port, tls, cfg.token)))
@@ -134,7 +134,7 @@ def serve_workers(cfg, settings: dict, sock: socket.socket, origin: str | None) 
 
     load_model(cfg)
     os.environ[CONFIG_ENV] = OmegaConf.to_yaml(cfg, resolve=True)
-    config = uvicorn.Config("cnnexp.serve.server:app_from_environment", factory=True, workers=int(cfg.workers),
+    config = uvicorn.Config("cnnexp.serve.server:app_from_environment", factory=True, workers=cfg.workers,
                             **settings)
     announce(cfg, origin, "ssl_certfile" in settings)
     with tempfile.TemporaryDirectory(prefix="cnnexp-metrics-") as shared:
@@ -146,5 +146,5 @@ def app_from_environment():
     """The app of one worker process (uvicorn calls this in each): the worker takes connections once
     its model is loaded, so no request meets a worker that is still loading while another is ready."""
     cfg = OmegaConf.create(os.environ[CONFIG_ENV])
-    HeaderDeadlineProtocol.timeout_s = float(cfg.read_timeout_s)
+    HeaderDeadlineProtocol.timeout_s = cfg.read_timeout_s
     return create_app(cfg, load_first=True)

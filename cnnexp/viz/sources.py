@@ -11,6 +11,7 @@ from PIL import Image
 from cnnexp.data.sources.olivetti import embedded_gif, read_faces
 from cnnexp.inference.inputs import fit, image_files, load
 from cnnexp.engine.assemble import Restored
+from cnnexp.schemas.datasets import MAX_PIXELS
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.choices import SPLITS
 
@@ -30,7 +31,8 @@ def pick_images(spec, restored: Restored) -> list[Picked]:
         return [olivetti_face(parse_index(text, index), restored)]
     if kind in SPLITS and index:
         return [dataset_image(kind, parse_index(text, index), restored)]
-    return [Picked(path.stem, load(path, restored.image_shape, restored.resize, False, 0.0)[0]) for path in image_files(text)]
+    return [Picked(path.stem, load(path, restored.image_shape, restored.resize, False, 0.0, MAX_PIXELS)[0])
+            for path in image_files(text)]
 
 
 def parse_index(spec: str, index: str) -> int:

@@ -16,8 +16,7 @@ import torch
 from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.data.index import check_files
-from cnnexp.data.images import (DEFAULT_MAX_PIXELS, UnreadableImage, assign_splits, check_options, image_size,
-                                pixel_limit, read_image, scan_folder)
+from cnnexp.data.images import UnreadableImage, assign_splits, image_size, read_image, scan_folder
 from cnnexp.data.stream import LazyImages, as_batch, fits_in_memory
 from cnnexp.utils.errors import UserError
 
@@ -28,8 +27,8 @@ class FileImages(LazyImages):
     """Image files decoded to one channel count and size when read; a file whose header gives more
     than `max_pixels` pixels is unreadable."""
 
-    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: str, workers: int = 2,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, skip_unreadable: bool = False):
+    def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: str, workers: int,
+                 max_pixels: int, skip_unreadable: bool = False):
         super().__init__((len(paths), channels, *size), workers)
         self.paths, self.channels, self.size, self.resize = list(paths), channels, size, resize
         self.max_pixels, self.skip_unreadable = max_pixels, skip_unreadable
@@ -135,7 +134,7 @@ def load_split(files: FileImages, labels: list[int], in_memory: bool, bad: list[
 def readable_samples(root: Path, samples: dict[str, list], cfg, max_pixels: int, bad: list[str]) -> dict[str, list]:
     """The samples of the files found readable (by the index, or by checking them); the reasons for
     the others are added to `bad`. Unchecked with dataset.check=false."""
-    if not cfg.get("check", True):
+    if not cfg.check:
         return samples
     reasons = check_files(root, [path for items in samples.values() for path, _ in items], max_pixels, cfg.workers)
     bad += [reasons[path] for items in samples.values() for path, _ in items if reasons[path]]
@@ -145,9 +144,7 @@ def readable_samples(root: Path, samples: dict[str, list], cfg, max_pixels: int,
 @register_dataset
 def folder(cfg, seed: int = 0) -> ImageData:
     root = user_path(cfg.root, "dataset.root")
-    size, channels, resize = image_size(cfg.size), int(cfg.channels), str(cfg.resize)
-    check_options(channels, resize)
-    max_pixels = pixel_limit(cfg.get("max_pixels", DEFAULT_MAX_PIXELS), "dataset.max_pixels")
+    size, channels, resize, max_pixels = image_size(cfg.size), cfg.channels, cfg.resize, cfg.max_pixels
     names, found = scan_folder(root)
     bad = []
     samples = readable_samples(root, assign_splits(found, cfg.split, seed), cfg, max_pixels, bad)
@@ -156,9 +153,9 @@ def folder(cfg, seed: int = 0) -> ImageData:
     splits = {}
     for name, items in samples.items():
         files = FileImages([path for path, _ in items], channels, size, resize, cfg.workers, max_pixels,
-                           skip_unreadable=not cfg.get("check", True))
+                           skip_unreadable=not cfg.check)
         splits[name] = load_split(files, [label for _, label in items], in_memory, bad)
-    report_unreadable(bad, root, bool(cfg.strict))
+    report_unreadable(bad, root, cfg.strict)
     if len(splits["train"]) == 0:
         raise UserError(f"no readable training images under {root}")
     return ImageData(splits, names, meta={"source": str(root), "in_memory": in_memory, "skipped": len(bad)})

@@ -21,7 +21,6 @@ from cnnexp.data.stream import LazyImages, fits_in_memory
 from cnnexp.utils.errors import UserError
 
 FORMAT = "cnnexp-hdf5"
-MEAN_MODES = ("stored", "train")
 
 
 def open_h5(path: Path):
@@ -93,13 +92,11 @@ def read_split(handle, path: Path, group: str, in_memory: bool, workers: int) ->
 @register_dataset
 def hdf5(cfg, seed: int = 0) -> ImageData:
     path = user_path(cfg.path, "dataset.path")
-    if cfg.mean not in MEAN_MODES:
-        raise UserError(f"dataset.mean={cfg.mean} is not one of: {', '.join(MEAN_MODES)}")
     with open_h5(path) as handle:
         groups = [g for g in SPLITS if g in handle]
         n_bytes = sum(handle[g]["images"].size for g in groups)
         in_memory = fits_in_memory(cfg.in_memory, n_bytes, cfg.memory_limit_mb)
-        splits = {g: read_split(handle, path, g, in_memory, int(cfg.workers)) for g in groups}
+        splits = {g: read_split(handle, path, g, in_memory, cfg.workers) for g in groups}
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in handle.attrs["label_names"]]
         stats = [float(v) for v in handle.attrs["mean"]], [float(v) for v in handle.attrs["std"]]
     meta = {"source": str(path), "in_memory": in_memory}

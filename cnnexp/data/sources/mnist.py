@@ -30,8 +30,8 @@ def load_mnist(root: Path, train: bool, download: bool):
 def mnist(cfg, seed: int = 0) -> ImageData:
     root = Path(cfg.root).expanduser()
     train, test = (load_mnist(root, flag, cfg.download) for flag in (True, False))
-    n_val = int(cfg.val_size)
-    if not 0 <= n_val < len(train.targets):
+    n_val = cfg.val_size
+    if n_val >= len(train.targets):
         raise UserError(f"dataset.val_size={n_val} must be between 0 and {len(train.targets) - 1}")
     images, labels = train.data.unsqueeze(1), train.targets.long()
     n_train = len(labels) - n_val

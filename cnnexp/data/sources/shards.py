@@ -11,7 +11,7 @@ import torch
 from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.utils.choices import SPLITS
-from cnnexp.data.images import DEFAULT_MAX_PIXELS, check_options, image_size, pixel_limit
+from cnnexp.data.images import image_size
 from cnnexp.data.shards import FORMAT, INDEX_NAME, Decoding, ShardImages
 from cnnexp.data.sources.folder import user_path
 from cnnexp.utils.errors import UserError
@@ -45,13 +45,7 @@ def shards(cfg, seed: int = 0) -> ImageData:
     size = cfg.size if cfg.size is not None else meta.get("size")
     if size is None:
         raise UserError("the shards hold images of different sizes; set dataset.size (e.g. dataset.size=128)")
-    size = image_size(size)
     channels = int(cfg.channels if cfg.channels is not None else meta["channels"])
-    check_options(channels, str(cfg.resize))
-    if int(cfg.readers) < 1 or int(cfg.shuffle_buffer) < 1:
-        raise UserError(f"dataset.readers={cfg.readers} and dataset.shuffle_buffer={cfg.shuffle_buffer} must be at "
-                        "least 1")
-    decoding = Decoding(channels, size, str(cfg.resize),
-                        pixel_limit(cfg.get("max_pixels", DEFAULT_MAX_PIXELS), "dataset.max_pixels"))
+    decoding = Decoding(channels, image_size(size), str(cfg.resize), int(cfg.max_pixels))
     splits = {name: shard_split(root, meta["splits"][name], decoding, cfg) for name in SPLITS if name in meta["splits"]}
     return ImageData(splits, list(meta["classes"]), meta={"source": str(root), "in_memory": False})

@@ -54,11 +54,11 @@ def table(cfg, seed: int = 0) -> ImageData:
     table_file = user_path(cfg.file, "dataset.file")
     root = user_path(cfg.root, "dataset.root") if cfg.root else table_file.parent
     columns, records = read_table(table_file, cfg.sep)
-    path_columns = check_columns(str(cfg.path), str(cfg.target), columns, table_file)
+    path_columns = check_columns(cfg.path, cfg.target, columns, table_file)
     fields = [c for c in (cfg.fields if cfg.fields is not None else columns) if c not in path_columns]
     rows, missing = [], []
     for number, record in enumerate(records, start=2):  # line 1 is the header
-        path = root / path_of(str(cfg.path), record)
+        path = root / path_of(cfg.path, record)
         if not path.is_file():
             missing.append(f"{path} (line {number})")
             continue

@@ -34,7 +34,7 @@ def utkface(cfg, seed: int = 0) -> ImageData:
     root = user_path(cfg.root, "dataset.root")
     if not root.is_dir():
         raise UserError(f"dataset.root={cfg.root} is not a folder; give the folder that holds the face files")
-    pattern = name_pattern(str(cfg.pattern))
+    pattern = name_pattern(cfg.pattern)
     rows, unmatched = [], 0
     for path in sorted(p for p in root.iterdir() if p.is_file() and is_image_name(p.name)):
         match = pattern.match(path.name)

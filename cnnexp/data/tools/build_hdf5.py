@@ -14,13 +14,12 @@ import numpy as np
 import torch
 
 from cnnexp.utils.choices import SPLITS
-from cnnexp.data.images import assign_splits, check_options, image_size, scan_folder
+from cnnexp.data.images import assign_splits, image_size, scan_folder
 from cnnexp.data.sources.folder import FileImages, decode_all, report_unreadable, user_path
 from cnnexp.data.sources.hdf5 import FORMAT, channel_names
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.files import temporary_name
 
-COMPRESSIONS = (None, "gzip", "lzf")
 
 
 @dataclass
@@ -84,24 +83,19 @@ def build_hdf5(opts, progress) -> BuildReport:
     import h5py
 
     src, out = user_path(opts.src, "src"), user_path(opts.out, "out")
-    size, channels, resize = image_size(opts.size), int(opts.channels), str(opts.resize)
-    check_options(channels, resize)
-    if opts.compression not in COMPRESSIONS:
-        raise UserError(f"compression={opts.compression} is not one of: none (null), gzip, lzf")
-    if int(opts.buffer) < 1:
-        raise UserError(f"buffer={opts.buffer} must be at least 1")
+    size, channels, resize = image_size(opts.size), opts.channels, opts.resize
     names, found = scan_folder(src)
-    samples = assign_splits(found, opts.split, int(opts.seed))
-    rng = np.random.default_rng(int(opts.seed))
+    samples = assign_splits(found, opts.split, opts.seed)
+    rng = np.random.default_rng(opts.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(out)
     report = BuildReport(out, names, (*size, channels))
     stats, bad, started = ChannelStats(channels), [], time.perf_counter()
-    options = {"compression": opts.compression, "buffer": int(opts.buffer)}
+    options = {"compression": opts.compression, "buffer": opts.buffer}
     with h5py.File(tmp, "w") as handle:
         for name in SPLITS:
             items = [samples[name][i] for i in rng.permutation(len(samples[name]))]  # mixed classes in every block
-            files = FileImages([p for p, _ in items], channels, size, resize, int(opts.workers))
+            files = FileImages([p for p, _ in items], channels, size, resize, opts.workers, opts.max_pixels)
             labels, unreadable = write_split(handle, name, files, np.array([lab for _, lab in items], np.int64),
                                              options, progress, stats if name == "train" else None)
             bad += unreadable
@@ -111,7 +105,7 @@ def build_hdf5(opts, progress) -> BuildReport:
                              "std": report.std, "size": list(size), "channels": channels, "resize": resize,
                              "source": str(src)})
     try:
-        report_unreadable(bad, src, bool(opts.strict), key="strict")
+        report_unreadable(bad, src, opts.strict, key="strict")
     except UserError:
         tmp.unlink()
         raise

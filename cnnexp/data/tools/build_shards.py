@@ -21,8 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cnnexp.utils.choices import SPLITS
-from cnnexp.data.images import (DEFAULT_MAX_PIXELS, assign_splits, check_options, image_size, read_image,
-                                scan_folder)
+from cnnexp.data.images import assign_splits, image_size, read_image, scan_folder
 from cnnexp.data.shards import FORMAT, INDEX_NAME, LABEL
 from cnnexp.data.sources.folder import readable_samples, report_unreadable, user_path
 from cnnexp.utils.errors import UserError
@@ -45,8 +44,9 @@ class ShardsReport:
 class _Encoded(Dataset):
     """Item i: (extension, bytes) of chunk i of the files: the file itself, or re-encoded at `size`."""
 
-    def __init__(self, paths: list[Path], size, channels: int, resize: str, quality: int):
+    def __init__(self, paths: list[Path], size, channels: int, resize: str, quality: int, max_pixels: int):
         self.paths, self.size, self.channels, self.resize, self.quality = paths, size, channels, resize, quality
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return -(-len(self.paths) // CHUNK)
@@ -57,7 +57,7 @@ class _Encoded(Dataset):
     def encode(self, path: Path) -> tuple[str, bytes]:
         if self.size is None:
             return path.suffix.lower().lstrip(".") or "img", path.read_bytes()
-        array = read_image(path, self.channels, self.size, self.resize)
+        array = read_image(path, self.channels, self.size, self.resize, self.max_pixels)
         buffer = io.BytesIO()
         Image.fromarray(array[:, :, 0] if self.channels == 1 else array).save(buffer, "JPEG", quality=self.quality)
         return "jpg", buffer.getvalue()
@@ -70,7 +70,7 @@ def write_split(folder: Path, name: str, items: list, options: dict, progress) -
     if not items:
         return []
     encoded = _Encoded([path for path, _ in items], options["size"], options["channels"], options["resize"],
-                       options["quality"])
+                       options["quality"], options["max_pixels"])
     loader = DataLoader(encoded, batch_size=None, num_workers=min(options["workers"], len(encoded)),
                         collate_fn=lambda chunk: chunk)
     shards: dict[str, list[int]] = {}
@@ -103,18 +103,14 @@ def build_shards(opts, progress) -> ShardsReport:
     """`cnnexp data build-shards`: opts is the merged `conf/data_build_shards.yaml` node."""
     src, out = user_path(opts.src, "src"), user_path(opts.out, "out")
     size = image_size(opts.size) if opts.size is not None else None
-    channels, resize = int(opts.channels), str(opts.resize)
-    check_options(channels, resize)
-    for key in ("shard_size", "shard_mb", "quality"):
-        if not 1 <= int(opts[key]) <= (100 if key == "quality" else 10**9):
-            raise UserError(f"{key}={opts[key]} must be a positive number" + (" up to 100" if key == "quality" else ""))
     names, found = scan_folder(src)
     bad, started = [], time.perf_counter()
-    samples = readable_samples(src, assign_splits(found, opts.split, int(opts.seed)), opts, DEFAULT_MAX_PIXELS, bad)
+    samples = readable_samples(src, assign_splits(found, opts.split, int(opts.seed)), opts, int(opts.max_pixels), bad)
     report_unreadable(bad, src, bool(opts.strict), key="strict")
     building = fresh_folder(out)
-    options = {"size": size, "channels": channels, "resize": resize, "quality": int(opts.quality),
-               "shard_size": int(opts.shard_size), "shard_mb": int(opts.shard_mb), "workers": int(opts.workers)}
+    options = {"size": size, "channels": int(opts.channels), "resize": str(opts.resize), "quality": int(opts.quality),
+               "max_pixels": int(opts.max_pixels), "shard_size": int(opts.shard_size), "shard_mb": int(opts.shard_mb),
+               "workers": int(opts.workers)}
     rng, splits, report = np.random.default_rng(int(opts.seed)), {}, ShardsReport(out, names, skipped=len(bad))
     try:
         for name in SPLITS:
@@ -123,8 +119,8 @@ def build_shards(opts, progress) -> ShardsReport:
             counts = np.bincount([label for _, label in items], minlength=len(names)).tolist()
             splits[name] = {"count": len(items), "class_counts": counts, "shards": shards}
             report.counts[name], report.shards = counts, report.shards + len(shards)
-        write_json_atomic({"format": FORMAT, "version": 1, "classes": names, "channels": channels,
-                           "size": list(size) if size else None, "resize": resize, "source": str(src),
+        write_json_atomic({"format": FORMAT, "version": 1, "classes": names, "channels": int(opts.channels),
+                           "size": list(size) if size else None, "resize": str(opts.resize), "source": str(src),
                            "splits": splits}, building / INDEX_NAME)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

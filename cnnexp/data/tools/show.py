@@ -32,7 +32,7 @@ def split_counts(data: ImageData) -> dict[str, list[int]]:
 
 def describe(cfg) -> tuple[ImageData, Group]:
     """The dataset a config names, and a summary: counts per split and class, shapes, statistics."""
-    data = create_dataset(cfg.dataset, int(cfg.seed)).limit(cfg.dataset.get("limit"))
+    data = create_dataset(cfg.dataset, cfg.seed).limit(cfg.dataset.get("limit"))
     train = data.split("train")
     stats = Normalizer.fit("standardize", train.images, data.meta.get("channel_stats"))
     augmentation = Augmentation(cfg.augmentation, data.image_shape)
@@ -57,9 +57,9 @@ def sample_grid(cfg, data: ImageData, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    split = data.split(str(cfg.split))
-    generator = torch.Generator().manual_seed(int(cfg.seed))
-    index = torch.randperm(len(split), generator=generator)[: max(1, int(cfg.samples))]
+    split = data.split(cfg.split)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    index = torch.randperm(len(split), generator=generator)[: max(1, cfg.samples)]
     images = split.images[index].cpu().float()
     augmentation = Augmentation(cfg.augmentation, data.image_shape)
     rows = [("image", images), *((f"augmented {i}", augmentation.train(images, generator)) for i in (1, 2))]

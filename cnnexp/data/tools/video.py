@@ -42,7 +42,7 @@ def crop_face(frame: np.ndarray, box, margin: float) -> np.ndarray:
 def save_face(frame: np.ndarray, box, opts, path: Path) -> bool:
     import cv2
 
-    face = cv2.resize(crop_face(frame, box, float(opts.margin)), (opts.width, opts.height),
+    face = cv2.resize(crop_face(frame, box, opts.margin), (opts.width, opts.height),
                       interpolation=cv2.INTER_AREA)
     if opts.grey and face.ndim == 3:
         face = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
@@ -56,7 +56,7 @@ def check_options(opts) -> None:
     for key in ("every", "width", "height", "min_face", "min_neighbors"):
         if not isinstance(opts[key], int) or opts[key] < 1:
             raise UserError(f"{key}={opts[key]!r} must be a positive integer")
-    if not 0 <= float(opts.margin) <= 1 or float(opts.scale_factor) <= 1:
+    if not 0 <= opts.margin <= 1 or opts.scale_factor <= 1:
         raise UserError(f"margin={opts.margin} must be in [0, 1] and scale_factor={opts.scale_factor} above 1")
 
 
@@ -95,7 +95,7 @@ def faces_from_video(opts, progress) -> VideoReport:
     video = user_path(opts.video, "video")
     capture = open_video(video)
     face_cascade()  # a clear error before any frame is read
-    folder = user_path(opts.out, "out") / str(opts.label)
+    folder = user_path(opts.out, "out") / opts.label
     folder.mkdir(parents=True, exist_ok=True)
     report = VideoReport(folder)
     task = progress.add_task("frames", total=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cnnexp.sweep.plan import Plan
+from cnnexp.sweeps.plan import Plan
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.files import write_json_atomic
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from cnnexp.sweep.folders import Run, load_runs
+from cnnexp.sweeps.folders import Run, load_runs
 from cnnexp.utils.files import display_path
 from cnnexp.utils.text import WIDTH, fold, plural
 

@@ -1,6 +1,6 @@
 """The job Hydra runs for each point of a sweep."""
 
-from cnnexp.sweep.folders import read_json
+from cnnexp.sweeps.folders import read_json
 from cnnexp.utils.files import exclusive_lock
 from cnnexp.utils.runs import current_run_dir, set_aside
 

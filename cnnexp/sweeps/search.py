@@ -22,8 +22,8 @@ from types import SimpleNamespace
 
 from omegaconf import open_dict
 
-from cnnexp.sweep.folders import read_json
-from cnnexp.sweep.plan import parse_overrides
+from cnnexp.sweeps.folders import read_json
+from cnnexp.sweeps.plan import parse_overrides
 from cnnexp.utils.errors import Pruned, UserError
 from cnnexp.utils.files import write_json_atomic
 
@@ -81,7 +81,7 @@ def override_text(value) -> str:
 def sampler_and_pruner(settings):
     import optuna
 
-    startup = int(settings.startup_trials)
+    startup = settings.startup_trials
     sampler = optuna.samplers.TPESampler(n_startup_trials=startup) if settings.sampler == "tpe" \
         else optuna.samplers.RandomSampler()
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup) if settings.pruner == "median" \
@@ -115,7 +115,7 @@ def prepare(settings, train_args: list[str]) -> tuple[list[str], dict]:
     if not hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
         raise UserError(f"search=optuna needs Optuna 4.9 or newer (this is {optuna.__version__}): "
                         f"pip install -U 'cnnexp[search]'")
-    from cnnexp.sweep.study import check_storage
+    from cnnexp.sweeps.study import check_storage
 
     check_storage(settings.storage)
     fixed, space = split_space(train_args)
@@ -132,22 +132,23 @@ def sample_values(dist) -> list:
     return list(dist.choices) if hasattr(dist, "choices") else [dist.low, dist.high]
 
 
-def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path, train_run) -> int:
+def run_search(settings, fixed: list[str], space: dict, hydra_args: list[str], sweep_dir: Path, train_run,
+               tuned: bool = True) -> int:
     """Run trials of the study (joined or continued) until it has `trials` finished ones, then its plots;
     returns how many this worker ran."""
-    from cnnexp.sweep.study import Heartbeat, counted, next_trial, open_study, storage_url
+    from cnnexp.sweeps.study import Heartbeat, counted, next_trial, open_study, storage_url
 
     study, lock, storage = open_study(settings, sweep_dir, *sampler_and_pruner(settings))
-    target = int(settings.trials)
+    target = settings.trials
     write_json_atomic({"grid": {key: [] for key in space}, "seeds": [], "overrides": fixed, "metric": settings.sweep.metric,
-                       "search": {"kind": "optuna", "study": str(settings.study), "objective": OBJECTIVE,
+                       "search": {"kind": "optuna", "study": settings.study, "objective": OBJECTIVE,
                                   "sampler": settings.sampler, "pruner": settings.pruner, "trials": target}},
                       sweep_dir / "sweep.json")
     print(f"search: Optuna study '{settings.study}' ({settings.sampler} sampler, {settings.pruner} pruner) over "
           f"{', '.join(space)} in {storage_url(settings, sweep_dir)}; {counted(study)} of {target} trials done or "
           f"running; this worker runs trials until the study has {target}, in {sweep_dir}", flush=True)
-    objective, ran = Objective(fixed, space, sweep_dir, hydra_args, train_run), 0
-    while (trial := next_trial(study, lock, target, poll=min(float(settings.heartbeat), 5.0))) is not None:
+    objective, ran = Objective(fixed, space, sweep_dir, hydra_args, train_run, tuned), 0
+    while (trial := next_trial(study, lock, target, poll=min(settings.heartbeat, 5.0))) is not None:
         with Heartbeat(storage, trial._trial_id):
             outcome = run_guarded(objective, study, trial, storage)
         finish(study, trial, *outcome)
@@ -174,7 +175,7 @@ def finish(study, trial, state, result) -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from cnnexp.sweep.study import RUN_FAILED
+    from cnnexp.sweeps.study import RUN_FAILED
 
     try:
         if state == TrialState.FAIL:
@@ -191,22 +192,24 @@ class Objective:
     error to the pruner; (COMPLETE, the run's best validation error), (PRUNED, None) or (FAIL, why).
     A retry of a trial whose worker died runs in that trial's folder and continues from its last.pt."""
 
-    def __init__(self, fixed, space, sweep_dir: Path, hydra_args, train_run):
+    def __init__(self, fixed, space, sweep_dir: Path, hydra_args, train_run, tuned: bool):
         self.fixed, self.space, self.sweep_dir, self.hydra_args = fixed, space, sweep_dir, hydra_args
         self.train_run = train_run  # the train command's run(cfg, on_evaluation)
+        self.tuned = tuned  # whether the jobs apply the command line's process-wide tunings
 
     def __call__(self, trial, system_attrs: dict) -> tuple:
         from optuna.trial import TrialState
 
         from cnnexp.runner.app import launch
-        from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
+        from cnnexp.sweeps.multirun import OFF as SUMMARY_OFF
 
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         folder = self.sweep_dir / f"trial-{system_attrs.get('failed_trial', trial.number):04d}"
         overrides = [*self.fixed, *(f"{key}={override_text(v)}" for key, v in params.items())]
         if not any(o.split("=", 1)[0] == "seed" for o in overrides):
             overrides.append("seed=0")
-        job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run))
+        job = SimpleNamespace(CONFIG_NAME="train", run=lambda cfg: run_trial(cfg, trial, self.train_run),
+                              TUNED=self.tuned)
         launch("sweep", job, ["--multirun", *overrides, f"hydra.sweep.dir='{self.sweep_dir}'",
                               f"hydra.sweep.subdir={folder.name}", SUMMARY_OFF, *self.hydra_args])
         metrics, failed = read_json(folder / "metrics.json"), read_json(folder / "failed.json")

@@ -3,10 +3,10 @@
 import statistics
 from pathlib import Path
 
-from cnnexp.sweep.folders import Run, load_runs, read_json, run_key
-from cnnexp.sweep.plan import override_value
-from cnnexp.sweep.plot import numbers, plot_summary
-from cnnexp.sweep.table import STAT_METRICS, SUMMARY_FILES, choice_line, rich_table, write_summary
+from cnnexp.sweeps.folders import Run, load_runs, read_json, run_key
+from cnnexp.sweeps.plan import override_value
+from cnnexp.sweeps.plot import numbers, plot_summary
+from cnnexp.sweeps.table import STAT_METRICS, SUMMARY_FILES, choice_line, rich_table, write_summary
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.files import display_path
 from cnnexp.utils.text import WIDTH, fold

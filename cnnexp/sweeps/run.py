@@ -20,10 +20,10 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
-from cnnexp.sweep.multirun import OFF as SUMMARY_OFF
-from cnnexp.sweep.folders import finished_runs, read_json, write_sweep_json
-from cnnexp.sweep.plan import Plan, check_plan, make_plan, parse_overrides
-from cnnexp.sweep.summary import summarize
+from cnnexp.sweeps.multirun import OFF as SUMMARY_OFF
+from cnnexp.sweeps.folders import finished_runs, read_json, write_sweep_json
+from cnnexp.sweeps.plan import Plan, check_plan, make_plan, parse_overrides
+from cnnexp.sweeps.summary import summarize
 from cnnexp.runner.app import launch as launch_app
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import claim_run_dir
@@ -81,13 +81,28 @@ def main(argv: list[str], train_run) -> int:
         return launch_app("sweep summarize", SUMMARIZE, argv[1:])
     if any(a.split("=")[0] in HYDRA_ONLY for a in argv) or argv == ["help"]:
         return launch_app("sweep", SHOW, ["--help" if a == "help" else a for a in argv if not is_swept(a)])
-    settings_args, hydra_args, train_args = split_args(argv)
+    run_sweep(argv, train_run)
+    return 0
+
+
+def run_sweep(args: list[str], train_run, tuned: bool = True) -> tuple[Path, dict]:
+    """The sweep of `args` (a grid or an Optuna search; each run `train_run(cfg)`) run to its end: (the
+    sweep folder, its summary as summary.json holds it). Failed runs are in the summary, not raised.
+    `tuned`: whether the jobs apply the command line's process-wide tunings (not from the library)."""
+    settings_args, hydra_args, train_args = split_args(args)
     settings = compose_settings(settings_args)
     metric = check_metric(settings.sweep.metric)
     if settings.search == "optuna":
-        return optuna_search(settings, train_args, hydra_args, metric, train_run)
-    if settings.search != "grid":
+        sweep_dir = optuna_search(settings, train_args, hydra_args, train_run, tuned)
+    elif settings.search == "grid":
+        sweep_dir = grid_search(settings, train_args, hydra_args, metric, train_run, tuned)
+    else:
         raise UserError(f"search={settings.search} is not one of: grid, optuna")
+    return sweep_dir, summarize(sweep_dir, metric)
+
+
+def grid_search(settings, train_args: list[str], hydra_args: list[str], metric: str, train_run, tuned: bool) -> Path:
+    """The runs of the grid not done yet in the sweep folder (which it returns)."""
     plan = make_plan(settings, train_args)
     check_plan(plan)
     sweep_dir = sweep_folder(settings.sweep.dir)
@@ -97,23 +112,21 @@ def main(argv: list[str], train_run) -> int:
     write_sweep_json(sweep_dir, plan, metric)
     if todo:
         started = time.perf_counter()
-        launch(plan, sweep_dir, hydra_args, train_run)
+        launch(plan, sweep_dir, hydra_args, train_run, tuned)
         print(f"ran {len(todo)} run{'s' * (len(todo) != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
-    summarize(sweep_dir, metric)
-    return 0
+    return sweep_dir
 
 
-def optuna_search(settings, train_args: list[str], hydra_args: list[str], metric: str, train_run) -> int:
-    """`search=optuna`: trials of an Optuna study instead of a grid (see sweep/search.py), then the summary."""
-    from cnnexp.sweep.search import prepare, run_search
+def optuna_search(settings, train_args: list[str], hydra_args: list[str], train_run, tuned: bool) -> Path:
+    """`search=optuna`: trials of an Optuna study instead of a grid (see sweep/search.py); the sweep folder."""
+    from cnnexp.sweeps.search import prepare, run_search
 
     fixed, space = prepare(settings, train_args)
     sweep_dir = sweep_folder(settings.sweep.dir)
     started = time.perf_counter()
-    ran = run_search(settings, fixed, space, hydra_args, sweep_dir, train_run)
+    ran = run_search(settings, fixed, space, hydra_args, sweep_dir, train_run, tuned)
     print(f"ran {ran} trial{'s' * (ran != 1)} in {(time.perf_counter() - started) / 60:.1f} min")
-    summarize(sweep_dir, metric)
-    return 0
+    return sweep_dir
 
 
 def sweep_folder(given) -> Path:
@@ -139,9 +152,9 @@ def announce(plan: Plan, sweep_dir: Path, todo: int) -> None:
         print(f"{total - todo} of {plural(total, 'run')} already done; running the other {todo}")
 
 
-def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run) -> None:
+def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run, tuned: bool) -> None:
     """Hand the grid to Hydra's multirun; each job folder is named by its swept values and seed."""
-    from cnnexp.sweep.job import run_point
+    from cnnexp.sweeps.job import run_point
 
     exclude = ",".join(key.lstrip("+~") for key in plan.fixed)
     hydra_overrides = [
@@ -151,13 +164,13 @@ def launch(plan: Plan, sweep_dir: Path, hydra_args: list[str], train_run) -> Non
         SUMMARY_OFF,
         *hydra_args,
     ]
-    job = SimpleNamespace(CONFIG_NAME="train", run=partial(run_point, train_run=train_run))
+    job = SimpleNamespace(CONFIG_NAME="train", run=partial(run_point, train_run=train_run), TUNED=tuned)
     launch_app("sweep", job, ["--multirun", *plan.hydra_overrides(), *hydra_overrides])
 
 
 def summarize_run(cfg) -> None:
     """`cnnexp sweep summarize dir=<folder>`: the table, files and plot rebuilt from the run folders."""
-    folder = Path(str(cfg.dir)).expanduser() if cfg.dir is not None else None
+    folder = Path(cfg.dir).expanduser() if cfg.dir is not None else None
     if folder is None or not folder.is_dir():
         raise UserError(f"dir={cfg.dir} is not a folder; give a sweep folder (outputs/sweep/<timestamp>)")
     saved = read_json(folder / "sweep.json") or {}

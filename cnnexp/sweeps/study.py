@@ -47,7 +47,7 @@ WORKER = "worker"  # user attr: host:pid of the worker that ran the trial
 def storage_url(settings, sweep_dir: Path) -> str:
     """The storage a study lives in, as a URL (`journal:///<file>` for the journal file)."""
     if settings.storage:
-        return str(settings.storage)
+        return settings.storage
     old = sweep_dir / OLD_SQLITE
     if old.exists() and not (sweep_dir / JOURNAL).exists():
         return f"sqlite:///{old.resolve()}"
@@ -58,14 +58,14 @@ def open_study(settings, sweep_dir: Path, sampler, pruner):
     """(the study, its lock, its storage) in the storage `settings.storage` names (see the module docstring)."""
     url = storage_url(settings, sweep_dir)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    heartbeat = {"heartbeat_interval": int(settings.heartbeat), "grace_period": 2 * int(settings.heartbeat),
+    heartbeat = {"heartbeat_interval": settings.heartbeat, "grace_period": 2 * settings.heartbeat,
                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                     max_retry=int(settings.trial_retries), inherit_intermediate_values=True)}
+                     max_retry=settings.trial_retries, inherit_intermediate_values=True)}
     try:
         # workers started together would each create a new database's tables: one at a time per folder
         with exclusive_lock(sweep_dir, ".optuna.lock", wait=True):
             storage, lock = make_storage(url, heartbeat)
-            study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=str(settings.study),
+            study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=settings.study,
                                         direction="minimize", load_if_exists=True)
     except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
         raise UserError(f"cannot open the Optuna study '{settings.study}' in {url}: {str(exc).splitlines()[0]}; "
