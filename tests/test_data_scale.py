@@ -84,6 +84,25 @@ def test_check_false_reads_nothing_up_front(tmp_path, probed):
     assert sum(map(len, data.splits.values())) == 24
 
 
+def test_check_false_skips_an_unreadable_file_while_training_and_reports_it_at_the_end(tmp_path):
+    """Without the check a damaged file is found by the training stream: skipped (its label with it),
+    counted once however many epochs meet it, and reported when the run ends; the run completes."""
+    root = tmp_path / "photos"
+    for split, per_class in (("train", 20), ("val", 4), ("test", 4)):
+        noise_folder(root / split, per_class)
+    (root / "train" / "cats" / "cats.0.jpg").write_bytes(b"not a photo")
+    proc = subprocess.run([sys.executable, "-m", "cnnexp", "train", "dataset=folder", f"dataset.root={root}",
+                           "dataset.size=16", "dataset.check=false", "dataset.in_memory=false", "dataset.workers=1",
+                           "model=small_cnn", "model.widths=[4,8]", "trainer.epochs=2",
+                           "trainer.batch_size=8", "device=cpu", "hydra.run.dir=run"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: skipped")]
+    assert len(warning) == 1 and "skipped 1 unreadable file while training" in warning[0], proc.stderr
+    assert "cats.0.jpg" in warning[0] and "dataset.check=true finds them before training starts" in warning[0]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_files"] == 1
+
+
 def test_a_damaged_index_is_rebuilt(tmp_path, probed):
     root = noise_folder(tmp_path / "photos", per_class=3)
     create_dataset(folder_cfg(root), seed=0)

@@ -1,4 +1,4 @@
-"""`cnnexp data <build-hdf5|from-video|show> key=value ...`: the data toolbox.
+"""`cnnexp data <build-hdf5|build-shards|from-video|show> key=value ...`: the data toolbox.
 
 Each tool is a Hydra app over its own primary config, `conf/data_<tool>.yaml`; `data show` includes the
 train config, so it takes any train override (dataset=..., augmentation=..., experiment=...).
@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cnnexp.runner.app import tools_main
 
-HELP = "data tools: build-hdf5 (folder -> HDF5), from-video, show"
+HELP = "data tools: build-hdf5, build-shards (tar shards), from-video, show"
 
 
 def progress_bar(console: Console) -> Progress:
@@ -34,6 +34,20 @@ def build_hdf5(opts) -> None:
     console.print(f"images {'x'.join(map(str, report.shape))} (H x W x C) uint8; train mean [{mean}], std [{std}] "
                   f"-> {report.out.with_name(report.out.stem + '_mean.json')}; {report.skipped} files skipped; "
                   f"{report.seconds:.1f} s", highlight=False, soft_wrap=True)
+
+
+def build_shards(opts) -> None:
+    from cnnexp.data.tools.build_shards import build_shards as build
+    from cnnexp.data.tools.show import counts_table
+
+    console = Console()
+    with progress_bar(console) as progress:
+        report = build(opts, progress)
+    console.print(f"wrote {report.shards} shards and shards.json to {report.out} ({report.bytes / 2**20:.1f} MiB); "
+                  f"{report.skipped} files skipped; {report.seconds:.1f} s", highlight=False, soft_wrap=True)
+    console.print(counts_table(report.names, report.counts))
+    console.print(f"train from them with: cnnexp train dataset=shards dataset.path={report.out}", highlight=False,
+                  soft_wrap=True)
 
 
 def from_video(opts) -> None:
@@ -61,7 +75,9 @@ def show(cfg) -> None:
 
 TOOLS = {
     "build-hdf5": SimpleNamespace(CONFIG_NAME="data_build_hdf5", run=build_hdf5,
-                                  HELP="an image folder -> one HDF5 file (a group a split, the train mean)"),
+                                  HELP="an image folder -> one HDF5 file (a group per split, train mean)"),
+    "build-shards": SimpleNamespace(CONFIG_NAME="data_build_shards", run=build_shards,
+                                    HELP="an image folder -> WebDataset tar shards (for dataset=shards)"),
     "from-video": SimpleNamespace(CONFIG_NAME="data_from_video", run=from_video,
                                   HELP="the largest face in every k-th video frame -> out/<label>/*.png"),
     "show": SimpleNamespace(CONFIG_NAME="data_show", run=show,

@@ -17,16 +17,16 @@ from cnnexp.utils.errors import UserError
 
 
 class _Reads(Dataset):
-    """Item i = source.read(batches[i]): one DataLoader item is a whole batch."""
+    """Item i = source.read(batches[i]) (or `read_kept`): one DataLoader item is a whole batch."""
 
-    def __init__(self, source, batches: list[np.ndarray]):
-        self.source, self.batches = source, batches
+    def __init__(self, source, batches: list[np.ndarray], kept: bool = False):
+        self.source, self.batches, self.kept = source, batches, kept
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.source.read(self.batches[i])
+    def __getitem__(self, i: int):
+        return self.source.read_kept(self.batches[i]) if self.kept else self.source.read(self.batches[i])
 
 
 class LazyImages:
@@ -47,6 +47,11 @@ class LazyImages:
     def read(self, index: np.ndarray) -> torch.Tensor:
         """uint8 len(index) x C x H x W on the CPU (runs in a worker process)."""
         raise NotImplementedError
+
+    def read_kept(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+        """(images, positions in `index` of the images read (None: all), reasons for the others): sources
+        that skip unreadable files (a folder not checked first) drop them here instead of raising."""
+        return self.read(index), None, []
 
     @property
     def shape(self) -> torch.Size:
@@ -73,11 +78,11 @@ class LazyImages:
         index = np.arange(len(self))[key] if isinstance(key, slice) else torch.as_tensor(key).cpu().numpy()
         return self.read(np.atleast_1d(index)).to(self.device)
 
-    def reads(self, index_batches: list[np.ndarray]):
+    def reads(self, index_batches: list[np.ndarray], kept: bool = False):
         """Yield read(index) for each index batch, in order, computed by the workers. The loader gets
         a generator of its own: it would otherwise draw its worker seed from the global RNG, and a
         streamed run would see other dropout masks than the same run in memory."""
-        loader = DataLoader(_Reads(self, index_batches), batch_size=None, shuffle=False,
+        loader = DataLoader(_Reads(self, index_batches, kept), batch_size=None, shuffle=False,
                             num_workers=min(self.workers, len(index_batches)),
                             pin_memory=self.device.type == "cuda", generator=torch.Generator())
         try:
@@ -96,6 +101,20 @@ class LazyImages:
         yield from self.batches([np.arange(i, min(i + size, n)) for i in range(0, n, size)])
 
 
+def as_batch(arrays: list[np.ndarray], chw: tuple) -> torch.Tensor:
+    """uint8 N x C x H x W from H x W x C arrays (N may be 0)."""
+    if not arrays:
+        return torch.empty((0, *chw), dtype=torch.uint8)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def first_images(images, n: int) -> torch.Tensor:
+    """Up to the first n images (those readable, where a source skips unreadable files), for a picture."""
+    if isinstance(images, LazyImages):
+        return images.read_kept(np.arange(min(n, len(images))))[0].to(images.device)
+    return images[:n]
+
+
 def block_order(n: int, block: int, generator: torch.Generator) -> torch.Tensor:
     """A shuffled order of whole blocks of `block` consecutive rows (the short last block stays last,
     so every batch is one contiguous read)."""
@@ -108,7 +127,11 @@ def block_order(n: int, block: int, generator: torch.Generator) -> torch.Tensor:
 class StreamBatches(TensorBatches):
     """`TensorBatches` for a split whose images are `LazyImages`: the same order/iterate interface,
     with batches decoded in DataLoader workers (a fresh pool per epoch, so a resumed epoch starts
-    at its batch)."""
+    at its batch). `skipped`: the reasons for the files a source skipped while training (see `read_kept`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped: list[str] = []
 
     def order(self, generator: torch.Generator | None = None) -> torch.Tensor:
         images = self.split.images
@@ -119,14 +142,20 @@ class StreamBatches(TensorBatches):
     def iterate(self, order: torch.Tensor, start: int = 0):
         order = order.cpu()
         index = [self.part(order[i * self.batch_size : (i + 1) * self.batch_size]) for i in range(start, len(self))]
-        labels = self.split.labels
-        for images, rows in zip(self.split.images.batches([i.numpy() for i in index]), index):
-            yield images, labels[rows.to(labels.device)]
+        labels, images = self.split.labels, self.split.images
+        for (pixels, kept, reasons), rows in zip(images.reads([i.numpy() for i in index], kept=True), index):
+            self.skipped += reasons
+            rows = rows if kept is None else rows[kept]
+            if len(rows):  # a batch whose every file was unreadable is left out
+                yield pixels.to(images.device, non_blocking=True), labels[rows.to(labels.device)]
 
 
 def make_batches(split, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                  shard: tuple[int, int] = (0, 1)) -> TensorBatches:
-    """Index batches over in-memory tensors, or streamed batches over `LazyImages`; `shard`: see TensorBatches."""
+    """Index batches over in-memory tensors, or streamed batches over `LazyImages` (or the images' own,
+    e.g. shards'); `shard`: see TensorBatches."""
+    if hasattr(split.images, "make_batches"):
+        return split.images.make_batches(split, batch_size, shuffle, drop_last, shard)
     kind = StreamBatches if isinstance(split.images, LazyImages) else TensorBatches
     return kind(split, batch_size, shuffle, drop_last, shard)
 

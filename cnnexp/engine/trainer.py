@@ -8,12 +8,14 @@ nothing and knows nothing of the CLI.
 import math
 import shlex
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from cnnexp.data.stream import first_images
 from cnnexp.data.transforms import Normalizer
 from cnnexp.engine.assemble import TrainingParts
 from cnnexp.engine.build import step_scheduler, to_plain
@@ -112,7 +114,7 @@ class Trainer:
                 write_json_atomic(self.parts.weights.record(), self.run_dir / "weights.json")
             try:
                 with failures_explained(self):
-                    images = self.data.split("train").images[: min(64, self.train_batches.batch_size * 4)]
+                    images = first_images(self.data.split("train").images, min(64, self.train_batches.batch_size * 4))
                     self.loggers.input_grid(self.pipeline, images, self.device)
                     while self.state.epoch < self.cfg.trainer.epochs and self.stop_reason is None:
                         if self.group.active:
@@ -314,8 +316,14 @@ class Trainer:
         metrics = run_metrics(self.state, self.parts, self.stop_reason, diverged, interrupted)
         if pruned:
             metrics["pruned"] = True
+        skipped = list(dict.fromkeys(getattr(self.train_batches, "skipped", [])))  # each file once, not each epoch
+        if skipped:
+            metrics["skipped_files"] = len(skipped)
         if not self.group.is_main:
             return metrics
+        if skipped:
+            sys.stderr.write(f"warning: skipped {plural(len(skipped), 'unreadable file')} while training (first: "
+                             f"{skipped[0]}); dataset.check=true finds them before training starts\n")
         write_json_atomic(metrics, self.run_dir / "metrics.json")
         self.loggers.final(hparam_summary(self.cfg), metrics)
         if not (diverged or interrupted or pruned):

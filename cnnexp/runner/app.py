@@ -161,7 +161,8 @@ def tools_main(name: str, tools: dict):
     def main(argv: list[str]) -> int:
         if not argv or argv[0] in ("-h", "--help", "help"):
             lines = [f"usage: cnnexp {name} <tool> [key=value ...] [--help]", "", "tools:"]
-            lines += [f"  {tool_name:<11} {tool.HELP}" for tool_name, tool in tools.items()]
+            width = max(11, *map(len, tools))
+            lines += [f"  {tool_name:<{width}} {tool.HELP}" for tool_name, tool in tools.items()]
             print(fold("\n".join([*lines, "", f"`cnnexp {name} <tool> --help` lists its keys and defaults."])))
             return 0
         if argv[0] not in tools:

@@ -17,8 +17,7 @@ from omegaconf import OmegaConf, open_dict
 from cnnexp.models import COMMON_MODEL_KEYS
 from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, ExportSchema, FeaturesSchema, PredictSchema,
                                      ServeSchema, SweepSummarizeSchema)
-from cnnexp.models import COMMON_MODEL_KEYS
-from cnnexp.schemas.commands import BuildHdf5Schema, FromVideoSchema, ProbeSchema
+from cnnexp.schemas.commands import BuildHdf5Schema, BuildShardsSchema, FromVideoSchema, ProbeSchema
 from cnnexp.schemas.datasets import MAX_PIXELS, SOURCE_SCHEMAS, field_help
 from cnnexp.schemas.models import model_schemas
 from cnnexp.schemas.run import DataShowSchema, SweepSchema, TrainSchema
@@ -26,6 +25,7 @@ from cnnexp.schemas.run import DataShowSchema, SweepSchema, TrainSchema
 PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSchema, "sweep_schema": SweepSchema,
                    "sweep_summarize_schema": SweepSummarizeSchema, "eval_schema": EvalSchema,
                    "predict_schema": PredictSchema, "serve_schema": ServeSchema, "data_build_hdf5_schema": BuildHdf5Schema,
+                   "data_build_shards_schema": BuildShardsSchema,
                    "data_from_video_schema": FromVideoSchema, "features_schema": FeaturesSchema,
                    "probe_schema": ProbeSchema, "export_schema": ExportSchema}
 

@@ -235,6 +235,42 @@ class BuildHdf5Schema(Checked):
 
 
 @dataclass
+class BuildShardsSchema(Checked):
+    src: Optional[str] = MISSING
+    out: Optional[str] = MISSING
+    size: Any = MISSING  # null, an int or [height, width]
+    channels: int = MISSING
+    resize: str = resize_field()
+    quality: int = MISSING
+    split: list[float] = MISSING
+    seed: int = MISSING
+    shard_size: int = MISSING
+    shard_mb: int = MISSING
+    check: bool = MISSING
+    workers: int = MISSING
+    strict: bool = MISSING
+    max_pixels: int = max_pixels_field()
+
+    def __post_init__(self) -> None:
+        """Runs the checks itself: this tool's key `check` takes the name of the method."""
+        if not self.is_template():
+            self.check_keys()
+
+    def check_keys(self) -> None:
+        check_size("size", self.size, optional=True)
+        check_channels("channels", self.channels)
+        one_of("resize", self.resize, RESIZES)
+        if not 1 <= self.quality <= 100:
+            raise UserError(f"quality={self.quality} must be 1 to 100")
+        check_split("split", self.split)
+        at_least("seed", self.seed, 0)
+        at_least("shard_size", self.shard_size, 1)
+        at_least("shard_mb", self.shard_mb, 1)
+        at_least("workers", self.workers, 0)
+        check_max_pixels("max_pixels", self.max_pixels)
+
+
+@dataclass
 class FromVideoSchema:
     video: Optional[str] = MISSING
     label: Optional[str] = MISSING

@@ -217,8 +217,34 @@ class UtkfaceSchema(SourceSchema, LabelledFiles, UtkfaceKeys):
         check_image_files(self)
 
 
+@dataclass
+class ShardsSchema(SourceSchema):
+    name: str = MISSING
+    path: Optional[str] = MISSING
+    size: Any = MISSING  # null (the size the shards were built at), an int or [H, W]
+    channels: Optional[int] = MISSING  # null: the shards'
+    resize: str = resize_field()
+    readers: int = MISSING
+    shuffle_buffer: int = MISSING
+    max_pixels: int = max_pixels_field()
+    normalize: str = MISSING
+    workers: int = MISSING
+    limit: Optional[int] = MISSING
+
+    def check(self) -> None:
+        super().check()
+        check_size("dataset.size", self.size, optional=True)
+        if self.channels is not None:
+            check_channels("dataset.channels", self.channels)
+        one_of("dataset.resize", self.resize, RESIZES)
+        at_least("dataset.readers", self.readers, 1)
+        at_least("dataset.shuffle_buffer", self.shuffle_buffer, 1)
+        check_max_pixels("dataset.max_pixels", self.max_pixels)
+        at_least("dataset.workers", self.workers, 0)
+
+
 SOURCE_SCHEMAS = {"folder": FolderSchema, "hdf5": Hdf5Schema, "mnist": MnistSchema, "olivetti": OlivettiSchema,
-                  "table": TableSchema, "utkface": UtkfaceSchema}
+                  "shards": ShardsSchema, "table": TableSchema, "utkface": UtkfaceSchema}
 
 
 def check_source(dataset_cfg) -> None:

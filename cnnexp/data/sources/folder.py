@@ -17,7 +17,7 @@ from cnnexp.data.registry import register_dataset
 from cnnexp.data.image_data import ImageData, Split
 from cnnexp.data.index import check_files
 from cnnexp.data.images import UnreadableImage, assign_splits, image_size, read_image, scan_folder
-from cnnexp.data.stream import LazyImages, fits_in_memory
+from cnnexp.data.stream import LazyImages, as_batch, fits_in_memory
 from cnnexp.utils.errors import UserError
 
 PROBE_SIZE = (8, 8)  # checking a JPEG decodes it at 1/8 scale: every byte read, little work
@@ -28,10 +28,10 @@ class FileImages(LazyImages):
     than `max_pixels` pixels is unreadable."""
 
     def __init__(self, paths: list[Path], channels: int, size: tuple[int, int], resize: str, workers: int,
-                 max_pixels: int):
+                 max_pixels: int, skip_unreadable: bool = False):
         super().__init__((len(paths), channels, *size), workers)
         self.paths, self.channels, self.size, self.resize = list(paths), channels, size, resize
-        self.max_pixels = max_pixels
+        self.max_pixels, self.skip_unreadable = max_pixels, skip_unreadable
 
     def decode(self, i: int, size=None) -> np.ndarray:
         return read_image(self.paths[i], self.channels, size or self.size, self.resize, self.max_pixels)
@@ -39,15 +39,28 @@ class FileImages(LazyImages):
     def read(self, index: np.ndarray) -> torch.Tensor:
         try:
             arrays = [self.decode(int(i)) for i in index]
-        except UnreadableImage as exc:  # checked before training: the file changed since
+        except UnreadableImage as exc:
+            if self.skip_unreadable:
+                raise UserError(f"cannot read {exc}; dataset.check=false skips unreadable files in training only: "
+                                "remove it, or check the folder first (dataset.check=true)")
             raise UserError(f"cannot read {exc} (it changed after the start of the run); restore it and resume")
-        if not arrays:
-            return torch.empty((0, *self.shape[1:]), dtype=torch.uint8)
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return as_batch(arrays, self.shape[1:])
+
+    def read_kept(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+        if not self.skip_unreadable:
+            return self.read(index), None, []
+        arrays, kept, reasons = [], [], []
+        for position, i in enumerate(map(int, index)):
+            try:
+                arrays.append(self.decode(i))
+                kept.append(position)
+            except UnreadableImage as exc:
+                reasons.append(str(exc))
+        return as_batch(arrays, self.shape[1:]), torch.tensor(kept, dtype=torch.int64), reasons
 
     def subset(self, keep: list[int]) -> "FileImages":
         return FileImages([self.paths[i] for i in keep], self.channels, self.size, self.resize, self.workers,
-                          self.max_pixels)
+                          self.max_pixels, self.skip_unreadable)
 
 
 class _Attempt(FileImages):
@@ -139,7 +152,8 @@ def folder(cfg, seed: int = 0) -> ImageData:
     in_memory = fits_in_memory(cfg.in_memory, n_bytes, cfg.memory_limit_mb)
     splits = {}
     for name, items in samples.items():
-        files = FileImages([path for path, _ in items], channels, size, resize, cfg.workers, max_pixels)
+        files = FileImages([path for path, _ in items], channels, size, resize, cfg.workers, max_pixels,
+                           skip_unreadable=not cfg.check)
         splits[name] = load_split(files, [label for _, label in items], in_memory, bad)
     report_unreadable(bad, root, cfg.strict)
     if len(splits["train"]) == 0:
