@@ -63,10 +63,14 @@ def test_the_notebooks_numbers_are_the_command_lines(executed):
     _, run, cli = executed
     keys = ("best_val_error", "best_epoch", "test_error")
     assert {k: read_json(run / "metrics.json")[k] for k in keys} == {k: read_json(cli / "metrics.json")[k] for k in keys}
-    assert [r["val_loss"] for r in Run(run).history] == [r["val_loss"] for r in Run(cli).history]
+    # errors exactly; losses to float32 rounding (a kernel process and a command-line process may sum a
+    # batch in another order: 3.6726651 against 3.6726680 was seen)
+    assert [r["val_loss"] for r in Run(run).history] == pytest.approx([r["val_loss"] for r in Run(cli).history], rel=1e-5)
     ours, theirs = (read_json(folder / "eval" / "test-tencrop" / "eval.json") for folder in (run, cli))
-    for key in ("error", "loss", "tencrop_error", "tencrop_loss", "tencrop_rank5"):
+    for key in ("error", "tencrop_error", "tencrop_rank5"):
         assert ours[key] == theirs[key], key
+    for key in ("loss", "tencrop_loss"):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-5), key
 
 
 def test_each_line_shows_once_and_goes_to_train_log(executed):
