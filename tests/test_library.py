@@ -99,7 +99,8 @@ before = (record_writer.masked_crc32c, gc.isenabled(), gc.get_freeze_count(), gc
 import cnnexp
 after_import = (record_writer.masked_crc32c, gc.isenabled(), gc.get_freeze_count(), gc.get_threshold(),
                 torch.get_num_threads(), sys.getswitchinterval())
-cnnexp.train("trainer.epochs=1", "dataset.limit=40", "trainer.batch_size=20", "device=cpu", run_dir="run")
+cnnexp.train("trainer.epochs=1", "dataset.limit=40", "trainer.batch_size=20", "device=cpu", "device.threads=1",
+             run_dir="run")
 after_train = (record_writer.masked_crc32c, gc.isenabled(), gc.get_freeze_count(), gc.get_threshold(),
                torch.get_num_threads(), sys.getswitchinterval())
 cnnexp.sweep("optimizer.lr=0.1,0.05", "trainer.epochs=1", "dataset.limit=40", "trainer.batch_size=20", "device=cpu",

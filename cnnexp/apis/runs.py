@@ -13,6 +13,9 @@ class Run:
 
     folder: Path
 
+    def __post_init__(self):
+        object.__setattr__(self, "folder", Path(self.folder))  # Run("outputs/train/...") from a notebook
+
     @property
     def metrics(self) -> dict:
         """metrics.json: the final numbers (best validation error, its epoch and test error, ...)."""

@@ -56,6 +56,7 @@ def train_config(cfg, run_dir: Path, overrides: list[str], on_evaluation=None, f
     pruner there). `from_python`: messages say how to resume with `cnnexp.train(...)`."""
     from cnnexp.data import create_dataset
     from cnnexp.engine.assemble import assemble_training
+    from cnnexp.engine.build import threads_kept
     from cnnexp.engine.distributed import Group
     from cnnexp.engine.loggers import ConsoleReporter
     from cnnexp.engine.trainer import Trainer
@@ -77,17 +78,18 @@ def train_config(cfg, run_dir: Path, overrides: list[str], on_evaluation=None, f
     if main_process:
         save_config(cfg, run_dir)
     reporter = ConsoleReporter(log=run_dir / LOG) if main_process else ConsoleReporter(Console(quiet=True))
-    parts = assemble_training(cfg, data, resuming=checkpoint is not None)
-    trainer = Trainer(parts, run_dir, reporter)
-    trainer.from_python = from_python
-    if checkpoint is not None:
-        trainer.load(checkpoint)
-        if main_process and Path(source).resolve() != run_dir.resolve():
-            carry_best(source, checkpoint, run_dir)
-    if on_evaluation is not None:
-        trainer.evaluation_hooks.append(on_evaluation)
-    reporter.start(run_summary(parts, run_dir, (source, checkpoint) if checkpoint is not None else None))
-    return trainer.fit()
+    with threads_kept():
+        parts = assemble_training(cfg, data, resuming=checkpoint is not None)
+        trainer = Trainer(parts, run_dir, reporter)
+        trainer.from_python = from_python
+        if checkpoint is not None:
+            trainer.load(checkpoint)
+            if main_process and Path(source).resolve() != run_dir.resolve():
+                carry_best(source, checkpoint, run_dir)
+        if on_evaluation is not None:
+            trainer.evaluation_hooks.append(on_evaluation)
+        reporter.start(run_summary(parts, run_dir, (source, checkpoint) if checkpoint is not None else None))
+        return trainer.fit()
 
 
 def resume_source(resume, run_dir: Path, main_process: bool) -> str | None:

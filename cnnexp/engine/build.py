@@ -3,6 +3,7 @@
 import inspect
 import math
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -28,6 +29,17 @@ def set_threads(threads: int | None) -> None:
     """Intra-op CPU threads (device.threads; None: torch's default); one per run beats the default when
     parallel runs share a few cores."""
     if threads is not None:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def threads_kept():
+    """The process's intra-op thread count as it was before the block, whatever device.threads a run in it
+    set (a notebook's next cell, an in-process sweep's next run)."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
         torch.set_num_threads(threads)
 
 
