@@ -1,16 +1,23 @@
-"""Data at scale: cnnexp training from a folder of photos against the plain torchvision script of the
-same job, each in a fresh process: time to the first training step, training images per second and
-the peak memory of the process tree (the job and its DataLoader workers).
+"""Data at scale: cnnexp training from a folder of photos, from the same photos as one HDF5 file and as
+WebDataset shards, against the plain torchvision script of the same job, each in a fresh process: time
+to the first training step, training images per second and the peak memory of the process tree (the
+job and its DataLoader workers), and for HDF5 and shards the one-time build.
 
     python benchmarks/make_photos.py --n 25000 --out /work/bigdata/photos25k
     python benchmarks/data_scale.py --photos /work/bigdata/photos25k --size 224 --in-memory false
     python benchmarks/data_scale.py --photos /work/bigdata/photos25k --size 128 --in-memory true --epochs 2
 
-Both train `small_cnn` (batch 64, SGD, 2 DataLoader workers) on CPU. cnnexp is `cnnexp train
-dataset=folder` with its 0.8/0.1/0.1 split and its evaluations; the plain script is what a PyTorch
-user writes: torchvision `ImageFolder` (Resize of the short side + CenterCrop + ToTensor) and a
-shuffling `DataLoader` over the same training files, no evaluation. `--jobs cnnexp,cnnexp,plain`
-runs cnnexp twice (the second run shows what a folder checked before costs). Peak memory is sampled
+All train `small_cnn` (batch 64, SGD, 2 DataLoader workers) on CPU. `folder` is `cnnexp train
+dataset=folder` with its 0.8/0.1/0.1 split and its evaluations; `hdf5` first builds the file with
+`cnnexp data build-hdf5 size=<size>` and trains `dataset=hdf5` (`dataset.in_memory` as `--in-memory`);
+`shards` first builds them with `cnnexp data build-shards size=<size>` (each image resized once and
+stored as a JPEG) and trains `dataset=shards`. The plain script is what a PyTorch user writes:
+torchvision `ImageFolder` (Resize of the short side + CenterCrop + ToTensor) and a shuffling
+`DataLoader` over the same files, no evaluation. `--jobs folder,folder,plain` runs cnnexp twice: the
+folder index lives in a fresh `--cache` folder, so the first run checks every file and the second
+reuses the index (the builds check through it as well). The built files go to `--build-dir` (a
+temporary folder beside the photos unless given; given, a build already there is reused and its
+time not measured). Peak memory is sampled
 every 0.1 s from /proc: RSS summed over the tree (shared pages counted in every process, as `top`
 adds them up) and PSS (shared pages divided among the processes that share them: what the tree
 really holds). img/s needs a machine that runs nothing else; memory does not.
@@ -69,9 +76,8 @@ class PeakMemory(threading.Thread):
             self.done.wait(self.every)
 
 
-def measured(argv: list[str], report: Path) -> dict:
-    """Run one job; its report (first step time, img/s) with the wall time and peak memory."""
-    start = time.time()
+def sampled(argv: list[str]) -> PeakMemory:
+    """Run `python argv` to its end, sampling its tree's memory; exits with its stderr if it fails."""
     proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sampler = PeakMemory(proc.pid)
     sampler.start()
@@ -79,15 +85,49 @@ def measured(argv: list[str], report: Path) -> dict:
     sampler.done.set()
     sampler.join()
     if proc.returncode != 0:
-        raise SystemExit(f"error: {' '.join(argv[:3])} ... failed ({proc.returncode}): {stderr.strip()[-2000:]}")
+        raise SystemExit(f"error: {' '.join(argv[:4])} ... failed ({proc.returncode}): {stderr.strip()[-2000:]}")
+    return sampler
+
+
+def measured(argv: list[str], report: Path) -> dict:
+    """Run one job; its report (first step time, img/s) with the wall time and peak memory."""
+    start = time.time()
+    sampler = sampled(argv)
     result = json.loads(report.read_text())
     return {"first step s": result["first_step"] - start, "img/s": result["images_per_second"],
             "wall s": time.time() - start, "peak RSS MB": sampler.rss_mb, "peak PSS MB": sampler.pss_mb}
 
 
-# ---- the jobs (each runs in a child process: `--child cnnexp|plain`) ------------------------------------
+# ---- the one-time builds (HDF5, shards) ------------------------------------------------------------
+def built_path(args, job: str) -> Path:
+    return args.build_dir / ("photos.h5" if job == "hdf5" else "shards")
+
+
+def build(args, job: str) -> dict:
+    """`cnnexp data build-hdf5|build-shards` of the photos at the benchmark's size, unless already built
+    in `--build-dir`; its wall time and peak memory (empty when reused)."""
+    out = built_path(args, job)
+    if out.exists():
+        return {}
+    tool = "build-hdf5" if job == "hdf5" else "build-shards"
+    start = time.time()
+    sampler = sampled(["-m", "cnnexp", "data", tool, f"src={args.photos}", f"out={out}", f"size={args.size}"])
+    return {"build s": time.time() - start, "build PSS MB": sampler.pss_mb}
+
+
+# ---- the jobs (each runs in a child process: `--child folder|hdf5|shards|plain`) -----------------------
+def dataset_keys(args) -> list[str]:
+    """The dataset overrides of a cnnexp job."""
+    if args.child == "folder":
+        return ["dataset=folder", f"dataset.root={args.photos}", f"dataset.size={args.size}",
+                f"dataset.in_memory={args.in_memory}"]
+    if args.child == "hdf5":
+        return ["dataset=hdf5", f"dataset.path={built_path(args, 'hdf5')}", f"dataset.in_memory={args.in_memory}"]
+    return ["dataset=shards", f"dataset.path={built_path(args, 'shards')}"]
+
+
 def cnnexp_child(args, report: Path) -> None:
-    """`cnnexp train` in this process, noting the time of its first training step."""
+    """`cnnexp train` of one data source in this process, noting the time of its first training step."""
     from cnnexp.cli import main
     from cnnexp.engine.trainer import Trainer
 
@@ -101,8 +141,7 @@ def cnnexp_child(args, report: Path) -> None:
 
     Trainer.train_step = noted
     with tempfile.TemporaryDirectory() as run_dir:
-        code = main(["train", "dataset=folder", f"dataset.root={args.photos}", f"dataset.size={args.size}",
-                     f"dataset.in_memory={args.in_memory}", "model=small_cnn", "trainer.batch_size=64",
+        code = main(["train", *dataset_keys(args), "model=small_cnn", "trainer.batch_size=64",
                      f"trainer.epochs={args.epochs}", "device=cpu", f"hydra.run.dir={run_dir}/run", *args.override])
         if code:
             raise SystemExit(code)
@@ -138,14 +177,33 @@ def plain_child(args, report: Path) -> None:
     report.write_text(json.dumps({"first_step": first, "images_per_second": images / (time.time() - start)}))
 
 
-CHILDREN = {"cnnexp": cnnexp_child, "plain": plain_child}
+BUILT = ("hdf5", "shards")  # the jobs that read something built first
+CHILDREN = {"folder": cnnexp_child, "hdf5": cnnexp_child, "shards": cnnexp_child, "plain": plain_child}
+COLUMNS = ("first step s", "img/s", "wall s", "peak PSS MB", "peak RSS MB", "build s", "build PSS MB")
 
 
 def table(rows: list[tuple[str, dict]]) -> str:
-    keys = list(rows[0][1])
-    lines = ["| job | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(f"{value:.1f}" for value in result.values()) + " |" for name, result in rows]
+    """A markdown table, one row per job; a value a job does not have (a build) is blank."""
+    lines = ["| job | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{result[key]:.1f}" if key in result else "" for key in COLUMNS) + " |"
+              for name, result in rows]
     return "\n".join(lines)
+
+
+def run_jobs(args, scratch: Path) -> list[tuple[str, dict]]:
+    """Each job in turn (its build first, once), printing its numbers as they come."""
+    rows, built = [], set()
+    for i, job in enumerate(args.jobs):
+        result = {}
+        if job in BUILT and job not in built:
+            result = build(args, job)
+            built.add(job)
+        report = scratch / f"{i}.json"
+        argv = [__file__, *sys.argv[1:], "--child", job, "--report", str(report), "--build-dir", str(args.build_dir)]
+        result = {**measured(argv, report), **result}
+        rows.append((job, result))
+        print(f"{job}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items()), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -154,7 +212,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--in-memory", default="false", choices=("true", "false", "auto"), help="cnnexp's choice")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--jobs", default="cnnexp,plain", help="comma-separated: cnnexp, plain (in this order)")
+    parser.add_argument("--jobs", default="folder,hdf5,shards,plain",
+                        help=f"comma-separated, run in this order: {', '.join(CHILDREN)}")
+    parser.add_argument("--build-dir", type=Path, help="where the HDF5 file and the shards go (kept; reused)")
+    parser.add_argument("--cache", type=Path, help="cnnexp's index cache (CNNEXP_CACHE); default: a fresh folder")
     parser.add_argument("--override", action="append", default=[], help="another cnnexp key=value (repeatable)")
     parser.add_argument("--child", choices=list(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--report", type=Path, help=argparse.SUPPRESS)
@@ -163,13 +224,16 @@ def main() -> None:
     if args.child:
         CHILDREN[args.child](args, args.report)
         return
-    rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for i, job in enumerate(args.jobs.split(",")):
-            report = Path(scratch) / f"{i}.json"
-            argv = [__file__, "--child", job, "--report", str(report), *sys.argv[1:]]
-            rows.append((job, measured(argv, report)))
-            print(f"{job}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[-1][1].items()), flush=True)
+    args.jobs = args.jobs.split(",")
+    unknown = sorted(set(args.jobs) - set(CHILDREN))
+    if unknown:
+        raise SystemExit(f"error: unknown job {', '.join(unknown)} in --jobs; choose from {', '.join(CHILDREN)}")
+    with tempfile.TemporaryDirectory(dir=args.photos.parent, prefix=".data_scale-") as scratch:
+        scratch = Path(scratch)
+        args.build_dir = (args.build_dir or scratch / "built").resolve()
+        args.build_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["CNNEXP_CACHE"] = str((args.cache or scratch / "cache").resolve())
+        rows = run_jobs(args, scratch)
     print(f"\n{args.photos} at {args.size} px, {args.epochs} epoch(s), cnnexp in_memory={args.in_memory}, "
           f"{os.cpu_count()} CPUs\n" + table(rows))
 
