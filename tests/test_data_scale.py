@@ -84,23 +84,37 @@ def test_check_false_reads_nothing_up_front(tmp_path, probed):
     assert sum(map(len, data.splits.values())) == 24
 
 
-def test_check_false_skips_an_unreadable_file_while_training_and_reports_it_at_the_end(tmp_path):
-    """Without the check a damaged file is found by the training stream: skipped (its label with it),
-    counted once however many epochs meet it, and reported when the run ends; the run completes."""
+def test_check_false_skips_unreadable_files_in_every_split_and_reports_them_at_the_end(tmp_path):
+    """Without the check a damaged file is found by the stream that meets it, training or a validation or
+    test evaluation: skipped (its label with it), counted once however many epochs and evaluations meet
+    it, and reported when the run ends; the run completes and its errors count only the readable images."""
     root = tmp_path / "photos"
-    for split, per_class in (("train", 20), ("val", 4), ("test", 4)):
+    for split, per_class in (("train", 20), ("validation", 4), ("test", 4)):
         noise_folder(root / split, per_class)
     (root / "train" / "cats" / "cats.0.jpg").write_bytes(b"not a photo")
+    good = (root / "validation" / "dogs" / "dogs.1.jpg").read_bytes()
+    (root / "validation" / "dogs" / "dogs.1.jpg").write_bytes(good[: len(good) // 3])  # a truncated JPEG
+    (root / "test" / "cats" / "cats.2.jpg").write_bytes(good[:40])
+    (root / "test" / "dogs" / "dogs.3.jpg").write_bytes(b"")
     proc = subprocess.run([sys.executable, "-m", "cnnexp", "train", "dataset=folder", f"dataset.root={root}",
                            "dataset.size=16", "dataset.check=false", "dataset.in_memory=false", "dataset.workers=1",
-                           "model=small_cnn", "model.widths=[4,8]", "trainer.epochs=2",
+                           "model=small_cnn", "model.widths=[4,8]", "trainer.epochs=2", "trainer.eval_batch_size=3",
                            "trainer.batch_size=8", "device=cpu", "hydra.run.dir=run"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: skipped")]
-    assert len(warning) == 1 and "skipped 1 unreadable file while training" in warning[0], proc.stderr
+    assert len(warning) == 1, proc.stderr
+    assert "skipped 4 unreadable files during the run (1 train, 1 val, 2 test; first:" in warning[0]
     assert "cats.0.jpg" in warning[0] and "dataset.check=true finds them before training starts" in warning[0]
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_files"] == 1
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["skipped_files"] == 4 and metrics["skipped_by_split"] == {"train": 1, "val": 1, "test": 2}
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    for line in history[1:]:  # errors are fractions of the 7 readable validation images, the 6 test images
+        row = dict(zip(header, line.split(",")))
+        assert round(float(row["val_error"]) * 7, 6).is_integer(), row
+        if row["test_error"]:
+            assert round(float(row["test_error"]) * 6, 6).is_integer(), row
 
 
 def test_a_damaged_index_is_rebuilt(tmp_path, probed):

@@ -108,6 +108,25 @@ def as_batch(arrays: list[np.ndarray], chw: tuple) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def labelled_chunks(split, size: int, skipped: list[str], starts=None):
+    """(images, labels) of the chunks of at most `size` images of a split that begin at `starts` (by
+    default every `size`-th image: all of them), on the images' device (evaluation). A source that
+    skips unreadable files (a folder with dataset.check=false) leaves them out with their labels,
+    and their reasons are added to `skipped`."""
+    images, labels, n = split.images, split.labels, len(split.labels)
+    starts = range(0, n, size) if starts is None else starts
+    if not isinstance(images, LazyImages):
+        for start in starts:
+            yield images[start : start + size], labels[start : start + size]
+        return
+    index = [np.arange(start, min(start + size, n)) for start in starts]
+    for (pixels, kept, reasons), rows in zip(images.reads(index, kept=True), index):
+        skipped += reasons
+        rows = torch.from_numpy(rows) if kept is None else torch.from_numpy(rows)[kept]
+        if len(rows):
+            yield pixels.to(images.device, non_blocking=True), labels[rows.to(labels.device)]
+
+
 def first_images(images, n: int) -> torch.Tensor:
     """Up to the first n images (those readable, where a source skips unreadable files), for a picture."""
     if isinstance(images, LazyImages):

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from cnnexp.data.image_data import Split
+from cnnexp.data.stream import labelled_chunks
 from cnnexp.data.transforms import Pipeline
+from cnnexp.utils.errors import UserError
 
 
 MAX_EVAL_BATCH = 1000  # small images: more per forward pass saves little
@@ -60,33 +62,45 @@ def predict_logits(model, images: torch.Tensor, pipeline: Pipeline, batch_size: 
     return torch.cat(logits)
 
 
-def evaluate(model, split: Split, pipeline: Pipeline, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and error rate (a fraction) on a split."""
-    logits = predict_logits(model, split.images, pipeline, batch_size)
-    loss = F.cross_entropy(logits, split.labels).item()
-    error = (logits.argmax(1) != split.labels).double().mean().item()
+@torch.no_grad()
+def evaluate(model, split: Split, pipeline: Pipeline, batch_size: int,
+             skipped: list[str] | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and error rate (a fraction) on a split, over the images that could be read:
+    a streamed folder with dataset.check=false skips unreadable files, their reasons added to `skipped`."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for images, chunk_labels in labelled_chunks(split, batch_size, [] if skipped is None else skipped):
+        logits.append(model(pipeline(images, train=False)).float())
+        labels.append(chunk_labels)
+    model.train(was_training)
+    if not logits:
+        raise UserError("no image of the evaluated split could be read; check the folder (dataset.check=true)")
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    loss = F.cross_entropy(logits, labels).item()
+    error = (logits.argmax(1) != labels).double().mean().item()
     return loss, error
 
 
 @torch.no_grad()
-def evaluate_shard(model, split: Split, pipeline: Pipeline, batch_size: int, group) -> tuple[float, float]:
+def evaluate_shard(model, split: Split, pipeline: Pipeline, batch_size: int, group,
+                   skipped: list[str] | None = None) -> tuple[float, float]:
     """`evaluate` over the ranks of a data-parallel run: each rank runs its share of the chunks,
-    then one all-reduce of (loss sum, errors, images) gives every rank the split's exact numbers."""
+    then one all-reduce of (loss sum, errors, images) gives every rank the split's exact numbers.
+    `skipped` gets the reasons for the unreadable files this rank's chunks left out."""
     from cnnexp.engine.distributed import shard_starts
 
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=split.labels.device)
-    n = len(split.labels)
-    for start in shard_starts(n, batch_size, group.rank, group.world_size):
-        stop = min(start + batch_size, n)
-        images = split.images[start:stop]
-        labels = split.labels[start:stop]
+    starts = list(shard_starts(len(split.labels), batch_size, group.rank, group.world_size))
+    for images, labels in labelled_chunks(split, batch_size, [] if skipped is None else skipped, starts):
         logits = model(pipeline(images, train=False)).float()
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
-                             (logits.argmax(1) != labels).sum().double(), torch.tensor(float(stop - start),
-                                                                                   dtype=torch.float64,
-                                                                                   device=sums.device)])
+                             (logits.argmax(1) != labels).sum().double(),
+                             torch.tensor(float(len(labels)), dtype=torch.float64, device=sums.device)])
     model.train(was_training)
     loss_sum, errors, count = group.all_reduce(sums.cpu()).tolist()
+    if not count:
+        raise UserError("no image of the evaluated split could be read; check the folder (dataset.check=true)")
     return loss_sum / count, errors / count

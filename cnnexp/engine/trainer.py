@@ -56,6 +56,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last.pt this run wrote
         self.best_due = False  # an evaluation found a new best that best.pt does not hold yet
         self.from_python = False  # started by cnnexp.train(): say how to resume in Python
+        self.eval_skipped: dict[str, list[str]] = {}  # split -> reasons for the files its evaluations skipped
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -274,11 +275,12 @@ class Trainer:
 
     def evaluate(self, split: str) -> tuple[float, float]:
         """Loss and error of the model on a split; over all ranks of a data-parallel run (each its share)."""
+        skipped = self.eval_skipped.setdefault(split, [])
         with self.parts.precision.autocast():
             if not self.group.active:
-                return evaluate(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size)
+                return evaluate(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size, skipped)
             return evaluate_shard(self.eval_model, self.data.split(split), self.pipeline, self.eval_batch_size,
-                                  self.group)
+                                  self.group, skipped)
 
     def validate(self, epoch: int, images_per_second: float) -> None:
         self._flush_losses()
@@ -310,20 +312,29 @@ class Trainer:
             hook(row)
 
     # ---- the end -----------------------------------------------------------------------------
+    def skipped_files(self) -> dict[str, list[str]]:
+        """split -> the reasons for the unreadable files its stream skipped (dataset.check=false), each
+        file once however many epochs or evaluations met it; splits without any left out."""
+        found = {"train": getattr(self.train_batches, "skipped", []), **self.eval_skipped}
+        return {split: list(dict.fromkeys(reasons)) for split, reasons in found.items() if reasons}
+
     def finish(self, diverged: bool, interrupted: bool = False, pruned: bool = False) -> dict:
         if self.best_due:  # a search pruned the run at the evaluation that found it
             self.save("best")
         metrics = run_metrics(self.state, self.parts, self.stop_reason, diverged, interrupted)
         if pruned:
             metrics["pruned"] = True
-        skipped = list(dict.fromkeys(getattr(self.train_batches, "skipped", [])))  # each file once, not each epoch
+        skipped = self.skipped_files()
         if skipped:
-            metrics["skipped_files"] = len(skipped)
+            metrics["skipped_files"] = sum(map(len, skipped.values()))
+            metrics["skipped_by_split"] = {split: len(reasons) for split, reasons in skipped.items()}
         if not self.group.is_main:
             return metrics
         if skipped:
-            sys.stderr.write(f"warning: skipped {plural(len(skipped), 'unreadable file')} while training (first: "
-                             f"{skipped[0]}); dataset.check=true finds them before training starts\n")
+            counts = ", ".join(f"{len(reasons)} {split}" for split, reasons in skipped.items())
+            first = next(iter(skipped.values()))[0]
+            sys.stderr.write(f"warning: skipped {plural(metrics['skipped_files'], 'unreadable file')} during the run "
+                             f"({counts}; first: {first}); dataset.check=true finds them before training starts\n")
         write_json_atomic(metrics, self.run_dir / "metrics.json")
         self.loggers.final(hparam_summary(self.cfg), metrics)
         if not (diverged or interrupted or pruned):

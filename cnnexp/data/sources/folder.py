@@ -41,8 +41,9 @@ class FileImages(LazyImages):
             arrays = [self.decode(int(i)) for i in index]
         except UnreadableImage as exc:
             if self.skip_unreadable:
-                raise UserError(f"cannot read {exc}; dataset.check=false skips unreadable files in training only: "
-                                "remove it, or check the folder first (dataset.check=true)")
+                raise UserError(f"cannot read {exc}; dataset.check=false skips unreadable files only in `cnnexp train` "
+                                "(training and its evaluations): remove it, or check the folder first "
+                                "(dataset.check=true)")
             raise UserError(f"cannot read {exc} (it changed after the start of the run); restore it and resume")
         return as_batch(arrays, self.shape[1:])
 
