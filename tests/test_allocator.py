@@ -10,9 +10,11 @@ import pytest
 # allocate, touch and free a 40 MB tensor (above the 32 MB glibc always maps on its own, below the 64 MB
 # kept) a few times (the heap settles), then count the page faults of doing it 20 times more
 FAULTS_OF_LATER_STEPS = """
-import resource, sys, torch
-from cnnexp.utils.allocator import keep_freed_memory
-tuned = keep_freed_memory()
+import os, resource, sys, torch
+from cnnexp.utils.allocator import bound_to_batch, keep_freed_memory
+tuned = keep_freed_memory() if os.environ.get("TUNE", "1") == "1" else False
+if os.environ.get("STREAM") == "1":
+    tuned = bound_to_batch()
 def step():
     torch.ones(10 << 20).sum()
 for _ in range(5):
@@ -42,6 +44,15 @@ def test_freed_tensor_memory_is_reused_without_faulting_its_pages_in_again():
     assert tuned and faults < PAGES // 4, faults  # a step now and then may still map anew
     untuned, faults = later_steps(CNNEXP_MALLOC_DEFAULTS="1")  # glibc's own way: the pages come back each time
     assert not untuned and faults > PAGES // 2, faults
+
+
+@glibc_only
+def test_a_streamed_run_maps_large_blocks_on_their_own_again():
+    """Memory that follows the batch: a 40 MB block is returned when freed (its pages fault in again at
+    the next step) once the run is known to stream; a process not tuned (a library caller) is left alone."""
+    bounded, faults = later_steps(STREAM="1")
+    assert bounded and faults > PAGES // 2, faults
+    assert later_steps(STREAM="1", TUNE="0")[0] is False
 
 
 @glibc_only

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnexp.data import ImageData, create_dataset
-from cnnexp.data.stream import make_batches
+from cnnexp.data.stream import LazyImages, make_batches
 from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
 from cnnexp.engine.build import build_optimizer, build_scheduler, seed_everything, select_device, set_threads
 from cnnexp.engine.distributed import Group
@@ -27,6 +27,7 @@ from cnnexp.models.weights import LoadReport, choose_normalization, start_weight
 from cnnexp.schemas import upgrade
 from cnnexp.schemas.datasets import RESIZE, check_source
 from cnnexp.schemas.keys import check_dataset_keys
+from cnnexp.utils.allocator import bound_to_batch
 from cnnexp.utils.checkpoint import Checkpoint
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.runs import load_run_config
@@ -214,6 +215,8 @@ def assemble_training(cfg, data: ImageData, resuming: bool = False) -> TrainingP
     scheduler = build_scheduler(cfg.scheduler, optimizer)
     train_batches = make_batches(train_split, cfg.trainer.batch_size, cfg.trainer.shuffle,
                                  shard=(group.rank, group.world_size))
+    if isinstance(train_split.images, LazyImages):
+        bound_to_batch()  # streamed: memory follows the batch (utils/allocator.py)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     return TrainingParts(cfg, data, group, device, precision, model, train_model, batchnorm, weights, freezing,
                          pipeline, ema, optimizer, scheduler, scaler, train_batches, generator,
