@@ -7,7 +7,8 @@ so that the engine, the data sources and the commands read the same typed fields
   config goes through once, before anything runs) runs the range checks (`check()` beside the fields).
 - Model configs are made from the factories' signatures (`models.py`); each dataset source has its
   schema (`datasets.py`, named first in conf/dataset/<name>.yaml); optimizers and schedulers keep
-  their keys in their YAML (any constructor argument may be added) with the shared ones typed here.
+  their keys in their YAML (any argument of the class may be added, `constructors.py` refuses others) with the
+  shared ones typed here.
 - A run's saved config is brought onto today's keys by `upgrade`, so runs made before a key existed
   keep resuming and loading.
 """

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from cnnexp.schemas.checks import Checked, at_least, fraction, is_number, one_of
+from cnnexp.schemas.constructors import check_constructor_keys
 from cnnexp.utils.errors import UserError
 
 BEST_BY = ("val_error", "val_loss", "val_error_then_loss")  # trainer.best_by: what makes a checkpoint best.pt
@@ -157,8 +158,10 @@ class TrainSchema(Checked):
         """The keys of the free-form groups (each choice of dataset, optimizer, scheduler has its own keys)
         that every choice has."""
         at_least("seed", self.seed, 0)
+        check_constructor_keys("optimizer", self.optimizer)
         check_optimizer(self.optimizer)
         check_model(self.model)
+        check_constructor_keys("scheduler", self.scheduler)
         at_least("scheduler.warmup_epochs", self.scheduler["warmup_epochs"], 0)
 
 
