@@ -13,6 +13,8 @@ so that the engine, the data sources and the commands read the same typed fields
   keep resuming and loading.
 """
 
+from dataclasses import asdict
+
 from omegaconf import OmegaConf, open_dict
 
 from cnnexp.models import COMMON_MODEL_KEYS
@@ -21,7 +23,7 @@ from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, ExportSchema, 
 from cnnexp.schemas.commands import BuildHdf5Schema, BuildShardsSchema, FromVideoSchema, ProbeSchema
 from cnnexp.schemas.datasets import MAX_PIXELS, SOURCE_SCHEMAS, field_help
 from cnnexp.schemas.models import model_schemas
-from cnnexp.schemas.run import DataShowSchema, SweepSchema, TrainSchema
+from cnnexp.schemas.run import AugmentationSchema, DataShowSchema, SweepSchema, TrainSchema
 
 PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSchema, "sweep_schema": SweepSchema,
                    "sweep_summarize_schema": SweepSummarizeSchema, "eval_schema": EvalSchema,
@@ -38,6 +40,7 @@ ADDED_KEYS = {
     "optimizer": {"weight_decay": 0.0, "head_lr_mult": 1.0, "decay_norm_bias": True},
     "scheduler": {"warmup_epochs": 0},
     "dataset": {"limit": None},
+    "augmentation": asdict(AugmentationSchema()),  # each key's default is no augmentation
     "model": {key: list(default) if isinstance(default, tuple) else default  # the defaults reproduce old runs
               for key, (_, default, _) in COMMON_MODEL_KEYS.items()},
 }
@@ -94,4 +97,4 @@ def register_schemas() -> None:
         store.store(group="dataset_schema", name=name, node=schema)
 
 
-__all__ = ["PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "schema_comments", "typed", "upgrade"]
+__all__ = ["AugmentationSchema", "PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "schema_comments", "typed", "upgrade"]
