@@ -10,7 +10,7 @@ from functools import cache
 
 from omegaconf import OmegaConf
 
-from cnnexp.utils.errors import UserError
+from cnnexp.utils.errors import ConfigError
 from cnnexp.utils.files import conf_dir
 
 # Keys read by the engine (param groups, warm-up), not passed to the constructor.
@@ -40,7 +40,7 @@ def located(group: str, target: str) -> type:
         cls = exc
     if not isinstance(cls, type):
         why = f" ({cls})" if isinstance(cls, Exception) else ""
-        raise UserError(f"{group}._target_={target} is not a class cnnexp can import{why}; "
+        raise ConfigError(f"{group}._target_={target} is not a class cnnexp can import{why}; "
                         f"give one such as torch.optim.SGD, or choose {group}=<name>")
     return cls
 
@@ -52,7 +52,7 @@ def choices_taking(group: str, key: str) -> list[str]:
         target = OmegaConf.load(path).get("_target_")
         try:
             known = constructor_keys(group, target)
-        except UserError:
+        except ConfigError:
             continue
         if known is None or key in known:
             names.append(f"{group}={path.stem}")
@@ -68,7 +68,7 @@ def check_constructor_keys(group: str, node) -> None:
     for key in node:
         if key.startswith("_") or key in known:
             continue
-        raise UserError(f"{group}.{key}: {target or f'{group}=none'} takes no argument '{key}'; "
+        raise ConfigError(f"{group}.{key}: {target or f'{group}=none'} takes no argument '{key}'; "
                         + fix(group, key, target, known))
 
 
