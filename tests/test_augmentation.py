@@ -117,3 +117,20 @@ def test_grey_images_augment_too(tmp_path):
     x = torch.from_numpy(read_image(path, 1, (32, 32), "simple", MAX_PIXELS)).permute(2, 0, 1)[None].expand(2, -1, -1, -1).float()
     out = Augmentation(augmentation_cfg("augmentation=strong"), (1, 32, 32)).train(x, torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 32, 32) and not torch.equal(out[0], out[1])
+
+
+def test_the_schema_holds_the_augmentation_defaults_and_none_yaml_writes_the_same():
+    """A key's default lives in AugmentationSchema; conf/augmentation/none.yaml (the same values, with
+    their comments) is held to it, and a config lacking keys (an old run's, a features file's) gets them."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from cnnexp.schemas import AugmentationSchema, upgrade
+
+    assert OmegaConf.to_container(OmegaConf.load(conf_dir() / "augmentation" / "none.yaml")) == \
+        dataclasses.asdict(AugmentationSchema())
+    assert Augmentation(AugmentationSchema(), (3, 48, 64)).describe() == "none (whole image)"
+    old = upgrade({"dataset": {"name": "olivetti"}, "augmentation": {"name": "patch", "crop_size": [40, 40]}})
+    described = Augmentation(old.augmentation, (3, 48, 64)).describe()
+    assert described == "random 40x40 patch" and old.augmentation.fill == "nearest"

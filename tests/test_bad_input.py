@@ -86,6 +86,15 @@ CASES = [
      "optimizer.momentum=-0.5 must be a number >= 0"),
     (("train", "dataset.root=/no/such.gif", "optimizer=adam", "optimizer.betas=[0.9,2]"), "optimizer.betas=[0.9, 2]"),
     (("train", "dataset.root=/no/such.gif", "optimizer.decay_norm_bias=1"), "optimizer.decay_norm_bias=1 must be true"),
+    # a key the chosen optimizer or scheduler class does not take, named before any data is read
+    (("train", *NO_DATA, "+optimizer.momentum=0.9"),
+     "optimizer.momentum: torch.optim.Adam takes no argument 'momentum'; use optimizer=momentum or optimizer=sgd"),
+    (("train", *NO_DATA, "+optimizer.betaz=[0.9,0.9]"), "optimizer.betaz: torch.optim.Adam takes no argument 'betaz'; "
+     "did you mean optimizer.betas?"),
+    (("train", *NO_DATA, "scheduler=none", "+scheduler.step_size=3"),
+     "scheduler.step_size: scheduler=none takes no argument 'step_size'; use scheduler=staircase"),
+    (("train", *NO_DATA, "optimizer._target_=torch.optim.Adamm"), "optimizer._target_=torch.optim.Adamm is not a class"),
+    (("sweep", *NO_DATA, "optimizer=sgd", "+optimizer.betas=[0.9,0.9]"), "use optimizer=adam, or one of SGD's keys"),
     (("train", "dataset.root=/no/such.gif", "augmentation.fill=wrap"), "augmentation.fill=wrap is not one of"),
     (("train", "dataset.root=/no/such.gif", "augmentation.zoom=1.5"), "augmentation.zoom=1.5 must be a number in"),
     (("train", "dataset.root=/no/such.gif", "model.preprocess=imagenet"), "model.preprocess=imagenet is not one of"),

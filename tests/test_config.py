@@ -150,6 +150,16 @@ def test_every_experiment_composes_with_the_key_checks():
         check_composes("train", [f"experiment={path.stem}"])
 
 
+def test_every_optimizer_and_scheduler_choice_takes_its_keys():
+    """Each conf/optimizer and conf/scheduler file's keys are arguments of its class (or the engine's)."""
+    from cnnexp.runner.compose import conf_dir
+    from cnnexp.schemas.constructors import check_constructor_keys
+
+    for group in ("optimizer", "scheduler"):
+        for path in sorted((conf_dir() / group).glob("*.yaml")):
+            check_constructor_keys(group, OmegaConf.load(path))
+
+
 UNUSABLE = '''
 import typing
 from torch import nn

@@ -180,6 +180,7 @@ def _two_rank_checks(rank: int, init_file: str, results) -> None:
 
     from cnnexp.data.image_data import Split
     from cnnexp.data.transforms import Augmentation, Normalizer, Pipeline
+    from cnnexp.schemas import AugmentationSchema
     from cnnexp.engine.distributed import Group
     from cnnexp.engine.evaluation import evaluate, evaluate_shard
 
@@ -191,7 +192,7 @@ def _two_rank_checks(rank: int, init_file: str, results) -> None:
     torch.manual_seed(0)  # the same model and data on both ranks
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     split = Split(torch.randint(0, 256, (7, 1, 2, 2), dtype=torch.uint8), torch.randint(0, 3, (7,)))
-    pipeline = Pipeline(Augmentation({}, (1, 2, 2)), Normalizer("scale", [0.0], [1.0]))
+    pipeline = Pipeline(Augmentation(AugmentationSchema(), (1, 2, 2)), Normalizer("scale", [0.0], [1.0]))
     results[rank] = (norm.running_mean.tolist(), evaluate_shard(model, split, pipeline, 2, group),
                      evaluate(model, split, pipeline, 2))
     dist.destroy_process_group()

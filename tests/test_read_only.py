@@ -76,3 +76,42 @@ def test_a_multirun_of_a_read_only_command_is_hydras(cnnexp, workdir, old_run):
     result = cnnexp("eval", "-m", f"run={old_run}", "split=val,test")
     assert result.code == 0, result.err
     assert (old_run / "eval" / "val" / "eval.json").is_file() and (old_run / "eval" / "test" / "eval.json").is_file()
+
+
+@pytest.fixture
+def inputs(tmp_path_factory):
+    """Outside the folder the commands run from: two class folders of faces and a video of faces."""
+    from PIL import Image
+    from test_data_tools import face_video
+
+    from cnnexp.data.sources.olivetti import embedded_gif, read_faces
+
+    home = tmp_path_factory.mktemp("inputs")
+    faces = read_faces(embedded_gif())
+    for name, first in (("anna", 0), ("ben", 10)):
+        (home / "photos" / name).mkdir(parents=True)
+        for i in range(first, first + 10):
+            Image.fromarray(faces[i]).save(home / "photos" / name / f"{i}.png")
+    face_video(home / "faces.avi", frames=6)
+    return home
+
+
+@pytest.mark.parametrize("args, written", [
+    (("data", "show", "out=grid.png", "device=cpu"), {"grid.png"}),
+    (("data", "build-hdf5", "src={inputs}/photos", "out=faces.h5", "size=[32,32]", "workers=1"),
+     {"faces.h5", "faces_mean.json"}),
+    (("data", "build-shards", "src={inputs}/photos", "out=shards", "size=[32,32]", "workers=1"), {"shards"}),
+    (("data", "from-video", "video={inputs}/faces.avi", "label=anna", "out=crops", "every=1"), {"crops"}),
+    (("features", "run={run}", "out=features.h5", "device=cpu"), {"features.h5"}),
+], ids=lambda v: " ".join(v[:2]) if isinstance(v, tuple) else None)
+def test_data_tools_and_features_write_only_what_they_are_asked(cnnexp, workdir, old_run, inputs, compositions,
+                                                                 args, written):
+    """Run once from an empty folder, they compose once and leave their output alone: no outputs/, no
+    .hydra, no log, no scratch folder."""
+    before_scratch = scratch_folders()
+    result = cnnexp(*[a.format(run=old_run, inputs=inputs) for a in args])
+    assert result.code == 0, result.err
+    assert compositions[0] == 1
+    assert {p.name for p in workdir.iterdir()} == written
+    assert not any(".hydra" in n or n.endswith(".log") for n in files_under(workdir))
+    assert scratch_folders() <= before_scratch

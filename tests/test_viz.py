@@ -195,6 +195,21 @@ def test_gradcam_named_class_and_trained_small_cnn_frozen():
     assert not any(p.requires_grad for p in model.parameters()) and model.training  # as fit left it
 
 
+def test_a_long_gradcam_title_is_wrapped_inside_the_picture():
+    """The title names the image, class, layer, model and dataset: longer than the figure is wide."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from cnnexp.viz.gradcam import gradcam_figure
+
+    title = "test-3: Grad-CAM of 'person_03' at features (Sequential, 50x11x8 maps) (lenet on olivetti)"
+    figure = gradcam_figure(torch.zeros(1, 57, 47, dtype=torch.uint8), torch.rand(57, 47), title, "1. person_03 0.96")
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    shown, whole = figure._suptitle.get_window_extent(renderer), figure.bbox
+    assert figure._suptitle.get_text().replace("\n", " ") == title
+    assert whole.x0 <= shown.x0 and shown.x1 <= whole.x1 and shown.y1 <= whole.y1
+    assert all(shown.y0 >= ax.get_window_extent(renderer).y1 for ax in figure.axes)  # above the pictures
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_has_maps_and_gradcam(name):
     """Default layers exist and Grad-CAM gives one finite 0..1 map per image, for every model family."""

@@ -1,8 +1,9 @@
 """One module per subcommand. Each has `HELP` (one line for `cnnexp --help`) and `main(argv)`, which
 `cnnexp` calls with the arguments after the command's name; a command that is one Hydra app gets its
 `main` from `runner.app.app_main` and has `CONFIG_NAME` (its primary config in conf/), `run(cfg)` and
-optional `FLAGS` (`--tencrop` -> `eval.tencrop=true`). A command that only reads runs has
-`READ_ONLY = True` and `run(cfg, overrides)`: run once, it is no Hydra job (see runner/app.py).
+optional `FLAGS` (`--tencrop` -> `eval.tencrop=true`). A command that only reads runs or data and
+writes where it is told has `READ_ONLY = True` and `run(cfg, overrides)`: run once, it is no Hydra job
+(see runner/app.py).
 
 `COMMANDS` is the list `cnnexp` dispatches on: adding a subcommand is one module here, one line below
 and one primary config.

@@ -1,6 +1,7 @@
 """`cnnexp data <build-hdf5|build-shards|from-video|show> key=value ...`: the data toolbox.
 
-Each tool is a Hydra app over its own primary config, `conf/data_<tool>.yaml`; `data show` includes the
+Each tool is a Hydra app over its own primary config, `conf/data_<tool>.yaml`, that makes no job folder
+when it runs once (it writes only where it is told); `data show` includes the
 train config, so it takes any train override (dataset=..., augmentation=..., experiment=...).
 """
 
@@ -73,14 +74,18 @@ def show(cfg) -> None:
     console.print(f"sample grid: {out}", highlight=False, soft_wrap=True)
 
 
+def tool(config_name: str, run, help_line: str) -> SimpleNamespace:
+    """A data tool as a command: it writes only where it is told, so run once it is no Hydra job (composed
+    once, no job folder: see runner/app.py)."""
+    return SimpleNamespace(CONFIG_NAME=config_name, READ_ONLY=True, run=lambda cfg, overrides: run(cfg),
+                           HELP=help_line)
+
+
 TOOLS = {
-    "build-hdf5": SimpleNamespace(CONFIG_NAME="data_build_hdf5", run=build_hdf5,
-                                  HELP="an image folder -> one HDF5 file (a group per split, train mean)"),
-    "build-shards": SimpleNamespace(CONFIG_NAME="data_build_shards", run=build_shards,
-                                    HELP="an image folder -> WebDataset tar shards (for dataset=shards)"),
-    "from-video": SimpleNamespace(CONFIG_NAME="data_from_video", run=from_video,
-                                  HELP="the largest face in every k-th video frame -> out/<label>/*.png"),
-    "show": SimpleNamespace(CONFIG_NAME="data_show", run=show,
-                            HELP="counts per split and class, mean/std, a grid of augmented samples"),
+    "build-hdf5": tool("data_build_hdf5", build_hdf5, "an image folder -> one HDF5 file (a group per split, train mean)"),
+    "build-shards": tool("data_build_shards", build_shards,
+                         "an image folder -> WebDataset tar shards (for dataset=shards)"),
+    "from-video": tool("data_from_video", from_video, "the largest face in every k-th video frame -> out/<label>/*.png"),
+    "show": tool("data_show", show, "counts per split and class, mean/std, a grid of augmented samples"),
 }
 main = tools_main("data", TOOLS)  # cnnexp data <tool> ... -> the tool's Hydra app

@@ -13,10 +13,11 @@ from cnnexp.utils.errors import UserError
 CONFIG_NAME = "features"
 HELP = "features of a run or registry model for every image -> HDF5"
 FLAGS = {"--tencrop": "tencrop=true"}
+READ_ONLY = True  # composed once, run without a Hydra job: it writes only the file out= names (runner/app.py)
 main = app_main("features", __name__)  # cnnexp features ... -> this module's Hydra app
 
 
-def run(cfg) -> dict | None:
+def run(cfg, overrides: list[str]) -> dict | None:
     from cnnexp.engine.build import set_threads
     from cnnexp.features.extract import extract, file_attrs
     from cnnexp.features.layers import choose_layer
@@ -25,7 +26,7 @@ def run(cfg) -> dict | None:
     listing = cfg.layer == "list"
     target = None if listing else output_path(cfg)
     set_threads(cfg.device.threads)
-    source, data = load_source(cfg)
+    source, data = load_source(cfg, overrides)
     in_shape = source.pipeline.augmentation.out_shape
     if listing:
         return print_layers(source.model, in_shape)
@@ -54,15 +55,16 @@ def output_path(cfg) -> Path:
     return path
 
 
-def load_source(cfg):
+def load_source(cfg, overrides: list[str]):
+    """The model and data the features come from; `overrides` (the command line's) name the run's
+    dataset keys to change."""
     from cnnexp.features.extract import load_dataset, source_from_model, source_from_run
     from cnnexp.inference.open_run import dataset_overrides, open_run
-    from cnnexp.utils.runs import current_overrides
 
     if cfg.model is not None:
         data = load_dataset(cfg.dataset, cfg.seed)
         return source_from_model(cfg, data), data
-    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides(cfg, current_overrides()))
+    restored = open_run(cfg.run, cfg.checkpoint, cfg.which, cfg.device, dataset_overrides(cfg, overrides))
     source = source_from_run(restored, cfg.dataset, cfg.run)
     return source, load_dataset(source.dataset_cfg, cfg.seed, source.image_shape)
 

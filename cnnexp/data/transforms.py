@@ -115,21 +115,20 @@ class Augmentation:
     """
 
     def __init__(self, cfg, image_shape: tuple[int, int, int]):
-        self.name = cfg.get("name", "none")
-        self.flip = bool(cfg.get("flip", False))
-        crop = cfg.get("crop_size")
+        """`cfg`: every augmentation key, typed and range-checked by the schema (a composed `augmentation`
+        node, a run's saved one brought up to date by `schemas.upgrade`, or `schemas.AugmentationSchema`)."""
+        self.name = cfg.name
+        self.flip = cfg.flip
         _, h, w = image_shape
         self.image_size = (h, w)
-        self.crop_size = (h, w) if crop is None else (int(crop[0]), int(crop[1]))
+        self.crop_size = (h, w) if cfg.crop_size is None else tuple(cfg.crop_size)
         if not (0 < self.crop_size[0] <= h and 0 < self.crop_size[1] <= w):
             raise UserError(f"augmentation.crop_size={list(self.crop_size)} must fit inside the {h}x{w} images")
         self.out_shape = (image_shape[0], *self.crop_size)
         self.crops = self.crop_size != (h, w)
-        self.ranges = {key: float(cfg.get(key) or 0.0)
-                       for key in ("rotation", "zoom", "width_shift", "height_shift", "shear")}
-        fill = cfg.get("fill", "nearest")  # the ranges and fill are checked by the augmentation schema
-        self.fill = fill
-        self.padding = FILL_MODES[fill]
+        self.ranges = {key: getattr(cfg, key) for key in ("rotation", "zoom", "width_shift", "height_shift", "shear")}
+        self.fill = cfg.fill
+        self.padding = FILL_MODES[cfg.fill]
         self.warps = any(self.ranges.values())
 
     def describe(self) -> str:

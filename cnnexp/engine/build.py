@@ -11,6 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from cnnexp.schemas.constructors import ENGINE_KEYS
 from cnnexp.utils.errors import UserError
 
 
@@ -49,13 +50,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-ENGINE_OPTIMIZER_KEYS = ("head_lr_mult", "decay_norm_bias")  # read by the engine (param groups), not passed to torch
-ENGINE_SCHEDULER_KEYS = ("warmup_epochs",)
-
-
 def build_optimizer(optimizer_cfg, params) -> torch.optim.Optimizer:
     """`params`: parameters or param groups (see models.freeze.parameter_groups)."""
-    torch_cfg = OmegaConf.create({k: v for k, v in optimizer_cfg.items() if k not in ENGINE_OPTIMIZER_KEYS})
+    torch_cfg = OmegaConf.create({k: v for k, v in optimizer_cfg.items() if k not in ENGINE_KEYS["optimizer"]})
     try:
         return instantiate(torch_cfg, _partial_=True)(params)
     except (InstantiationException, TypeError, ValueError) as exc:
@@ -86,7 +83,7 @@ def build_scheduler(scheduler_cfg, optimizer):
 def _instantiate_scheduler(scheduler_cfg, optimizer):
     if scheduler_cfg._target_ is None:
         return None
-    torch_cfg = OmegaConf.create({k: v for k, v in scheduler_cfg.items() if k not in ENGINE_SCHEDULER_KEYS})
+    torch_cfg = OmegaConf.create({k: v for k, v in scheduler_cfg.items() if k not in ENGINE_KEYS["scheduler"]})
     try:
         scheduler = instantiate(torch_cfg, optimizer=optimizer)
     except InstantiationException as exc:

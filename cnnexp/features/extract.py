@@ -28,6 +28,7 @@ from cnnexp.features.layers import FeatureExtractor, LayerChoice
 from cnnexp.features.store import FeatureWriter
 from cnnexp.models import model_kwargs
 from cnnexp.models.weights import choose_normalization
+from cnnexp.schemas import AugmentationSchema
 from cnnexp.utils.errors import UserError
 from cnnexp.utils.text import shape_text
 
@@ -60,7 +61,7 @@ def source_from_model(cfg, data) -> Source:
     model_cfg = absolute_weights(OmegaConf.to_container(cfg.model, resolve=True))
     model, loaded = registry_model(OmegaConf.create(model_cfg), image_shape, data.num_classes, cfg.seed)
     weights_stats = choose_normalization(loaded, OmegaConf.create(model_cfg), image_shape[0])
-    pipeline = Pipeline(Augmentation({}, image_shape), model_normalizer(cfg, data, weights_stats),
+    pipeline = Pipeline(Augmentation(AugmentationSchema(), image_shape), model_normalizer(cfg, data, weights_stats),
                         cfg.device.channels_last)
     record = {"model": model_cfg["name"], "model_config": model_cfg,
               "weights": str(model_cfg["weights"] or "none (random initialisation from seed)"),
@@ -194,7 +195,7 @@ def parsed(value) -> dict:
 def source_from_attrs(attrs: dict, device_cfg) -> tuple[FeatureExtractor, Source]:
     """The extractor that made a features file, from the attributes it wrote."""
     image_shape = tuple(int(v) for v in attrs["image_size"])
-    pipeline = Pipeline(Augmentation(parsed(attrs["augmentation"]), image_shape),
+    pipeline = Pipeline(Augmentation(AugmentationSchema(**parsed(attrs["augmentation"])), image_shape),
                         Normalizer(attrs["normalize"], attrs["mean"], attrs["std"]), bool(attrs["channels_last"]))
     if attrs.get("checkpoint"):
         model = load_trained(attrs["source_run"] or None, Path(attrs["checkpoint"]))[2]

@@ -1,8 +1,8 @@
 """Running a command as a Hydra app: compose up front (one-line errors), then `hydra.main` over the
 command's primary config, with every failure inside the job turned into one line and an exit code.
 
-A read-only command (`READ_ONLY = True`: eval, predict, export, viz; `run(cfg, overrides)`) is not a
-Hydra job when it runs once: the config composed up front is the one it runs with, and no job folder
+A read-only command (`READ_ONLY = True`: eval, predict, export, viz, features and the data tools, which
+read and write only where they are told; `run(cfg, overrides)`) is not a Hydra job when it runs once: the config composed up front is the one it runs with, and no job folder
 is made. Its multiruns (`-m`) and Hydra's own flags (`--cfg`, `--info`) still go through `hydra.main`."""
 
 import os
@@ -98,7 +98,7 @@ def guarded(command, cfg):
         remove_if_unused(out)
         sys.exit(code)
     finally:
-        if is_scratch(out):  # the empty folder of a command that writes nothing there (predict, data tools)
+        if is_scratch(out):  # the empty folder of a command that writes nothing there (serve, sweep summarize)
             prune_empty(out, 1)
 
 

@@ -7,10 +7,13 @@ so that the engine, the data sources and the commands read the same typed fields
   config goes through once, before anything runs) runs the range checks (`check()` beside the fields).
 - Model configs are made from the factories' signatures (`models.py`); each dataset source has its
   schema (`datasets.py`, named first in conf/dataset/<name>.yaml); optimizers and schedulers keep
-  their keys in their YAML (any constructor argument may be added) with the shared ones typed here.
+  their keys in their YAML (any argument of the class may be added, `constructors.py` refuses others) with the
+  shared ones typed here.
 - A run's saved config is brought onto today's keys by `upgrade`, so runs made before a key existed
   keep resuming and loading.
 """
+
+from dataclasses import asdict
 
 from omegaconf import OmegaConf, open_dict
 
@@ -20,7 +23,7 @@ from cnnexp.schemas.commands import (PICTURE_SCHEMAS, EvalSchema, ExportSchema, 
 from cnnexp.schemas.commands import BuildHdf5Schema, BuildShardsSchema, FromVideoSchema, ProbeSchema
 from cnnexp.schemas.datasets import MAX_PIXELS, SOURCE_SCHEMAS, field_help
 from cnnexp.schemas.models import model_schemas
-from cnnexp.schemas.run import DataShowSchema, SweepSchema, TrainSchema
+from cnnexp.schemas.run import AugmentationSchema, DataShowSchema, SweepSchema, TrainSchema
 
 PRIMARY_SCHEMAS = {"train_schema": TrainSchema, "data_show_schema": DataShowSchema, "sweep_schema": SweepSchema,
                    "sweep_summarize_schema": SweepSummarizeSchema, "eval_schema": EvalSchema,
@@ -37,6 +40,7 @@ ADDED_KEYS = {
     "optimizer": {"weight_decay": 0.0, "head_lr_mult": 1.0, "decay_norm_bias": True},
     "scheduler": {"warmup_epochs": 0},
     "dataset": {"limit": None},
+    "augmentation": asdict(AugmentationSchema()),  # each key's default is no augmentation
     "model": {key: list(default) if isinstance(default, tuple) else default  # the defaults reproduce old runs
               for key, (_, default, _) in COMMON_MODEL_KEYS.items()},
 }
@@ -93,4 +97,4 @@ def register_schemas() -> None:
         store.store(group="dataset_schema", name=name, node=schema)
 
 
-__all__ = ["PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "schema_comments", "typed", "upgrade"]
+__all__ = ["AugmentationSchema", "PICTURE_SCHEMAS", "PRIMARY_SCHEMAS", "register_schemas", "schema_comments", "typed", "upgrade"]

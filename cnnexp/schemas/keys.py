@@ -2,7 +2,8 @@
 and `+key=value` refused where it adds a key that no part of cnnexp reads.
 
 Which keys may be added (`+group.key=...`):
-- under `optimizer` and `scheduler`: any constructor argument of the `_target_` class (torch checks it);
+- under `optimizer` and `scheduler`: any constructor argument of the `_target_` class (checked against its
+  signature: schemas/constructors.py);
 - under `dataset` of a run's config (eval, predict, viz, export, features read a trained run's dataset):
   checked when the run is opened, against the keys of the run's dataset source (`check_dataset_keys`);
 - under `dataset` of a train config: only the keys of the chosen source (conf/dataset/<name>.yaml), so

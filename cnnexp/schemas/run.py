@@ -9,6 +9,7 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from cnnexp.schemas.checks import Checked, at_least, fraction, is_number, one_of
+from cnnexp.schemas.constructors import check_constructor_keys
 from cnnexp.utils.errors import UserError
 
 BEST_BY = ("val_error", "val_loss", "val_error_then_loss")  # trainer.best_by: what makes a checkpoint best.pt
@@ -82,15 +83,18 @@ FILLS = ("nearest", "constant", "reflect")  # augmentation.fill, Keras's fill_mo
 
 @dataclass
 class AugmentationSchema(Checked):
-    name: str = MISSING
-    crop_size: Optional[list[int]] = MISSING
-    flip: bool = MISSING
-    rotation: float = MISSING
-    zoom: float = MISSING
-    width_shift: float = MISSING
-    height_shift: float = MISSING
-    shear: float = MISSING
-    fill: str = MISSING
+    """The augmentation keys, each defaulting to no augmentation: what a config that lacks a key (a run
+    saved before the key existed, a features file, a model's features without augmentation) gets.
+    conf/augmentation/none.yaml writes the same values with their comments (a test holds them equal)."""
+    name: str = "none"
+    crop_size: Optional[list[int]] = None
+    flip: bool = False
+    rotation: float = 0.0
+    zoom: float = 0.0
+    width_shift: float = 0.0
+    height_shift: float = 0.0
+    shear: float = 0.0
+    fill: str = "nearest"
 
     def check(self) -> None:
         if self.crop_size is not None and (len(self.crop_size) != 2 or min(self.crop_size) < 1):
@@ -157,8 +161,10 @@ class TrainSchema(Checked):
         """The keys of the free-form groups (each choice of dataset, optimizer, scheduler has its own keys)
         that every choice has."""
         at_least("seed", self.seed, 0)
+        check_constructor_keys("optimizer", self.optimizer)
         check_optimizer(self.optimizer)
         check_model(self.model)
+        check_constructor_keys("scheduler", self.scheduler)
         at_least("scheduler.warmup_epochs", self.scheduler["warmup_epochs"], 0)
 
 

@@ -1,8 +1,8 @@
 """Output folders for commands that read a run instead of starting one (eval, predict, ...).
 
 `eval` writes into `<run>/eval/<split>[-tencrop|-fivecrop[-vote]][-<checkpoint>]` (computed from its
-keys, by a resolver where a multirun's Hydra job folders need it); commands that only print or write
-where they are told get an empty scratch folder as their Hydra job folder, removed again. When the run
+keys, by a resolver where a multirun's Hydra job folders need it); the Hydra jobs that only print
+(serve, sweep summarize) get an empty scratch folder as their job folder, removed again. When the run
 named does not exist, the eval folder is a scratch folder too: the job then fails with a one-line
 error and nothing is left behind, neither under outputs/ nor beside a mistyped path.
 """

@@ -9,6 +9,7 @@ found. Catching the layer's output as a fresh leaf (see `LayerOutput`) gives the
 frozen weights, with in-place ReLUs after the layer, and without touching any parameter's `.grad`.
 """
 
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,9 +69,11 @@ def gradcam_figure(view: torch.Tensor, cam: torch.Tensor, title: str, caption: s
             ax.imshow(rgb[..., 0] if rgb.shape[2] == 1 else rgb, cmap="gray", vmin=0, vmax=255)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    lines = textwrap.wrap(title, width=int(fig.get_figwidth() * 72 / (9 * 0.6)))  # 9-point characters
+    fig.suptitle("\n".join(lines), fontsize=9)
     fig.text(0.5, 0.02, caption, ha="center", va="bottom", fontsize=8)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.82, bottom=0.14, wspace=0.05)
+    inches = fig.get_figheight()
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.82 - 0.15 * (len(lines) - 1) / inches, bottom=0.14, wspace=0.05)
     return fig
 
 
