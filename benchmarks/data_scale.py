@@ -126,6 +126,11 @@ def dataset_keys(args) -> list[str]:
     return ["dataset=shards", f"dataset.path={built_path(args, 'shards')}"]
 
 
+def limit_keys(args) -> list[str]:
+    """--limit for cnnexp: at most that many images in each split (every file is still listed and checked)."""
+    return [] if args.limit is None else [f"dataset.limit={args.limit}"]
+
+
 def cnnexp_child(args, report: Path) -> None:
     """`cnnexp train` of one data source in this process, noting the time of its first training step."""
     from cnnexp.cli import main
@@ -142,7 +147,8 @@ def cnnexp_child(args, report: Path) -> None:
     Trainer.train_step = noted
     with tempfile.TemporaryDirectory() as run_dir:
         code = main(["train", *dataset_keys(args), "model=small_cnn", "trainer.batch_size=64",
-                     f"trainer.epochs={args.epochs}", "device=cpu", f"hydra.run.dir={run_dir}/run", *args.override])
+                     f"trainer.epochs={args.epochs}", "device=cpu", f"hydra.run.dir={run_dir}/run", *limit_keys(args),
+                     *args.override])
         if code:
             raise SystemExit(code)
         metrics = json.loads((Path(run_dir) / "run" / "metrics.json").read_text())
@@ -153,16 +159,19 @@ def plain_child(args, report: Path) -> None:
     """The tutorial script: ImageFolder + DataLoader, the same network, no evaluation."""
     import torch
     import torch.nn.functional as F
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
     from cnnexp.models import create_model
 
     torch.manual_seed(0)
     prepare = transforms.Compose([transforms.Resize(args.size), transforms.CenterCrop(args.size), transforms.ToTensor()])
-    dataset = datasets.ImageFolder(str(args.photos), transform=prepare)
+    photos = datasets.ImageFolder(str(args.photos), transform=prepare)
+    dataset = photos  # or a seeded random subset of --limit images, after ImageFolder has listed every file
+    if args.limit is not None:
+        dataset = Subset(photos, torch.randperm(len(photos))[:args.limit].tolist())
     loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
-    model = create_model("small_cnn", (3, args.size, args.size), len(dataset.classes))
+    model = create_model("small_cnn", (3, args.size, args.size), len(photos.classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     first, images, start = None, 0, None
     for _ in range(args.epochs):
@@ -212,6 +221,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--in-memory", default="false", choices=("true", "false", "auto"), help="cnnexp's choice")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--limit", type=int, help="train on at most this many images (cnnexp: dataset.limit, each "
+                        "split; plain: a random subset), so a 100,000-photo folder is measured in minutes")
     parser.add_argument("--jobs", default="folder,hdf5,shards,plain",
                         help=f"comma-separated, run in this order: {', '.join(CHILDREN)}")
     parser.add_argument("--build-dir", type=Path, help="where the HDF5 file and the shards go (kept; reused)")
@@ -234,7 +245,8 @@ def main() -> None:
         args.build_dir.mkdir(parents=True, exist_ok=True)
         os.environ["CNNEXP_CACHE"] = str((args.cache or scratch / "cache").resolve())
         rows = run_jobs(args, scratch)
-    print(f"\n{args.photos} at {args.size} px, {args.epochs} epoch(s), cnnexp in_memory={args.in_memory}, "
+    limit = "" if args.limit is None else f", at most {args.limit} images a split"
+    print(f"\n{args.photos} at {args.size} px, {args.epochs} epoch(s){limit}, cnnexp in_memory={args.in_memory}, "
           f"{os.cpu_count()} CPUs\n" + table(rows))
 
 
