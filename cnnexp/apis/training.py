@@ -15,7 +15,7 @@ from rich.console import Console
 
 from cnnexp.apis.runs import Run
 from cnnexp.schemas import typed, upgrade
-from cnnexp.schemas.run import TrainSchema
+from cnnexp.schemas.run import TrainSchema, check_choices_take_their_keys
 from cnnexp.utils.errors import ConfigError, UserError
 from cnnexp.utils.runs import claim_run_dir, finished_metrics, refuse_used_run_dir, save_config, set_aside
 from cnnexp.utils.files import display_path
@@ -73,7 +73,7 @@ def train_config(cfg, run_dir: Path, overrides: list[str], on_evaluation=None, f
         checkpoint = Checkpoint.read(source, "last")
         cfg = resumed_config(checkpoint.config, cfg, overrides)
         check_schedule(checkpoint.config, cfg, overrides)
-        typed(cfg)
+        check_choices_take_their_keys(typed(cfg))
     data = create_dataset(cfg.dataset, cfg.seed).limit(cfg.dataset.limit)
     if main_process:
         save_config(cfg, run_dir)

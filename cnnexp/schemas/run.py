@@ -161,10 +161,10 @@ class TrainSchema(Checked):
         """The keys of the free-form groups (each choice of dataset, optimizer, scheduler has its own keys)
         that every choice has."""
         at_least("seed", self.seed, 0)
-        check_constructor_keys("optimizer", self.optimizer)
+        if self.trainer.resume in (None, "auto"):  # a resumed run's keys are checked once merged with its own config
+            check_choices_take_their_keys(self)
         check_optimizer(self.optimizer)
         check_model(self.model)
-        check_constructor_keys("scheduler", self.scheduler)
         at_least("scheduler.warmup_epochs", self.scheduler["warmup_epochs"], 0)
 
 
@@ -196,3 +196,11 @@ class SweepSchema(TrainSchema):
     heartbeat: int = MISSING
     trial_retries: int = MISSING
     sweep: SweepSettings = field(default_factory=SweepSettings)
+
+
+def check_choices_take_their_keys(cfg) -> None:
+    """Every optimizer and scheduler key is one its chosen class (or the engine) takes. A resumed run's
+    command line composes over the default choices, so its keys are checked against the run's own
+    (apis.training.train_config), not here."""
+    check_constructor_keys("optimizer", cfg.optimizer)
+    check_constructor_keys("scheduler", cfg.scheduler)
